@@ -192,13 +192,14 @@ func TestReplicaDownAndBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	target := e.write(t, 2, 2)
+	looksBefore := tr.Stats().Looks
 	err := tr.Wait(ctx, target)
 	var we *lsn.WaitError
 	if !errors.Is(err, lsn.ErrTimeout) || !errors.As(err, &we) || we.LastErr == nil {
 		t.Fatalf("wait with the replica down: %v, want a timeout carrying the connection error", err)
 	}
 	t.Logf("while down: %v", err)
-	looksDown := tr.Stats().Looks
+	looksDown := tr.Stats().Looks - looksBefore
 	if err := replica.Start(ctx); err != nil {
 		t.Fatal(err)
 	}

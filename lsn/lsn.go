@@ -4,6 +4,8 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+
+	"github.com/flypg/flypg/internal/pglsn"
 )
 
 // LSN is a PostgreSQL write-ahead log position, a byte offset into the WAL.
@@ -15,11 +17,8 @@ type LSN uint64
 // compile time (XLOG_BLCKSZ); the segment size is chosen at initdb and is
 // 16 MiB unless the cluster was created with --wal-segsize.
 const (
-	PageSize           = 8192
-	DefaultSegmentSize = 16 << 20
-
-	shortPageHeader = 24 // MAXALIGN(SizeOfXLogShortPHD)
-	longPageHeader  = 40 // MAXALIGN(SizeOfXLogLongPHD), first page of a segment
+	PageSize           = pglsn.PageSize
+	DefaultSegmentSize = pglsn.DefaultSegmentSize
 )
 
 // ErrSyntax is wrapped by the errors Parse returns for malformed text.
@@ -28,40 +27,11 @@ var ErrSyntax = errors.New("invalid LSN syntax")
 // Parse parses the "X/Y" text form PostgreSQL prints for pg_lsn values, with
 // the same rules as the server: each side has 1 to 8 hex digits, nothing else.
 func Parse(s string) (LSN, error) {
-	hi, rest, ok := hexComponent(s)
-	if !ok || len(rest) == 0 || rest[0] != '/' {
+	l, ok := pglsn.Parse(s)
+	if !ok {
 		return 0, fmt.Errorf("lsn: parse %q: %w", s, ErrSyntax)
 	}
-	lo, rest, ok := hexComponent(rest[1:])
-	if !ok || len(rest) != 0 {
-		return 0, fmt.Errorf("lsn: parse %q: %w", s, ErrSyntax)
-	}
-	return LSN(hi)<<32 | LSN(lo), nil
-}
-
-// hexComponent reads 1 to 8 hex digits from the front of s.
-func hexComponent(s string) (v uint32, rest string, ok bool) {
-	n := 0
-	for n < len(s) && n <= 8 {
-		c := s[n]
-		var d byte
-		switch {
-		case '0' <= c && c <= '9':
-			d = c - '0'
-		case 'a' <= c && c <= 'f':
-			d = c - 'a' + 10
-		case 'A' <= c && c <= 'F':
-			d = c - 'A' + 10
-		default:
-			return v, s[n:], n > 0
-		}
-		if n == 8 {
-			return 0, s, false // a ninth digit: too long
-		}
-		v = v<<4 | uint32(d)
-		n++
-	}
-	return v, s[n:], n > 0
+	return LSN(l), nil
 }
 
 // MustParse is Parse for constants in tests and examples; it panics on error.
@@ -88,18 +58,7 @@ func (l LSN) String() string {
 //
 // segmentSize is the cluster's wal_segment_size; 0 means DefaultSegmentSize.
 func (l LSN) Normalize(segmentSize uint64) LSN {
-	if segmentSize == 0 {
-		segmentSize = DefaultSegmentSize
-	}
-	off := uint64(l) % PageSize
-	header := uint64(shortPageHeader)
-	if uint64(l)%segmentSize < PageSize {
-		header = longPageHeader
-	}
-	if off != 0 && off <= header {
-		return l - LSN(off)
-	}
-	return l
+	return LSN(pglsn.Normalize(uint64(l), segmentSize))
 }
 
 // MarshalText implements encoding.TextMarshaler with the "X/Y" form.

@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
@@ -45,11 +46,15 @@ type Link struct {
 
 	connMu sync.Mutex
 	conns  map[*linkConn]struct{} // connections whose pipelines still run
+
+	// oneWay is the latency added in each direction, in nanoseconds. It is
+	// applied by the pipelines' ends (see delay.go), not by a toxiproxy
+	// latency toxic, whose timers overshoot by up to a millisecond.
+	oneWay atomic.Int64
 }
 
 // Toxic names; toxiproxy identifies toxics by name within a collection.
 const (
-	toxicLatency   = "pgtest_latency"
 	toxicBlackhole = "pgtest_blackhole"
 )
 
@@ -91,7 +96,7 @@ func (l *Link) Upstream() string { return l.upstream }
 
 // SetRTT adds round-trip time d to the link: d/2 of latency in each
 // direction, on connections old and new. It replaces a previous value, and
-// 0 removes it. Latency has millisecond resolution.
+// 0 removes it. Data already in flight keeps the latency it entered with.
 func (l *Link) SetRTT(d time.Duration) error {
 	if d < 0 {
 		return fmt.Errorf("pgtest: link %s: negative RTT %s", l.name, d)
@@ -101,19 +106,8 @@ func (l *Link) SetRTT(d time.Duration) error {
 	if err := l.usable(); err != nil {
 		return err
 	}
-	// Remove and re-add rather than update: toxiproxy updates a toxic's
-	// fields in place while pipelines read them (a data race). Removing a
-	// latency toxic from live connections is safe: it hands on what it
-	// holds.
-	l.removeToxics(toxicLatency)
-	if d == 0 {
-		return nil
-	}
-	oneWay := (d / 2).Milliseconds()
-	if oneWay == 0 {
-		oneWay = 1
-	}
-	return l.addToxics(toxicLatency, "latency", map[string]any{"latency": oneWay})
+	l.oneWay.Store(int64(d / 2))
+	return nil
 }
 
 // Cut stops the link: open connections are closed and new ones are
@@ -200,6 +194,7 @@ func (l *Link) Clear() error {
 	l.startMu.Lock()
 	defer l.startMu.Unlock()
 	l.reset = false
+	l.oneWay.Store(0)
 	var err error
 	if l.hasToxics(toxicBlackhole) {
 		// Removing a timeout toxic from a live pipeline closes the

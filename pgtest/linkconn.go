@@ -96,8 +96,8 @@ func (l *Link) handle(client *net.TCPConn) {
 
 	l.nextID++
 	id := strconv.Itoa(l.nextID)
-	l.proxy.Toxics.StartLink(l.server, id+"upstream", client, &pipeEnd{l: l, lc: lc, conn: up}, stream.Upstream)
-	l.proxy.Toxics.StartLink(l.server, id+"downstream", up, &pipeEnd{l: l, lc: lc, conn: client}, stream.Downstream)
+	l.proxy.Toxics.StartLink(l.server, id+"upstream", client, newPipeEnd(l, lc, up), stream.Upstream)
+	l.proxy.Toxics.StartLink(l.server, id+"downstream", up, newPipeEnd(l, lc, client), stream.Downstream)
 }
 
 // closeConns closes every proxied connection, with an RST if rst, and
@@ -156,35 +156,37 @@ func resetConn(c *net.TCPConn) {
 }
 
 // pipeEnd is where a toxiproxy pipeline writes: one side of a linkConn.
+// Writes pass through a delay line (delay.go) that adds the link's latency.
 type pipeEnd struct {
 	l    *Link
 	lc   *linkConn
 	conn *net.TCPConn
 
-	failed bool // used only by the pipeline's writer goroutine
-	once   sync.Once
+	line *delayLine
+	once sync.Once
+}
+
+func newPipeEnd(l *Link, lc *linkConn, conn *net.TCPConn) *pipeEnd {
+	e := &pipeEnd{l: l, lc: lc, conn: conn}
+	e.line = startDelayLine(conn, &l.oneWay)
+	return e
 }
 
 // Write reports success even after the connection failed: toxiproxy's
 // toxics block forever handing data to a pipeline whose writer has stopped,
 // so the pipeline must drain until its reader ends.
 func (e *pipeEnd) Write(b []byte) (int, error) {
-	if !e.failed {
-		if _, err := e.conn.Write(b); err != nil {
-			e.failed = true
-			// Closing makes the opposite pipeline's reader fail, so both
-			// directions wind down.
-			_ = e.conn.Close()
-		}
-	}
+	e.line.send(b)
 	return len(b), nil
 }
 
 // Close is called once by the pipeline's writer when the pipeline ends.
 func (e *pipeEnd) Close() error {
 	e.once.Do(func() {
-		// The opposite pipeline reads from this connection; closing it
-		// ends that pipeline too.
+		// Deliver what the delay line still holds, then close: the
+		// opposite pipeline reads from this connection, so closing it ends
+		// that pipeline too.
+		e.line.close()
 		_ = e.conn.Close()
 		e.l.pipelineDone(e.lc)
 	})

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"time"
@@ -36,14 +37,16 @@ type options struct {
 func suites() map[string]suite {
 	return map[string]suite{
 		"tracker": {about: "replication waits: oracle vs tracker vs the original stored function", run: runTracker, goals: trackerGoals},
+		"forward": {about: "a forwarded INSERT against a direct one, on the same primary", run: runForward, goals: forwardGoals},
 	}
 }
 
 func main() {
 	var (
-		name  = flag.String("suite", "", "suite to run: "+strings.Join(sortedKeys(suites()), ", "))
-		out   = flag.String("out", "bench-out", "directory for NAME.json")
-		quick = flag.Bool("quick", false, "fewer cycles (smoke test, figures not representative)")
+		name    = flag.String("suite", "", "suite to run: "+strings.Join(sortedKeys(suites()), ", "))
+		out     = flag.String("out", "bench-out", "directory for NAME.json")
+		quick   = flag.Bool("quick", false, "fewer cycles (smoke test, figures not representative)")
+		cpuProf = flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	)
 	flag.Parse()
 	s, ok := suites()[*name]
@@ -56,10 +59,20 @@ func main() {
 	o := options{quick: *quick, logf: func(format string, args ...any) {
 		fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
 	}}
+	if *cpuProf != "" {
+		f, err := os.Create(*cpuProf)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+			os.Exit(1)
+		}
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
 	start := time.Now()
 	r, err := s.run(ctx, o)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %s: %v\n", *name, err)
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 	if err := write(*out, *name, r); err != nil {
@@ -82,6 +95,7 @@ func main() {
 	}
 	fmt.Printf("\nwritten %s in %s\n", filepath.Join(*out, *name+".json"), time.Since(start).Round(time.Second))
 	if failed > 0 && !*quick {
+		pprof.StopCPUProfile()
 		os.Exit(3)
 	}
 }

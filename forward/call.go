@@ -1,0 +1,61 @@
+package forward
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/flypg/flypg/forward/forwardpb"
+	"github.com/flypg/flypg/forward/internal/wire"
+)
+
+// CallError is a registered function's failure, reported by the executor.
+// The function's transaction did not commit. Err, when set, is the
+// PostgreSQL error that made it fail.
+type CallError struct {
+	Name    string
+	Message string
+	Err     error // *pgconn.PgError, or nil
+}
+
+func (e *CallError) Error() string { return "forward: call " + e.Name + ": " + e.Message }
+
+// Unwrap returns the PostgreSQL error, if any.
+func (e *CallError) Unwrap() error { return e.Err }
+
+// Call runs the function registered on the executor as name with payload,
+// with the same exactly-once retries as a statement. It returns the
+// function's output and the commit LSN, and records the commit in ctx's
+// Receipt. A function that failed returns a *CallError; an unregistered
+// name an *Error matching ErrUnknownFunction.
+func (c *Client) Call(ctx context.Context, name string, payload []byte) ([]byte, uint64, error) {
+	ctx, cancel := c.unitContext(ctx)
+	defer cancel()
+	rcpt := ReceiptFrom(ctx)
+	id := newID()
+	var resp *forwardpb.CallResponse
+	err := c.do(ctx, "call", id, rcpt, func(ctx context.Context, u *forwardpb.Unit, md *metadata.MD) error {
+		var err error
+		resp, err = c.api.Call(ctx, &forwardpb.CallRequest{Unit: u, Name: name, Payload: payload}, grpc.WaitForReady(true), grpc.Trailer(md))
+		return err
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	c.noteInstance(resp.GetInstance())
+	if ce := resp.GetError(); ce != nil {
+		if ce.GetUnknownFunction() {
+			return nil, 0, &Error{Op: "call", Target: c.cfg.Target, RequestID: hex.EncodeToString(id), Kind: ErrUnknownFunction, Err: errors.New(ce.GetMessage())}
+		}
+		cerr := &CallError{Name: name, Message: ce.GetMessage()}
+		if pe := ce.GetPgError(); pe != nil {
+			cerr.Err = wire.PgErrorFromProto(pe)
+		}
+		return nil, 0, cerr
+	}
+	rcpt.commit(resp.GetCommitLsn())
+	return resp.GetPayload(), resp.GetCommitLsn(), nil
+}

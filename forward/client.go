@@ -1,0 +1,423 @@
+package forward
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/flypg/flypg/forward/forwardpb"
+	"github.com/flypg/flypg/forward/internal/auth"
+)
+
+// Defaults for zero fields of ClientConfig.
+const (
+	DefaultTimeout         = 5 * time.Second
+	DefaultMaxRecvBytes    = 64 << 20
+	retryHorizon           = 15 * time.Second // keep well below the executor's DedupWindow
+	retryBackoffMin        = 20 * time.Millisecond
+	retryBackoffMax        = 500 * time.Millisecond
+	defaultKeepaliveTime   = 10 * time.Second
+	defaultKeepaliveTimout = 5 * time.Second
+)
+
+// ClientConfig configures a Client.
+type ClientConfig struct {
+	// Target is the executor's gRPC address: "host:port", or a resolver
+	// URL such as "dns:///iad.myapp.internal:5444" that resolves to every
+	// primary-region instance.
+	Target string
+	// Secret is the shared secret the executor authenticates with.
+	Secret string
+	// TLS, if set, is used for the connection; nil means plaintext, for
+	// private networks such as Fly's WireGuard mesh.
+	TLS *tls.Config
+	// Timeout bounds one forwarded unit (a statement, a transaction's round
+	// trip, a call) when the caller's context has no earlier deadline.
+	Timeout time.Duration
+	// MaxRecvBytes bounds a response message; keep it above the executor's
+	// MaxResponseBytes.
+	MaxRecvBytes int
+	// DialOptions are appended to the client's own gRPC dial options.
+	DialOptions []grpc.DialOption
+	// Logger receives connection events at debug level. Nil: silent.
+	Logger *slog.Logger
+}
+
+// Client is a connection to an executor, shared by every database/sql
+// connection of its Connector: one HTTP/2 connection carries all calls.
+type Client struct {
+	cfg    ClientConfig
+	cc     *grpc.ClientConn
+	api    forwardpb.ExecutorClient
+	health healthpb.HealthClient
+	log    *slog.Logger
+
+	instance   atomic.Pointer[string] // the executor instance last heard from
+	readyEpoch atomic.Uint64          // counts transitions to READY
+
+	rpcs, units, retries atomic.Uint64
+
+	stop      context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// NewClient creates a client and starts connecting in the background.
+// Close it when done.
+func NewClient(cfg ClientConfig) (*Client, error) {
+	if cfg.Target == "" {
+		return nil, errors.New("forward: client: empty Target")
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.MaxRecvBytes <= 0 {
+		cfg.MaxRecvBytes = DefaultMaxRecvBytes
+	}
+	transport := insecure.NewCredentials()
+	if cfg.TLS != nil {
+		transport = credentials.NewTLS(cfg.TLS)
+	}
+	opts := []grpc.DialOption{
+		grpc.WithTransportCredentials(transport),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: defaultKeepaliveTime, Timeout: defaultKeepaliveTimout, PermitWithoutStream: true}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(cfg.MaxRecvBytes)),
+		grpc.WithChainUnaryInterceptor(protocolUnary),
+		grpc.WithChainStreamInterceptor(protocolStream),
+	}
+	if cfg.Secret != "" {
+		creds, err := auth.NewCredentials(cfg.Secret, cfg.TLS != nil)
+		if err != nil {
+			return nil, fmt.Errorf("forward: client: %w", err)
+		}
+		opts = append(opts, grpc.WithPerRPCCredentials(creds))
+	}
+	opts = append(opts, cfg.DialOptions...)
+	cc, err := grpc.NewClient(cfg.Target, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("forward: client: %s: %w", cfg.Target, err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	c := &Client{cfg: cfg, cc: cc, api: forwardpb.NewExecutorClient(cc), health: healthpb.NewHealthClient(cc), log: cfg.Logger, stop: stop}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	empty := ""
+	c.instance.Store(&empty)
+	c.wg.Add(1)
+	go c.watch(ctx)
+	cc.Connect()
+	return c, nil
+}
+
+func protocolUnary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	return invoker(auth.WithProtocol(ctx, ProtocolVersion), method, req, reply, cc, opts...)
+}
+
+func protocolStream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	return streamer(auth.WithProtocol(ctx, ProtocolVersion), desc, cc, method, opts...)
+}
+
+// Target returns the executor address the client was created with.
+func (c *Client) Target() string { return c.cfg.Target }
+
+// Close closes the connection. Calls in flight fail.
+func (c *Client) Close() error {
+	var err error
+	c.closeOnce.Do(func() {
+		c.stop()
+		err = c.cc.Close()
+		c.wg.Wait()
+	})
+	return err
+}
+
+// ClientStats are counters of a Client.
+type ClientStats struct {
+	RPCs    uint64 // network round trips to the executor
+	Units   uint64 // forwarded units started (statements, transactions, calls)
+	Retries uint64 // attempts repeated after a lost reply
+}
+
+// Stats returns the client's counters.
+func (c *Client) Stats() ClientStats {
+	return ClientStats{RPCs: c.rpcs.Load(), Units: c.units.Load(), Retries: c.retries.Load()}
+}
+
+// watch follows the connection state: it counts transitions to READY, by
+// which an attempt knows whether its request can have left, and learns the
+// executor instance on every new connection.
+func (c *Client) watch(ctx context.Context) {
+	defer c.wg.Done()
+	for {
+		s := c.cc.GetState()
+		if s == connectivity.Ready {
+			c.readyEpoch.Add(1)
+			c.learnInstance(ctx)
+		}
+		if s == connectivity.Shutdown || !c.cc.WaitForStateChange(ctx, s) {
+			return
+		}
+	}
+}
+
+// learnInstance asks the executor who it is, with a Resolve of a fresh ID.
+func (c *Client) learnInstance(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	resp, err := c.api.Resolve(ctx, &forwardpb.ResolveRequest{Unit: &forwardpb.Unit{RequestId: newID(), Attempt: 1}})
+	if err != nil {
+		c.log.Debug("forward: learn executor instance", "target", c.cfg.Target, "err", err)
+		return
+	}
+	c.noteInstance(resp.GetInstance())
+}
+
+func (c *Client) noteInstance(id string) {
+	if id != "" && id != *c.instance.Load() {
+		c.instance.Store(&id)
+	}
+}
+
+func (c *Client) lastInstance() string { return *c.instance.Load() }
+
+func newID() []byte {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return b
+}
+
+// unitContext bounds a unit by the configured timeout unless ctx ends
+// sooner.
+func (c *Client) unitContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if d, ok := ctx.Deadline(); ok && time.Until(d) <= c.cfg.Timeout {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, c.cfg.Timeout)
+}
+
+// sendState is what the client knew about the connection when an attempt
+// left: enough to tell afterwards whether it can have been sent.
+type sendState struct {
+	ready bool
+	epoch uint64
+}
+
+func (c *Client) snapshot() sendState {
+	return sendState{ready: c.cc.GetState() == connectivity.Ready, epoch: c.readyEpoch.Load()}
+}
+
+// neverSent reports whether no connection was ever ready during the
+// attempt: then no stream was created and the request did not leave.
+func (c *Client) neverSent(before sendState) bool {
+	return !before.ready && c.readyEpoch.Load() == before.epoch && c.cc.GetState() != connectivity.Ready
+}
+
+// attempt is one try of a unit: it sends u and fills trailer.
+type attempt func(ctx context.Context, u *forwardpb.Unit, trailer *metadata.MD) error
+
+// do runs a unit with exactly-once retries: after a failure that may have
+// happened after sending, it asks again with the same request ID (the
+// executor answers from its ledger instead of running it twice) until the
+// unit's deadline or the retry horizon. It returns nil or an *Error,
+// *CommittedError or a context error.
+func (c *Client) do(ctx context.Context, op string, id []byte, rcpt *Receipt, try attempt) error {
+	c.units.Add(1)
+	first := time.Now()
+	inst := c.lastInstance()
+	backoff := retryBackoffMin
+	var sentOnce bool // some attempt may have reached the executor
+	var lastErr error
+	for n := uint32(1); ; n++ {
+		u := &forwardpb.Unit{RequestId: id, Attempt: n, Instance: inst}
+		before := c.snapshot()
+		var md metadata.MD
+		c.rpcs.Add(1)
+		rcpt.roundTrip()
+		err := try(ctx, u, &md)
+		if err == nil {
+			return nil
+		}
+		lastErr = err
+		never := c.neverSent(before)
+		if !never {
+			sentOnce = true
+		}
+		e := c.classify(op, id, err, md, sentOnce)
+		if e != nil {
+			return e
+		}
+		// The request may have been sent and its reply lost: ask again.
+		if ctx.Err() != nil || time.Since(first)+backoff > retryHorizon {
+			break
+		}
+		c.retries.Add(1)
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		backoff = min(backoff*2, retryBackoffMax)
+	}
+	kind := ErrInDoubt
+	if !sentOnce {
+		kind = ErrUnavailable
+	}
+	if ctx.Err() != nil {
+		// Let errors.Is see the caller's cancellation or deadline too.
+		lastErr = fmt.Errorf("%w (last attempt: %v)", ctx.Err(), lastErr)
+	}
+	return &Error{Op: op, Target: c.cfg.Target, RequestID: hex.EncodeToString(id), Kind: kind, Err: lastErr}
+}
+
+// classify turns a failed attempt into a final error, or nil when the
+// attempt should be repeated (the request may have been sent and the
+// executor may remember it).
+func (c *Client) classify(op string, id []byte, err error, md metadata.MD, sentOnce bool) error {
+	reqID := hex.EncodeToString(id)
+	fail := func(kind error) error {
+		return &Error{Op: op, Target: c.cfg.Target, RequestID: reqID, Kind: kind, Err: err}
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return nil
+		}
+		return fail(ErrProtocol)
+	}
+	switch first(md, trailerOutcome) {
+	case outcomeNotRun:
+		switch {
+		case st.Code() == codes.ResourceExhausted && strings.Contains(st.Message(), "busy"):
+			return fail(ErrBusy)
+		case st.Code() == codes.ResourceExhausted:
+			return fail(ErrTooLarge)
+		case st.Code() == codes.FailedPrecondition:
+			return fail(ErrNotPrimary)
+		case st.Code() == codes.InvalidArgument:
+			return fail(ErrProtocol)
+		case st.Code() == codes.Unavailable:
+			return fail(ErrUnavailable)
+		default:
+			return fail(ErrTxAborted)
+		}
+	case outcomeUnknown:
+		return fail(ErrInDoubt)
+	case outcomeCommitted:
+		lsn, _ := strconv.ParseUint(first(md, trailerLSN), 10, 64)
+		return &CommittedError{Op: op, RequestID: reqID, LSN: lsn, Reason: st.Message()}
+	}
+	switch st.Code() {
+	case codes.Unauthenticated:
+		return fail(ErrUnauthenticated)
+	case codes.FailedPrecondition, codes.Unimplemented:
+		return fail(ErrProtocol)
+	case codes.InvalidArgument:
+		return fail(ErrProtocol)
+	case codes.ResourceExhausted:
+		if strings.Contains(st.Message(), "busy") || strings.Contains(st.Message(), "replay cache") {
+			return fail(ErrBusy)
+		}
+		// The client's receive limit: the unit may well have committed.
+		return fail(ErrInDoubt)
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.Internal, codes.Unknown, codes.Aborted:
+		return nil // may have been sent: repeat with the same ID
+	}
+	return fail(ErrProtocol)
+}
+
+func first(md metadata.MD, key string) string {
+	if v := md.Get(key); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+// Ping checks that the executor answers and reports its primary healthy.
+func (c *Client) Ping(ctx context.Context) error {
+	ctx, cancel := c.unitContext(ctx)
+	defer cancel()
+	before := c.snapshot()
+	resp, err := c.health.Check(ctx, &healthpb.HealthCheckRequest{Service: forwardpb.Executor_ServiceDesc.ServiceName}, grpc.WaitForReady(true))
+	if err != nil {
+		kind := ErrInDoubt
+		if c.neverSent(before) {
+			kind = ErrUnavailable
+		}
+		if status.Code(err) == codes.Unavailable || status.Code(err) == codes.DeadlineExceeded {
+			kind = ErrUnavailable // a health check changes nothing: always safe
+		}
+		return &Error{Op: "ping", Target: c.cfg.Target, Kind: kind, Err: err}
+	}
+	if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		return &Error{Op: "ping", Target: c.cfg.Target, Kind: ErrNotPrimary, Err: fmt.Errorf("health status %s", resp.GetStatus())}
+	}
+	return nil
+}
+
+// Outcome is what Resolve learned about a unit.
+type Outcome int
+
+const (
+	OutcomeUnknown      Outcome = iota // the executor cannot tell
+	OutcomeRunning                     // still running
+	OutcomeCommitted                   // committed (see the LSN)
+	OutcomeNotCommitted                // did not commit: safe to run again
+)
+
+func (o Outcome) String() string {
+	return [...]string{"unknown", "running", "committed", "not committed"}[o]
+}
+
+// Resolve asks the executor what became of the unit with requestID (hex,
+// as in Error.RequestID). It is exact within the executor's DedupWindow
+// of the unit and on the same executor process; otherwise it answers
+// OutcomeUnknown.
+func (c *Client) Resolve(ctx context.Context, requestID string) (Outcome, uint64, error) {
+	id, err := hex.DecodeString(requestID)
+	if err != nil || len(id) != 16 {
+		return OutcomeUnknown, 0, fmt.Errorf("forward: resolve: bad request ID %q", requestID)
+	}
+	return c.resolve(ctx, id, "")
+}
+
+func (c *Client) resolve(ctx context.Context, id []byte, inst string) (Outcome, uint64, error) {
+	c.rpcs.Add(1)
+	resp, err := c.api.Resolve(ctx, &forwardpb.ResolveRequest{Unit: &forwardpb.Unit{RequestId: id, Attempt: 2, Instance: inst}}, grpc.WaitForReady(true))
+	if err != nil {
+		return OutcomeUnknown, 0, err
+	}
+	c.noteInstance(resp.GetInstance())
+	switch resp.GetOutcome() {
+	case forwardpb.ResolveResponse_OUTCOME_RUNNING:
+		return OutcomeRunning, 0, nil
+	case forwardpb.ResolveResponse_OUTCOME_COMMITTED:
+		return OutcomeCommitted, resp.GetCommitLsn(), nil
+	case forwardpb.ResolveResponse_OUTCOME_NOT_COMMITTED:
+		return OutcomeNotCommitted, 0, nil
+	}
+	return OutcomeUnknown, 0, nil
+}

@@ -1,0 +1,54 @@
+// Package forward runs SQL from replica regions on the primary: a gRPC
+// executor in the primary region, and a database/sql driver whose
+// connections forward every statement to it.
+//
+// # Executor (primary region)
+//
+//	x, err := forward.NewExecutor(ctx, forward.ExecutorConfig{DSN: primaryDSN, Secret: secret})
+//	go x.Serve(lis) // or x.Register(yourGRPCServer)
+//	defer x.Close()
+//
+// The executor runs each forwarded statement on the primary, reads
+// pg_current_wal_insert_lsn() after its commit (normalized with
+// lsn.LSN.Normalize's rule) and returns the rows, the command tag and that
+// commit LSN. A lone statement is one round trip to the primary (statement,
+// Sync, LSN query, Sync in one pipeline); a transaction is one gRPC stream
+// pinned to one primary connection, with BEGIN sent together with its first
+// statement and COMMIT together with the LSN query. It cancels the query on
+// the primary when the caller gives up, rolls back a transaction whose
+// stream breaks or idles, bounds request and result sizes, and reports
+// NOT_SERVING on the standard gRPC health service while the primary is
+// unreachable or in recovery.
+//
+// # Client and driver (replica regions)
+//
+//	c, err := forward.NewClient(forward.ClientConfig{Target: "dns:///iad.myapp.internal:5444", Secret: secret})
+//	db := c.OpenDB() // a *sql.DB; GORM can use it as a connection pool
+//
+// Results decode exactly as pgx's stdlib driver decodes them, and
+// PostgreSQL errors arrive as *pgconn.PgError with every field, so
+// gorm's TranslateError works unchanged. The commit LSN reaches the caller
+// through a Receipt in the context (WithReceipt); for a transaction it is the
+// context given to BeginTx.
+//
+// # Failures and exactly-once
+//
+// Every forwarded unit carries a random request ID. The executor remembers
+// recent IDs with their outcome (see ExecutorConfig.DedupWindow), so when a
+// reply is lost the client asks again with the same ID and gets the first
+// answer instead of a second execution. A request that provably never left
+// fails with ErrUnavailable (safe to retry; it matches driver.ErrBadConn so
+// database/sql retries it itself). When the outcome cannot be learned
+// within the deadline — the executor that ran it restarted, or the primary's
+// connection broke during COMMIT — the error matches ErrInDoubt: the write
+// may have committed, and it is never retried blindly. Client.Resolve asks
+// later.
+//
+// # Security
+//
+// The executor runs SQL for whoever calls it, so every call is
+// authenticated with an HMAC of a shared secret (never sent on the wire,
+// bound to the method, with replay protection), and the executor refuses to
+// serve unauthenticated on a non-loopback address. TLS, including mutual
+// TLS, can be added through ClientConfig.TLS and your own *grpc.Server.
+package forward

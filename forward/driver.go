@@ -1,0 +1,252 @@
+package forward
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5/pgtype"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/flypg/flypg/forward/forwardpb"
+	"github.com/flypg/flypg/forward/internal/wire"
+)
+
+// Connector returns a driver.Connector whose connections forward every
+// statement to the executor. Open a pool with sql.OpenDB(c.Connector()),
+// or use OpenDB. The connections are cheap: they share the client's one
+// HTTP/2 connection, and a transaction holds a gRPC stream only while it
+// runs.
+func (c *Client) Connector() driver.Connector { return connector{c} }
+
+// OpenDB returns a *sql.DB on c.Connector().
+func (c *Client) OpenDB() *sql.DB { return sql.OpenDB(c.Connector()) }
+
+type connector struct{ c *Client }
+
+func (cn connector) Connect(context.Context) (driver.Conn, error) {
+	return &conn{c: cn.c, types: pgtype.NewMap()}, nil
+}
+
+func (cn connector) Driver() driver.Driver { return driverOnly{} }
+
+// driverOnly exists because driver.Connector must name a driver; flypg's
+// driver has no DSN form, so Open explains how to use it.
+type driverOnly struct{}
+
+func (driverOnly) Open(string) (driver.Conn, error) {
+	return nil, errors.New("forward: the forwarding driver has no DSN form: use sql.OpenDB(client.Connector())")
+}
+
+// conn is one database/sql connection. Outside a transaction each statement
+// is its own forwarded unit (one round trip, committed on the primary);
+// inside one, statements travel on the transaction's stream.
+type conn struct {
+	c     *Client
+	types *pgtype.Map // decodes results, like a pgx connection's type map
+	tx    *clientTx
+	bad   bool
+}
+
+var (
+	_ driver.ConnBeginTx                    = (*conn)(nil)
+	_ driver.ExecerContext                  = (*conn)(nil)
+	_ driver.QueryerContext                 = (*conn)(nil)
+	_ driver.ConnPrepareContext             = (*conn)(nil)
+	_ driver.Pinger                         = (*conn)(nil)
+	_ driver.NamedValueChecker              = (*conn)(nil)
+	_ driver.SessionResetter                = (*conn)(nil)
+	_ driver.Validator                      = (*conn)(nil)
+	_ driver.RowsColumnTypeDatabaseTypeName = (*wire.Rows)(nil)
+)
+
+func (cn *conn) Prepare(query string) (driver.Stmt, error) {
+	return cn.PrepareContext(context.Background(), query)
+}
+
+// PrepareContext returns a statement that forwards its SQL on each
+// execution; nothing is prepared on the primary ahead of time (the executor's
+// pgx connections cache prepared statements themselves).
+func (cn *conn) PrepareContext(_ context.Context, query string) (driver.Stmt, error) {
+	return &stmt{cn: cn, query: query}, nil
+}
+
+func (cn *conn) Close() error {
+	if cn.tx != nil {
+		cn.tx.abort()
+		cn.tx = nil
+	}
+	return nil
+}
+
+func (cn *conn) Begin() (driver.Tx, error) {
+	return cn.BeginTx(context.Background(), driver.TxOptions{})
+}
+
+// BeginTx starts a transaction lazily: nothing is sent until the first
+// statement, which travels with BEGIN. ctx is kept for the whole
+// transaction: its Receipt receives the commit LSN.
+func (cn *conn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
+	if cn.tx != nil {
+		return nil, errors.New("forward: transaction already in progress on this connection")
+	}
+	iso, err := isolationName(sql.IsolationLevel(opts.Isolation))
+	if err != nil {
+		return nil, err
+	}
+	cn.tx = &clientTx{cn: cn, ctx: ctx, isolation: iso, readOnly: opts.ReadOnly, id: newID()}
+	return cn.tx, nil
+}
+
+func isolationName(l sql.IsolationLevel) (string, error) {
+	switch l {
+	case sql.LevelDefault:
+		return "", nil
+	case sql.LevelReadUncommitted:
+		return "read uncommitted", nil
+	case sql.LevelReadCommitted:
+		return "read committed", nil
+	case sql.LevelRepeatableRead, sql.LevelSnapshot:
+		return "repeatable read", nil
+	case sql.LevelSerializable:
+		return "serializable", nil
+	}
+	return "", fmt.Errorf("forward: unsupported isolation level %v", l)
+}
+
+// CheckNamedValue encodes each argument for the wire as database/sql hands
+// it over, before its default conversions: like pgx's stdlib, the driver
+// accepts every type pgx can encode.
+func (cn *conn) CheckNamedValue(nv *driver.NamedValue) error {
+	v, err := wire.EncodeArg(nv.Value)
+	if err != nil {
+		return err
+	}
+	nv.Value = v
+	return nil
+}
+
+func (cn *conn) ResetSession(context.Context) error {
+	if cn.bad || cn.tx != nil {
+		return driver.ErrBadConn
+	}
+	return nil
+}
+
+func (cn *conn) IsValid() bool { return !cn.bad && cn.tx == nil }
+
+func (cn *conn) Ping(ctx context.Context) error { return cn.c.Ping(ctx) }
+
+func statement(query string, args []driver.NamedValue) (*forwardpb.Statement, error) {
+	st := &forwardpb.Statement{Sql: query}
+	if len(args) > 0 {
+		st.Args = make([]*forwardpb.Value, len(args))
+		for i, a := range args {
+			v, ok := a.Value.(*forwardpb.Value)
+			if !ok {
+				// Values that did not pass CheckNamedValue (driver.Stmt
+				// callers outside database/sql).
+				var err error
+				if v, err = wire.EncodeArg(a.Value); err != nil {
+					return nil, err
+				}
+			}
+			st.Args[i] = v
+		}
+	}
+	return st, nil
+}
+
+func (cn *conn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
+	res, err := cn.run(ctx, "exec", query, args)
+	if err != nil {
+		return nil, err
+	}
+	return driver.RowsAffected(res.GetRowsAffected()), nil
+}
+
+func (cn *conn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
+	res, err := cn.run(ctx, "query", query, args)
+	if err != nil {
+		return nil, err
+	}
+	return wire.NewRows(res, cn.types)
+}
+
+func (cn *conn) run(ctx context.Context, op, query string, args []driver.NamedValue) (*forwardpb.Result, error) {
+	st, err := statement(query, args)
+	if err != nil {
+		return nil, err
+	}
+	if cn.tx != nil {
+		return cn.tx.statement(ctx, st)
+	}
+	return cn.c.exec(ctx, op, st)
+}
+
+// exec forwards one statement as its own unit and records its commit in
+// ctx's Receipt.
+func (c *Client) exec(ctx context.Context, op string, st *forwardpb.Statement) (*forwardpb.Result, error) {
+	ctx, cancel := c.unitContext(ctx)
+	defer cancel()
+	rcpt := ReceiptFrom(ctx)
+	var resp *forwardpb.ExecResponse
+	err := c.do(ctx, op, newID(), rcpt, func(ctx context.Context, u *forwardpb.Unit, md *metadata.MD) error {
+		var err error
+		resp, err = c.api.Exec(ctx, &forwardpb.ExecRequest{Unit: u, Statement: st}, grpc.WaitForReady(true), grpc.Trailer(md))
+		return err
+	})
+	var committed *CommittedError
+	if errors.As(err, &committed) {
+		// The write is on the primary: whoever waits for replication must
+		// still wait for it.
+		rcpt.commit(committed.LSN)
+	}
+	if err != nil {
+		return nil, err
+	}
+	c.noteInstance(resp.GetInstance())
+	if pe := resp.GetError(); pe != nil {
+		return nil, wire.PgErrorFromProto(pe)
+	}
+	rcpt.commit(resp.GetCommitLsn())
+	return resp.GetResult(), nil
+}
+
+// stmt is a "prepared" statement: the SQL, forwarded on each execution.
+type stmt struct {
+	cn    *conn
+	query string
+}
+
+func (s *stmt) Close() error  { return nil }
+func (s *stmt) NumInput() int { return -1 }
+
+func (s *stmt) Exec(args []driver.Value) (driver.Result, error) {
+	return s.ExecContext(context.Background(), named(args))
+}
+
+func (s *stmt) Query(args []driver.Value) (driver.Rows, error) {
+	return s.QueryContext(context.Background(), named(args))
+}
+
+func (s *stmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
+	return s.cn.ExecContext(ctx, s.query, args)
+}
+
+func (s *stmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
+	return s.cn.QueryContext(ctx, s.query, args)
+}
+
+func (s *stmt) CheckNamedValue(nv *driver.NamedValue) error { return s.cn.CheckNamedValue(nv) }
+
+func named(args []driver.Value) []driver.NamedValue {
+	out := make([]driver.NamedValue, len(args))
+	for i, a := range args {
+		out[i] = driver.NamedValue{Ordinal: i + 1, Value: a}
+	}
+	return out
+}

@@ -1,0 +1,115 @@
+package forward_test
+
+import (
+	"context"
+	"database/sql"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	_ "github.com/jackc/pgx/v5/stdlib"
+	"go.uber.org/goleak"
+
+	"github.com/flypg/flypg/forward"
+	"github.com/flypg/flypg/lsn"
+	"github.com/flypg/flypg/pgtest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// pgx pools and database/sql close their connections in the
+		// background; the cluster processes are not goroutines.
+		goleak.IgnoreTopFunction("github.com/jackc/pgx/v5/pgxpool.(*Pool).backgroundHealthCheck"),
+		goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"),
+	)
+}
+
+const secret = "0123456789abcdef-test-secret"
+
+// env is a primary + replica, an executor on the primary serving on
+// loopback, a client, and pools for checking what happened.
+type env struct {
+	cluster  *pgtest.Cluster
+	exec     *forward.Executor
+	addr     string
+	client   *forward.Client
+	db       *sql.DB       // forwarding pool
+	primary  *pgxpool.Pool // direct, for checks
+	replica  *sql.DB       // direct, for read-your-writes checks
+	tracker  *lsn.Tracker
+	serveErr chan error
+}
+
+type envOption func(*forward.ExecutorConfig, *forward.ClientConfig)
+
+func startEnv(t *testing.T, opts ...envOption) *env {
+	t.Helper()
+	c := pgtest.StartT(t, pgtest.Options{Replicas: 1})
+	e := &env{cluster: c}
+	ctx := context.Background()
+	var err error
+	if e.primary, err = pgxpool.New(ctx, c.Primary.DSN("")); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.primary.Close)
+	if e.replica, err = sql.Open("pgx", c.Replicas[0].DSN("")); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.replica.Close() })
+
+	xcfg := forward.ExecutorConfig{DSN: c.Primary.DSN(""), Secret: secret, HealthInterval: 100 * time.Millisecond}
+	ccfg := forward.ClientConfig{Secret: secret, Timeout: 5 * time.Second}
+	for _, o := range opts {
+		o(&xcfg, &ccfg)
+	}
+	e.startExecutor(t, xcfg)
+	ccfg.Target = e.addr
+	if e.client, err = forward.NewClient(ccfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.client.Close() })
+	e.db = e.client.OpenDB()
+	t.Cleanup(func() { e.db.Close() })
+
+	src := lsn.NewReplaySource(e.replica)
+	if e.tracker, err = lsn.NewTracker(lsn.Config{Source: src, Timeout: 5 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.tracker.Close(); src.Close() })
+
+	if _, err := e.primary.Exec(ctx, `CREATE TABLE items (id bigserial PRIMARY KEY, name text UNIQUE NOT NULL, qty int NOT NULL DEFAULT 0)`); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func (e *env) startExecutor(t *testing.T, cfg forward.ExecutorConfig) {
+	t.Helper()
+	x, err := forward.NewExecutor(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.exec, e.addr = x, lis.Addr().String()
+	e.serveErr = make(chan error, 1)
+	go func() { e.serveErr <- x.Serve(lis) }()
+	t.Cleanup(func() {
+		x.Close()
+		if err := <-e.serveErr; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+}
+
+func (e *env) count(t *testing.T, where string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := e.primary.QueryRow(context.Background(), `SELECT count(*) FROM items WHERE `+where, args...).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}

@@ -1,0 +1,355 @@
+package forward
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/flypg/flypg/forward/forwardpb"
+	"github.com/flypg/flypg/forward/internal/auth"
+)
+
+type ctxwatchHandler = ctxwatch.Handler
+
+// ProtocolVersion is the forwarding protocol's major version, sent by
+// clients in the flypg-protocol header and checked by the executor.
+const ProtocolVersion = "1"
+
+// Defaults for zero fields of ExecutorConfig.
+const (
+	DefaultMaxRequestBytes  = 8 << 20
+	DefaultMaxResponseBytes = 16 << 20
+	DefaultTxIdleTimeout    = 30 * time.Second
+	DefaultTxMaxDuration    = 5 * time.Minute
+	DefaultDedupWindow      = 30 * time.Second
+	DefaultDedupMaxEntries  = 500_000
+	DefaultMaxReplayBytes   = 16 << 10
+	DefaultHealthInterval   = time.Second
+	DefaultQueueTimeout     = time.Second
+
+	cancelDeadlineDelay = time.Second
+	commitTimeout       = 30 * time.Second
+)
+
+// CallHandler runs the functions a Call names. forward routes, authenticates
+// and deduplicates calls; what a function does is up to the handler.
+type CallHandler interface {
+	// HandleCall runs the function name with payload. It returns nil error
+	// only if the function's transaction committed; commitLSN is the
+	// primary's insert LSN read after the commit (0 if nothing was
+	// written). For an unregistered name it returns an error matching
+	// ErrUnknownFunction.
+	HandleCall(ctx context.Context, name string, payload []byte) (out []byte, commitLSN uint64, err error)
+}
+
+// ExecutorConfig configures an Executor.
+type ExecutorConfig struct {
+	// DSN of the primary. The executor opens and owns a pool with
+	// PoolConfig(DSN). Alternatively set Pool.
+	DSN string
+	// Pool is a pool of connections to the primary, used as given (build
+	// its config with PoolConfig so that cancellation reaches the primary).
+	// Without DSN or Pool the executor serves only Call.
+	Pool *pgxpool.Pool
+
+	// Calls runs registered functions for Call; nil refuses every Call.
+	Calls CallHandler
+
+	// Secret authenticates clients (at least 16 bytes, the same on every
+	// node). OldSecrets are also accepted, for rotation.
+	Secret     string
+	OldSecrets []string
+	// AllowUnauthenticated serves without a secret. Serve refuses it on a
+	// non-loopback address; use it for local development or when mutual
+	// TLS configured on your own *grpc.Server authenticates clients.
+	AllowUnauthenticated bool
+
+	// MaxConcurrent bounds the units (statements, transactions, calls) run
+	// at once; more wait up to QueueTimeout, then are refused as busy.
+	// Zero means the pool's MaxConns.
+	MaxConcurrent int
+	QueueTimeout  time.Duration
+
+	// MaxRequestBytes bounds a request message (Serve's gRPC server);
+	// MaxResponseBytes bounds one statement's result.
+	MaxRequestBytes, MaxResponseBytes int
+
+	// TxIdleTimeout ends a transaction that waits this long for its next
+	// message; TxMaxDuration ends one that lasts longer. Both roll back.
+	TxIdleTimeout, TxMaxDuration time.Duration
+
+	// DedupWindow is how long the outcome of a finished unit is remembered
+	// for retries; DedupMaxEntries bounds how many are held (more units are
+	// refused as busy); answers over MaxReplayBytes are not kept.
+	DedupWindow     time.Duration
+	DedupMaxEntries int
+	MaxReplayBytes  int
+
+	// HealthInterval is how often the executor checks the primary for the
+	// gRPC health service.
+	HealthInterval time.Duration
+
+	// Logger receives errors and, at debug level, each unit. Nil: silent.
+	Logger *slog.Logger
+}
+
+// Executor runs forwarded work on the primary. It implements the
+// flypg.forward.v1.Executor gRPC service and the standard health service.
+type Executor struct {
+	cfg      ExecutorConfig
+	pool     *pgxpool.Pool
+	ownPool  bool
+	verifier *auth.Verifier
+	instance string
+	ledger   *ledger
+	slots    chan struct{}
+	health   *health.Server
+	log      *slog.Logger
+
+	walSegSize atomic.Uint64
+	inFlight   atomic.Int64
+
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+
+	mu      sync.Mutex
+	servers []*grpc.Server
+}
+
+// NewExecutor checks cfg, opens the pool if cfg.DSN is set, and starts the
+// health checker. Close releases everything.
+func NewExecutor(ctx context.Context, cfg ExecutorConfig) (*Executor, error) {
+	if cfg.Secret == "" && !cfg.AllowUnauthenticated {
+		return nil, errors.New("forward: executor: no Secret: the executor runs SQL for its callers and must authenticate them (set Secret, or AllowUnauthenticated for local development)")
+	}
+	if cfg.DSN != "" && cfg.Pool != nil {
+		return nil, errors.New("forward: executor: set DSN or Pool, not both")
+	}
+	setDefaults(&cfg)
+	x := &Executor{cfg: cfg, pool: cfg.Pool, health: health.NewServer(), stop: make(chan struct{}), log: cfg.Logger}
+	if x.log == nil {
+		x.log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Secret != "" {
+		v, err := auth.NewVerifier(cfg.Secret, auth.WithAdditionalSecrets(cfg.OldSecrets...))
+		if err != nil {
+			return nil, fmt.Errorf("forward: executor: %w", err)
+		}
+		x.verifier = v
+	}
+	if cfg.DSN != "" {
+		pc, err := PoolConfig(cfg.DSN)
+		if err != nil {
+			return nil, err
+		}
+		if x.pool, err = pgxpool.NewWithConfig(ctx, pc); err != nil {
+			return nil, fmt.Errorf("forward: executor: open pool: %w", err)
+		}
+		x.ownPool = true
+	}
+	if x.cfg.MaxConcurrent <= 0 {
+		x.cfg.MaxConcurrent = 64
+		if x.pool != nil {
+			x.cfg.MaxConcurrent = int(x.pool.Config().MaxConns)
+		}
+	}
+	x.slots = make(chan struct{}, x.cfg.MaxConcurrent)
+	var id [8]byte
+	rand.Read(id[:])
+	x.instance = hex.EncodeToString(id[:])
+	x.ledger = newLedger(cfg.DedupWindow, cfg.DedupMaxEntries, cfg.MaxReplayBytes)
+
+	x.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	x.health.SetServingStatus(forwardpb.Executor_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
+	x.wg.Add(1)
+	go x.checkHealth()
+	return x, nil
+}
+
+func setDefaults(c *ExecutorConfig) {
+	def := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defInt := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&c.QueueTimeout, DefaultQueueTimeout)
+	def(&c.TxIdleTimeout, DefaultTxIdleTimeout)
+	def(&c.TxMaxDuration, DefaultTxMaxDuration)
+	def(&c.DedupWindow, DefaultDedupWindow)
+	def(&c.HealthInterval, DefaultHealthInterval)
+	defInt(&c.MaxRequestBytes, DefaultMaxRequestBytes)
+	defInt(&c.MaxResponseBytes, DefaultMaxResponseBytes)
+	defInt(&c.DedupMaxEntries, DefaultDedupMaxEntries)
+	defInt(&c.MaxReplayBytes, DefaultMaxReplayBytes)
+}
+
+// Instance returns the random ID of this executor process.
+func (x *Executor) Instance() string { return x.instance }
+
+// Register adds the executor's services (forwarding and health) to s, for
+// applications that run their own gRPC server.
+func (x *Executor) Register(s grpc.ServiceRegistrar) {
+	forwardpb.RegisterExecutorServer(s, &service{x: x})
+	healthpb.RegisterHealthServer(s, x.health)
+}
+
+// ServerOptions are the gRPC server options Serve uses: message size
+// limits and keepalive settings that match the client's.
+func (x *Executor) ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(x.cfg.MaxRequestBytes),
+		grpc.MaxSendMsgSize(x.cfg.MaxResponseBytes + 1<<20),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+	}
+}
+
+// Serve runs a gRPC server with the executor's services on lis until Close
+// (then it returns nil) or a listener error. It refuses a non-loopback
+// address when the executor does not authenticate clients.
+func (x *Executor) Serve(lis net.Listener) error {
+	if x.verifier == nil && !isLoopback(lis.Addr()) {
+		return fmt.Errorf("forward: executor: refusing to serve unauthenticated on %s: set a Secret", lis.Addr())
+	}
+	s := grpc.NewServer(x.ServerOptions()...)
+	x.Register(s)
+	x.mu.Lock()
+	select {
+	case <-x.stop:
+		x.mu.Unlock()
+		return errors.New("forward: executor closed")
+	default:
+	}
+	x.servers = append(x.servers, s)
+	x.mu.Unlock()
+	err := s.Serve(lis)
+	if errors.Is(err, grpc.ErrServerStopped) {
+		return nil
+	}
+	return err
+}
+
+func isLoopback(a net.Addr) bool {
+	tcp, ok := a.(*net.TCPAddr)
+	if !ok {
+		return a.Network() == "unix" || a.Network() == "bufconn"
+	}
+	return tcp.IP.IsLoopback()
+}
+
+// Close stops the servers started by Serve (open transactions are rolled
+// back as their streams end), the health checker and, if the executor
+// opened it, the pool.
+func (x *Executor) Close() error {
+	x.closeOnce.Do(func() {
+		x.mu.Lock()
+		close(x.stop)
+		servers := x.servers
+		x.mu.Unlock()
+		for _, s := range servers {
+			stopped := make(chan struct{})
+			go func() { s.GracefulStop(); close(stopped) }()
+			select {
+			case <-stopped:
+			case <-time.After(5 * time.Second):
+				s.Stop()
+				<-stopped
+			}
+		}
+		x.health.Shutdown()
+		x.wg.Wait()
+		if x.ownPool {
+			x.pool.Close()
+		}
+	})
+	return nil
+}
+
+// checkHealth keeps the health service's status in step with the primary:
+// SERVING only while it answers and is not in recovery.
+func (x *Executor) checkHealth() {
+	defer x.wg.Done()
+	t := time.NewTicker(x.cfg.HealthInterval)
+	defer t.Stop()
+	last := healthpb.HealthCheckResponse_UNKNOWN
+	for {
+		st := x.probe()
+		if st != last {
+			x.health.SetServingStatus("", st)
+			x.health.SetServingStatus(forwardpb.Executor_ServiceDesc.ServiceName, st)
+			last = st
+		}
+		select {
+		case <-t.C:
+		case <-x.stop:
+			return
+		}
+	}
+}
+
+func (x *Executor) probe() healthpb.HealthCheckResponse_ServingStatus {
+	if x.pool == nil {
+		// A call-only node is healthy as long as it runs.
+		return healthpb.HealthCheckResponse_SERVING
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), x.cfg.HealthInterval)
+	defer cancel()
+	var inRecovery bool
+	if err := x.pool.QueryRow(ctx, `SELECT pg_is_in_recovery()`).Scan(&inRecovery); err != nil {
+		x.log.Warn("forward: executor: primary unreachable", "err", err)
+		return healthpb.HealthCheckResponse_NOT_SERVING
+	}
+	if inRecovery {
+		x.log.Warn("forward: executor: database is in recovery (a replica), not a primary")
+		return healthpb.HealthCheckResponse_NOT_SERVING
+	}
+	return healthpb.HealthCheckResponse_SERVING
+}
+
+// acquireSlot waits for a unit slot, at most QueueTimeout.
+func (x *Executor) acquireSlot(ctx context.Context) error {
+	select {
+	case x.slots <- struct{}{}:
+		x.inFlight.Add(1)
+		return nil
+	default:
+	}
+	t := time.NewTimer(x.cfg.QueueTimeout)
+	defer t.Stop()
+	select {
+	case x.slots <- struct{}{}:
+		x.inFlight.Add(1)
+		return nil
+	case <-t.C:
+		return errBusy
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (x *Executor) releaseSlot() {
+	x.inFlight.Add(-1)
+	<-x.slots
+}
+
+var errBusy = errors.New("executor busy")

@@ -1,0 +1,326 @@
+package forward_test
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"gorm.io/driver/postgres"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+
+	"github.com/flypg/flypg/forward"
+	"github.com/flypg/flypg/lsn"
+)
+
+func TestExecAutocommitReturnsLSN(t *testing.T) {
+	e := startEnv(t)
+	ctx, rcpt := forward.WithReceipt(context.Background())
+	res, err := e.db.ExecContext(ctx, `INSERT INTO items (name, qty) VALUES ($1, $2)`, "apple", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		t.Fatalf("RowsAffected = %d", n)
+	}
+	if rcpt.LSN() == 0 || rcpt.Commits() != 1 || rcpt.RPCs() != 1 {
+		t.Fatalf("receipt lsn=%d commits=%d rpcs=%d; want an LSN, 1 commit, 1 round trip", rcpt.LSN(), rcpt.Commits(), rcpt.RPCs())
+	}
+	// The commit LSN is what a replica must replay to show the write.
+	if err := e.tracker.Wait(context.Background(), lsn.LSN(rcpt.LSN())); err != nil {
+		t.Fatal(err)
+	}
+	var qty int
+	if err := e.replica.QueryRow(`SELECT qty FROM items WHERE name = 'apple'`).Scan(&qty); err != nil || qty != 3 {
+		t.Fatalf("replica read after wait: qty=%d err=%v", qty, err)
+	}
+}
+
+func TestQueryReturning(t *testing.T) {
+	e := startEnv(t)
+	var id int64
+	var name string
+	err := e.db.QueryRowContext(context.Background(), `INSERT INTO items (name) VALUES ($1) RETURNING id, name`, "pear").Scan(&id, &name)
+	if err != nil || id == 0 || name != "pear" {
+		t.Fatalf("RETURNING: id=%d name=%q err=%v", id, name, err)
+	}
+}
+
+func TestTransactionCommit(t *testing.T) {
+	e := startEnv(t)
+	before := e.client.Stats().RPCs
+	ctx, rcpt := forward.WithReceipt(context.Background())
+	tx, err := e.db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO items (name, qty) VALUES ('a', 1)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE items SET qty = qty + 1 WHERE name = 'a'`); err != nil {
+		t.Fatal(err)
+	}
+	// Reads inside the transaction run on the primary and see its writes.
+	var qty int
+	if err := tx.QueryRowContext(ctx, `SELECT qty FROM items WHERE name = 'a'`).Scan(&qty); err != nil || qty != 2 {
+		t.Fatalf("read inside tx: qty=%d err=%v", qty, err)
+	}
+	if n := e.count(t, "name = 'a'"); n != 0 {
+		t.Fatal("uncommitted row visible outside the transaction")
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if rpcs := e.client.Stats().RPCs - before; rpcs != 4 {
+		t.Fatalf("3 statements + COMMIT took %d round trips, want 4 (BEGIN travels with the first)", rpcs)
+	}
+	if rcpt.LSN() == 0 {
+		t.Fatal("commit LSN not recorded in the BeginTx context's receipt")
+	}
+	if n := e.count(t, "name = 'a' AND qty = 2"); n != 1 {
+		t.Fatal("committed row missing")
+	}
+}
+
+func TestTransactionInsertIsTwoRoundTrips(t *testing.T) {
+	e := startEnv(t)
+	ctx, rcpt := forward.WithReceipt(context.Background())
+	tx, err := e.db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO items (name) VALUES ('x')`); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if rcpt.RPCs() != 2 {
+		t.Fatalf("BEGIN + INSERT + COMMIT took %d round trips, want 2", rcpt.RPCs())
+	}
+}
+
+func TestTransactionRollbackAndSavepoints(t *testing.T) {
+	e := startEnv(t)
+	ctx := context.Background()
+	tx, err := e.db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustExec := func(q string) {
+		t.Helper()
+		if _, err := tx.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	mustExec(`INSERT INTO items (name) VALUES ('keep')`)
+	mustExec(`SAVEPOINT sp1`)
+	mustExec(`INSERT INTO items (name) VALUES ('drop')`)
+	// A failing statement aborts the transaction, as on a direct
+	// connection; rolling back to the savepoint recovers it.
+	if _, err := tx.ExecContext(ctx, `INSERT INTO items (name) VALUES ('keep')`); err == nil {
+		t.Fatal("duplicate insert succeeded")
+	}
+	mustExec(`ROLLBACK TO SAVEPOINT sp1`)
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if e.count(t, "name = 'keep'") != 1 || e.count(t, "name = 'drop'") != 0 {
+		t.Fatal("savepoint rollback not applied")
+	}
+
+	tx, _ = e.db.BeginTx(ctx, nil)
+	if _, err := tx.ExecContext(ctx, `INSERT INTO items (name) VALUES ('gone')`); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if e.count(t, "name = 'gone'") != 0 {
+		t.Fatal("rolled-back row present")
+	}
+}
+
+func TestCommitAfterFailedStatementRollsBack(t *testing.T) {
+	e := startEnv(t)
+	ctx := context.Background()
+	tx, _ := e.db.BeginTx(ctx, nil)
+	tx.ExecContext(ctx, `INSERT INTO items (name) VALUES ('p')`)
+	if _, err := tx.ExecContext(ctx, `SELECT 1/0`); err == nil {
+		t.Fatal("division by zero succeeded")
+	}
+	if err := tx.Commit(); !errors.Is(err, pgx.ErrTxCommitRollback) {
+		t.Fatalf("commit of an aborted transaction: %v, want pgx.ErrTxCommitRollback (as stdlib)", err)
+	}
+	if e.count(t, "name = 'p'") != 0 {
+		t.Fatal("row of a rolled-back transaction present")
+	}
+}
+
+func TestPgErrorFidelity(t *testing.T) {
+	e := startEnv(t)
+	ctx := context.Background()
+	if _, err := e.primary.Exec(ctx, `CREATE TABLE orders (id bigserial PRIMARY KEY, item_id bigint NOT NULL REFERENCES items(id))`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.db.ExecContext(ctx, `INSERT INTO items (name) VALUES ('dup')`); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.db.ExecContext(ctx, `INSERT INTO items (name) VALUES ('dup')`)
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		t.Fatalf("err %T %v is not a *pgconn.PgError", err, err)
+	}
+	if pe.Code != "23505" || pe.ConstraintName != "items_name_key" || pe.TableName != "items" || !strings.Contains(pe.Detail, "(name)=(dup)") || pe.Severity != "ERROR" {
+		t.Fatalf("PgError fields: %+v", pe)
+	}
+
+	// GORM over the forwarding pool translates them like over pgx.
+	gdb, err := gorm.Open(postgres.New(postgres.Config{Conn: e.db}), &gorm.Config{TranslateError: true, Logger: logger.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type Item struct {
+		ID   int64
+		Name string
+	}
+	if err := gdb.Create(&Item{Name: "dup"}).Error; !errors.Is(err, gorm.ErrDuplicatedKey) {
+		t.Fatalf("gorm duplicate: %v, want gorm.ErrDuplicatedKey", err)
+	}
+	type Order struct {
+		ID     int64
+		ItemID int64
+	}
+	if err := gdb.Create(&Order{ItemID: 424242}).Error; !errors.Is(err, gorm.ErrForeignKeyViolated) {
+		t.Fatalf("gorm foreign key: %v, want gorm.ErrForeignKeyViolated", err)
+	}
+}
+
+func TestCancellationReachesPrimary(t *testing.T) {
+	e := startEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := e.db.ExecContext(ctx, `SELECT pg_sleep(30)`)
+	if err == nil {
+		t.Fatal("sleep finished")
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want context.DeadlineExceeded", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("cancelled call returned after %v", d)
+	}
+	// The query is gone from the primary, not left running for 30 s.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var n int
+		if err := e.primary.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%' AND state = 'active'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("pg_sleep still running on the primary 5 s after the call was cancelled")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestBrokenStreamRollsBack: a transaction whose client goes away before
+// COMMIT leaves nothing on the primary and no connection idle in
+// transaction.
+func TestBrokenStreamRollsBack(t *testing.T) {
+	e := startEnv(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	tx, err := e.db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO items (name) VALUES ('orphan')`); err != nil {
+		t.Fatal(err)
+	}
+	cancel() // the stream breaks
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var idle int
+		e.primary.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'`).Scan(&idle)
+		if idle == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a connection is still idle in transaction after the stream broke")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if e.count(t, "name = 'orphan'") != 0 {
+		t.Fatal("row of a broken transaction committed")
+	}
+	if err := tx.Commit(); err == nil {
+		t.Fatal("commit after the stream broke succeeded")
+	}
+}
+
+func TestReadOnlyTransactionRefusesWrites(t *testing.T) {
+	e := startEnv(t)
+	ctx := context.Background()
+	tx, err := e.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true, Isolation: sql.LevelRepeatableRead})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	_, err = tx.ExecContext(ctx, `INSERT INTO items (name) VALUES ('ro')`)
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "25006" {
+		t.Fatalf("write in a read-only transaction: %v, want SQLSTATE 25006", err)
+	}
+	var iso string
+	tx2, _ := e.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelSerializable})
+	if err := tx2.QueryRowContext(ctx, `SHOW transaction_isolation`).Scan(&iso); err != nil || iso != "serializable" {
+		t.Fatalf("isolation = %q, %v", iso, err)
+	}
+	tx2.Rollback()
+}
+
+func TestStatementsRefusedInTransactionBlock(t *testing.T) {
+	e := startEnv(t)
+	// VACUUM cannot run inside BEGIN; the executor runs it on its own.
+	if _, err := e.db.ExecContext(context.Background(), `VACUUM items`); err != nil {
+		t.Fatalf("VACUUM: %v", err)
+	}
+}
+
+func TestUnreachableExecutor(t *testing.T) {
+	c, err := forward.NewClient(forward.ClientConfig{Target: "127.0.0.1:1", Secret: secret, Timeout: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	db := c.OpenDB()
+	defer db.Close()
+	start := time.Now()
+	_, err = db.ExecContext(context.Background(), `INSERT INTO items (name) VALUES ('x')`)
+	elapsed := time.Since(start)
+	if !errors.Is(err, forward.ErrUnavailable) || !errors.Is(err, driver.ErrBadConn) {
+		t.Fatalf("err = %v, want ErrUnavailable (never sent, so also driver.ErrBadConn)", err)
+	}
+	var fe *forward.Error
+	if !errors.As(err, &fe) || fe.Target != "127.0.0.1:1" || !strings.Contains(err.Error(), "127.0.0.1:1") || !fe.SafeToRetry() {
+		t.Fatalf("error does not name the target or is not safe to retry: %v", err)
+	}
+	// database/sql retries a bad connection twice more; each attempt is
+	// bounded by the timeout.
+	if elapsed > 2*time.Second {
+		t.Fatalf("failed after %v; the client timeout is 500ms", elapsed)
+	}
+	if err := db.PingContext(context.Background()); !errors.Is(err, forward.ErrUnavailable) {
+		t.Fatalf("ping: %v", err)
+	}
+}

@@ -1,0 +1,68 @@
+package forward
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/flypg/flypg/forward/forwardpb"
+)
+
+func TestLedger(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	l := newLedger(time.Minute, 3, 1024)
+
+	e, fresh, err := l.begin("a", t0)
+	if err != nil || !fresh {
+		t.Fatalf("first begin: fresh=%v err=%v", fresh, err)
+	}
+	// While it runs, a duplicate must wait for it, not run.
+	dup, fresh, _ := l.begin("a", t0)
+	if fresh || dup != e {
+		t.Fatal("duplicate of a running unit was told to run")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	if err := dup.wait(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("wait on a running entry: %v", err)
+	}
+	cancel()
+	answer := &forwardpb.ExecResponse{CommitLsn: 42}
+	l.finish(e, committed, 42, answer, t0)
+	if err := dup.wait(context.Background()); err != nil || dup.state != committed || dup.answer != answer {
+		t.Fatalf("after finish: state %v answer %v", dup.state, dup.answer)
+	}
+
+	// A unit that failed without a kept answer may run again.
+	f, _, _ := l.begin("b", t0)
+	l.finish(f, notCommitted, 0, nil, t0)
+	if _, fresh, _ := l.begin("b", t0); !fresh {
+		t.Fatal("a unit that did not commit and kept no answer was not allowed to run again")
+	}
+
+	// A unit whose commit is unknown must never run again.
+	u, _, _ := l.begin("c", t0)
+	l.finish(u, unknown, 0, nil, t0)
+	if _, fresh, _ := l.begin("c", t0); fresh {
+		t.Fatal("a unit with an unknown outcome was allowed to run again")
+	}
+
+	// Full: refuse new units rather than forget recent ones early.
+	if _, _, err := l.begin("d", t0); !errors.Is(err, errLedgerFull) {
+		t.Fatalf("begin on a full ledger: %v", err)
+	}
+	// After the window the finished entries expire and room returns.
+	later := t0.Add(time.Minute + time.Second)
+	if l.lookup("a", later) != nil {
+		t.Fatal("entry outlived its window")
+	}
+	if _, fresh, err := l.begin("d", later); err != nil || !fresh {
+		t.Fatalf("begin after expiry: %v", err)
+	}
+	// Large answers are not kept.
+	g, _, _ := l.begin("g", later)
+	l.finish(g, committed, 7, &forwardpb.ExecResponse{Result: &forwardpb.Result{Rows: make([]byte, 4096)}}, later)
+	if g.answer != nil || g.lsn != 7 {
+		t.Fatal("an answer over MaxReplayBytes was kept")
+	}
+}

@@ -1,0 +1,273 @@
+package forward
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/flypg/flypg/forward/forwardpb"
+	"github.com/flypg/flypg/forward/internal/wire"
+	"github.com/flypg/flypg/internal/pglsn"
+)
+
+// runAutocommit runs one statement in its own implicit transaction and reads
+// the insert LSN after its commit, in one round trip to the primary: a
+// pipeline of the statement, Sync (which commits it), the LSN query, Sync.
+//
+// The statement commits before its result is read, so a result over the
+// size limit is reported as committed (a *CommittedError on the client),
+// never silently lost.
+func (x *Executor) runAutocommit(ctx context.Context, c *pgx.Conn, st *forwardpb.Statement) (*forwardpb.Result, uint64, *stmtError) {
+	res, lsnText, serr := x.pipeline(ctx, c, "", st, true)
+	if serr != nil {
+		return nil, x.normalize(ctx, c, lsnText), serr
+	}
+	return res, x.normalize(ctx, c, lsnText), nil
+}
+
+// beginWith runs BEGIN and a transaction's first statement in one round
+// trip.
+func (x *Executor) beginWith(ctx context.Context, c *pgx.Conn, begin string, st *forwardpb.Statement) (*forwardpb.Result, *stmtError) {
+	res, _, serr := x.pipeline(ctx, c, begin, st, false)
+	return res, serr
+}
+
+// statement runs one statement inside the open transaction.
+func (x *Executor) statement(ctx context.Context, c *pgx.Conn, st *forwardpb.Statement) (*forwardpb.Result, *stmtError) {
+	res, _, serr := x.pipeline(ctx, c, "", st, false)
+	return res, serr
+}
+
+// pipeline sends [begin] statement Sync [LSN query Sync] in one write and
+// reads the answers. Results are asked for in the formats pgx's stdlib
+// driver uses, so that the client decodes exactly what stdlib would.
+func (x *Executor) pipeline(ctx context.Context, c *pgx.Conn, begin string, st *forwardpb.Statement, withLSN bool) (*forwardpb.Result, string, *stmtError) {
+	args, err := decodeArgs(st.GetArgs())
+	if err != nil {
+		return nil, "", &stmtError{err: err, kind: kindBadArg}
+	}
+	sd, err := describe(ctx, c, st.GetSql())
+	if err != nil {
+		return nil, "", classify(err)
+	}
+	if len(sd.ParamOIDs) != len(args) {
+		return nil, "", &stmtError{err: fmt.Errorf("statement has %d parameters, got %d arguments", len(sd.ParamOIDs), len(args)), kind: kindBadArg}
+	}
+	var eqb pgx.ExtendedQueryBuilder
+	if err := eqb.Build(c.TypeMap(), sd, args); err != nil {
+		return nil, "", &stmtError{err: err, kind: kindBadArg}
+	}
+
+	p := c.PgConn().StartPipeline(ctx)
+	if begin != "" {
+		p.SendQueryParams(begin, nil, nil, nil, nil)
+	}
+	p.SendQueryStatement(sd, eqb.ParamValues, eqb.ParamFormats, resultFormats(sd))
+	p.SendPipelineSync()
+	if withLSN {
+		p.SendQueryParams(`SELECT pg_current_wal_insert_lsn()::text`, nil, nil, nil, nil)
+		p.SendPipelineSync()
+	}
+	if err := p.Flush(); err != nil {
+		p.Close()
+		// Part of the pipeline may have reached the server.
+		return nil, "", &stmtError{err: err, kind: kindConnInDoubt}
+	}
+
+	var stmtErr error
+	if begin != "" {
+		stmtErr = discardResult(p)
+	}
+	var res *forwardpb.Result
+	if stmtErr == nil {
+		res, stmtErr = readPipelined(p, x.cfg.MaxResponseBytes)
+	}
+	var lsnText string
+	var lsnErr error
+	if withLSN {
+		lsnText, lsnErr = readLSN(p)
+	}
+	if err := p.Close(); err != nil && stmtErr == nil && lsnErr == nil {
+		lsnErr = err
+	}
+	if stmtErr != nil {
+		var tl *wire.ResultTooLargeError
+		if errors.As(stmtErr, &tl) {
+			if !withLSN {
+				// Inside a transaction: nothing has committed.
+				return nil, "", &stmtError{err: stmtErr, kind: kindTooLarge}
+			}
+			if lsnErr == nil {
+				// Ran and committed; only the answer is too big.
+				return nil, lsnText, &stmtError{err: stmtErr, kind: kindTooLargeCommitted}
+			}
+		}
+		se := classify(stmtErr)
+		if se.kind == kindConn && withLSN {
+			// The statement may have committed before the connection failed.
+			se.kind = kindConnInDoubt
+		}
+		return nil, "", se
+	}
+	if lsnErr != nil {
+		// The statement committed; only the LSN read failed.
+		return nil, "", &stmtError{err: fmt.Errorf("read commit LSN: %w", lsnErr), kind: kindConnInDoubt}
+	}
+	return res, lsnText, nil
+}
+
+// discardResult reads a result that carries nothing (BEGIN).
+func discardResult(p *pgconn.Pipeline) error {
+	r, err := p.GetResults()
+	if err != nil {
+		return err
+	}
+	rr, ok := r.(*pgconn.ResultReader)
+	if !ok {
+		return fmt.Errorf("pipeline: expected a result, got %T", r)
+	}
+	_, err = rr.Close()
+	return err
+}
+
+// readPipelined reads the statement's result and the Sync after it.
+func readPipelined(p *pgconn.Pipeline, maxBytes int) (*forwardpb.Result, error) {
+	r, err := p.GetResults()
+	if err != nil {
+		return nil, err
+	}
+	rr, ok := r.(*pgconn.ResultReader)
+	if !ok {
+		return nil, fmt.Errorf("pipeline: expected a result, got %T", r)
+	}
+	res, err := wire.ReadResult(&resultRows{rr: rr}, maxBytes)
+	if serr := syncNext(p); err == nil {
+		err = serr
+	}
+	return res, err
+}
+
+func readLSN(p *pgconn.Pipeline) (string, error) {
+	r, err := p.GetResults()
+	if err != nil {
+		return "", err
+	}
+	rr, ok := r.(*pgconn.ResultReader)
+	if !ok {
+		return "", fmt.Errorf("pipeline: expected a result, got %T", r)
+	}
+	res := rr.Read()
+	if res.Err != nil {
+		return "", res.Err
+	}
+	if len(res.Rows) != 1 || len(res.Rows[0]) != 1 {
+		return "", fmt.Errorf("pipeline: LSN query returned %d rows", len(res.Rows))
+	}
+	return string(res.Rows[0][0]), syncNext(p)
+}
+
+func syncNext(p *pgconn.Pipeline) error {
+	r, err := p.GetResults()
+	if err != nil {
+		return err
+	}
+	if _, ok := r.(*pgconn.PipelineSync); !ok {
+		return fmt.Errorf("pipeline: expected Sync, got %T", r)
+	}
+	return nil
+}
+
+func (x *Executor) normalize(ctx context.Context, c *pgx.Conn, text string) uint64 {
+	l, ok := pglsn.Parse(text)
+	if !ok {
+		return 0
+	}
+	return pglsn.Normalize(l, x.segmentSize(ctx, c))
+}
+
+// resultRows adapts a pgconn.ResultReader to wire.RowSource.
+type resultRows struct {
+	rr  *pgconn.ResultReader
+	tag pgconn.CommandTag
+	err error
+}
+
+func (r *resultRows) Next() bool {
+	if r.rr.NextRow() {
+		return true
+	}
+	r.tag, r.err = r.rr.Close()
+	return false
+}
+func (r *resultRows) Err() error                                   { return r.err }
+func (r *resultRows) FieldDescriptions() []pgconn.FieldDescription { return r.rr.FieldDescriptions() }
+func (r *resultRows) RawValues() [][]byte                          { return r.rr.Values() }
+func (r *resultRows) CommandTag() pgconn.CommandTag                { return r.tag }
+func (r *resultRows) Close() {
+	if _, err := r.rr.Close(); r.err == nil {
+		r.err = err
+	}
+}
+
+// resultFormats are the formats pgx's stdlib driver asks for, so that the
+// client decodes exactly what stdlib would.
+func resultFormats(sd *pgconn.StatementDescription) []int16 {
+	byOID := wire.ResultFormats()
+	f := make([]int16, len(sd.Fields))
+	for i, fd := range sd.Fields {
+		f[i] = byOID[fd.DataTypeOID]
+	}
+	return f
+}
+
+// describe returns the prepared statement for sql on c, preparing it on
+// first use. Each connection keeps its most recently used statements;
+// older ones are deallocated, so that applications that generate many
+// distinct statements do not grow the primary's memory without bound.
+func describe(ctx context.Context, c *pgx.Conn, sql string) (*pgconn.StatementDescription, error) {
+	cache := stmtCacheOf(c)
+	if el, ok := cache.index[sql]; ok {
+		cache.order.MoveToFront(el)
+		return el.Value.(*pgconn.StatementDescription), nil
+	}
+	sd, err := c.Prepare(ctx, sql, sql)
+	if err != nil {
+		return nil, err
+	}
+	cache.index[sql] = cache.order.PushFront(sd)
+	for cache.order.Len() > stmtCacheSize {
+		old := cache.order.Back()
+		cache.order.Remove(old)
+		oldSD := old.Value.(*pgconn.StatementDescription)
+		delete(cache.index, oldSD.SQL)
+		if err := c.Deallocate(ctx, oldSD.SQL); err != nil {
+			return nil, err
+		}
+	}
+	return sd, nil
+}
+
+const stmtCacheSize = 256
+
+type stmtCache struct {
+	index map[string]*list.Element
+	order *list.List
+}
+
+const stmtCacheKey = "flypg.forward.stmts"
+
+// stmtCacheOf keeps the cache in the connection's own custom data, so it
+// lives and dies with the connection.
+func stmtCacheOf(c *pgx.Conn) *stmtCache {
+	data := c.PgConn().CustomData()
+	if sc, ok := data[stmtCacheKey].(*stmtCache); ok {
+		return sc
+	}
+	sc := &stmtCache{index: map[string]*list.Element{}, order: list.New()}
+	data[stmtCacheKey] = sc
+	return sc
+}

@@ -1,0 +1,349 @@
+package forward_test
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/flypg/flypg/forward"
+	"github.com/flypg/flypg/forward/forwardpb"
+	"github.com/flypg/flypg/forward/internal/auth"
+)
+
+// rawClient talks to the executor with the generated stubs, to send what
+// the driver never would: the same request ID twice, stale instances.
+func rawClient(t *testing.T, addr, secret string) forwardpb.ExecutorClient {
+	t.Helper()
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	if secret != "" {
+		creds, err := auth.NewCredentials(secret, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts = append(opts, grpc.WithPerRPCCredentials(creds))
+	}
+	cc, err := grpc.NewClient(addr, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return forwardpb.NewExecutorClient(cc)
+}
+
+func protoCtx() context.Context {
+	return auth.WithProtocol(context.Background(), forward.ProtocolVersion)
+}
+
+func id16() []byte {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return b
+}
+
+func insertReq(id []byte, attempt uint32, instance, name string) *forwardpb.ExecRequest {
+	return &forwardpb.ExecRequest{
+		Unit:      &forwardpb.Unit{RequestId: id, Attempt: attempt, Instance: instance},
+		Statement: &forwardpb.Statement{Sql: `INSERT INTO items (name) VALUES ($1) RETURNING id`, Args: []*forwardpb.Value{{Kind: &forwardpb.Value_Text{Text: name}}}},
+	}
+}
+
+func TestDuplicateRequestIDRunsOnce(t *testing.T) {
+	e := startEnv(t)
+	api := rawClient(t, e.addr, secret)
+	ctx := protoCtx()
+	id := id16()
+	first, err := api.Exec(ctx, insertReq(id, 1, "", "once"))
+	if err != nil || first.GetError() != nil {
+		t.Fatalf("first: %v %v", err, first.GetError())
+	}
+	// A retry after a lost reply: same ID, names the executor that ran it.
+	again, err := api.Exec(ctx, insertReq(id, 2, first.GetInstance(), "once"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !again.GetReplayed() || again.GetCommitLsn() != first.GetCommitLsn() || string(again.GetResult().GetRows()) != string(first.GetResult().GetRows()) {
+		t.Fatalf("retry was not answered from the first attempt: %+v", again)
+	}
+	if n := e.count(t, "name = 'once'"); n != 1 {
+		t.Fatalf("%d rows after a retried insert, want 1", n)
+	}
+
+	// Concurrent duplicates: one runs, the others wait for it.
+	id = id16()
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := api.Exec(ctx, insertReq(id, 1, "", "burst")); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := e.count(t, "name = 'burst'"); n != 1 {
+		t.Fatalf("%d rows after concurrent duplicates, want 1", n)
+	}
+}
+
+func TestRetryOfUnknownIDIsInDoubtUnlessSameInstance(t *testing.T) {
+	e := startEnv(t)
+	api := rawClient(t, e.addr, secret)
+	ctx := protoCtx()
+	// A retry naming another (e.g. restarted) instance: refusing to run it
+	// is the only safe answer.
+	var md metadata.MD
+	_, err := api.Exec(ctx, insertReq(id16(), 2, "someone-else", "ghost"), grpc.Trailer(&md))
+	if status.Code(err) != codes.FailedPrecondition || md.Get("flypg-outcome")[0] != "unknown" {
+		t.Fatalf("retry of an unknown ID from another instance: %v %v", err, md)
+	}
+	if e.count(t, "name = 'ghost'") != 0 {
+		t.Fatal("an in-doubt retry ran")
+	}
+	// Naming this instance: the first attempt never arrived, so it runs.
+	resp, err := api.Exec(ctx, insertReq(id16(), 2, e.exec.Instance(), "late"))
+	if err != nil || resp.GetReplayed() {
+		t.Fatalf("retry of a never-seen ID on the same instance: %v %+v", err, resp)
+	}
+	if e.count(t, "name = 'late'") != 1 {
+		t.Fatal("row missing")
+	}
+}
+
+func TestAuthRefusals(t *testing.T) {
+	e := startEnv(t)
+	tests := []struct {
+		name   string
+		secret string
+	}{
+		{"wrong secret", "another-secret-of-16+"},
+		{"no credentials", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			api := rawClient(t, e.addr, tt.secret)
+			_, err := api.Exec(protoCtx(), insertReq(id16(), 1, "", "intruder"))
+			if status.Code(err) != codes.Unauthenticated {
+				t.Fatalf("err = %v, want Unauthenticated", err)
+			}
+			if strings.Contains(err.Error(), secret) {
+				t.Fatal("the secret appears in the error")
+			}
+			c, err := forward.NewClient(forward.ClientConfig{Target: e.addr, Secret: tt.secret, Timeout: time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			db := c.OpenDB()
+			defer db.Close()
+			if _, err := db.Exec(`INSERT INTO items (name) VALUES ('intruder')`); !errors.Is(err, forward.ErrUnauthenticated) {
+				t.Fatalf("driver err = %v, want ErrUnauthenticated", err)
+			}
+		})
+	}
+	if e.count(t, "name = 'intruder'") != 0 {
+		t.Fatal("an unauthenticated statement ran")
+	}
+	// Another protocol version is named in the refusal.
+	api := rawClient(t, e.addr, secret)
+	_, err := api.Exec(auth.WithProtocol(context.Background(), "2"), insertReq(id16(), 1, "", "v2"))
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "2") {
+		t.Fatalf("protocol mismatch: %v", err)
+	}
+}
+
+func TestExecutorRefusesUnauthenticatedOffLoopback(t *testing.T) {
+	if _, err := forward.NewExecutor(context.Background(), forward.ExecutorConfig{}); err == nil || !strings.Contains(err.Error(), "Secret") {
+		t.Fatalf("executor without a secret: %v", err)
+	}
+	x, err := forward.NewExecutor(context.Background(), forward.ExecutorConfig{AllowUnauthenticated: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Close()
+	lis, err := net.Listen("tcp", ":0") // all interfaces
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	if err := x.Serve(lis); err == nil || !strings.Contains(err.Error(), "unauthenticated") {
+		t.Fatalf("Serve on %s without a secret: %v", lis.Addr(), err)
+	}
+}
+
+func TestHealth(t *testing.T) {
+	e := startEnv(t)
+	cc, err := grpc.NewClient(e.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	h := healthpb.NewHealthClient(cc)
+	waitFor := func(want healthpb.HealthCheckResponse_ServingStatus) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			r, err := h.Check(context.Background(), &healthpb.HealthCheckRequest{Service: "flypg.forward.v1.Executor"})
+			if err == nil && r.GetStatus() == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("health never became %v (last %v, %v)", want, r.GetStatus(), err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitFor(healthpb.HealthCheckResponse_SERVING)
+	if err := e.db.Ping(); err != nil {
+		t.Fatalf("driver ping: %v", err)
+	}
+	if err := e.cluster.Primary.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(healthpb.HealthCheckResponse_NOT_SERVING)
+	if err := e.db.Ping(); !errors.Is(err, forward.ErrNotPrimary) {
+		t.Fatalf("driver ping with the primary down: %v", err)
+	}
+	// While the primary is down, statements fail cleanly and nothing is in doubt.
+	_, err = e.db.Exec(`INSERT INTO items (name) VALUES ('down')`)
+	var fe *forward.Error
+	if !errors.As(err, &fe) || errors.Is(err, forward.ErrInDoubt) {
+		t.Fatalf("insert with the primary down: %v", err)
+	}
+	if err := e.cluster.Primary.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(healthpb.HealthCheckResponse_SERVING)
+	if _, err := e.db.Exec(`INSERT INTO items (name) VALUES ('up')`); err != nil {
+		t.Fatalf("insert after the primary came back: %v", err)
+	}
+
+	// An executor pointed at a replica (in recovery) is not serving.
+	x, err := forward.NewExecutor(context.Background(), forward.ExecutorConfig{DSN: e.cluster.Replicas[0].DSN(""), AllowUnauthenticated: true, HealthInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Close()
+	lis, _ := net.Listen("tcp", "127.0.0.1:0")
+	go x.Serve(lis)
+	cc2, _ := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	defer cc2.Close()
+	h = healthpb.NewHealthClient(cc2)
+	time.Sleep(200 * time.Millisecond)
+	r, err := h.Check(context.Background(), &healthpb.HealthCheckRequest{})
+	if err != nil || r.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("executor on a replica: %v %v, want NOT_SERVING", r.GetStatus(), err)
+	}
+}
+
+type calls struct{ e *env }
+
+func (c calls) HandleCall(ctx context.Context, name string, payload []byte) ([]byte, uint64, error) {
+	switch name {
+	case "echo":
+		return append([]byte("echo:"), payload...), 0, nil
+	case "fail":
+		return nil, 0, errors.New("it failed")
+	}
+	return nil, 0, forward.ErrUnknownFunction
+}
+
+func TestCall(t *testing.T) {
+	var e *env
+	e = startEnv(t, func(x *forward.ExecutorConfig, _ *forward.ClientConfig) { x.Calls = calls{} })
+	out, _, err := e.client.Call(context.Background(), "echo", []byte("hi"))
+	if err != nil || string(out) != "echo:hi" {
+		t.Fatalf("echo: %q %v", out, err)
+	}
+	if _, _, err := e.client.Call(context.Background(), "nope", nil); !errors.Is(err, forward.ErrUnknownFunction) {
+		t.Fatalf("unknown function: %v", err)
+	}
+	if _, _, err := e.client.Call(context.Background(), "fail", nil); err == nil || !strings.Contains(err.Error(), "it failed") {
+		t.Fatalf("failing function: %v", err)
+	}
+}
+
+func TestResultTooLarge(t *testing.T) {
+	e := startEnv(t, func(x *forward.ExecutorConfig, _ *forward.ClientConfig) { x.MaxResponseBytes = 64 << 10 })
+	const big = `INSERT INTO items (name) SELECT $1 || g FROM generate_series(1, 10000) g RETURNING name, repeat('x', 100)`
+
+	// On its own a statement commits before its result is read: the error
+	// says so, with the LSN, and the rows are there.
+	ctx, rcpt := forward.WithReceipt(context.Background())
+	_, err := e.db.ExecContext(ctx, big, "auto")
+	var ce *forward.CommittedError
+	if !errors.As(err, &ce) || ce.LSN == 0 || !strings.Contains(err.Error(), "committed") {
+		t.Fatalf("err = %v, want a *CommittedError with the LSN", err)
+	}
+	if rcpt.LSN() != ce.LSN {
+		t.Fatalf("receipt LSN %d, want the committed LSN %d (callers must still wait for it)", rcpt.LSN(), ce.LSN)
+	}
+	if n := e.count(t, "name LIKE 'auto%'"); n != 10000 {
+		t.Fatalf("%d rows, want 10000", n)
+	}
+
+	// In a transaction the result is checked before COMMIT: the
+	// transaction is aborted and nothing commits.
+	tx, err := e.db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(big, "intx"); !errors.Is(err, forward.ErrTooLarge) && !errors.Is(err, forward.ErrTxAborted) {
+		t.Fatalf("in a transaction: %v, want ErrTooLarge", err)
+	}
+	if err := tx.Commit(); err == nil {
+		t.Fatal("commit after an oversized result succeeded")
+	}
+	if n := e.count(t, "name LIKE 'intx%'"); n != 0 {
+		t.Fatalf("%d rows of an aborted transaction committed", n)
+	}
+	// The executor is fine afterwards.
+	if _, err := e.db.Exec(`INSERT INTO items (name) VALUES ('small')`); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestTransactionIdleTimeout(t *testing.T) {
+	e := startEnv(t, func(x *forward.ExecutorConfig, _ *forward.ClientConfig) { x.TxIdleTimeout = 200 * time.Millisecond })
+	ctx := context.Background()
+	tx, err := e.db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(`INSERT INTO items (name) VALUES ('idle')`); err != nil {
+		t.Fatal(err)
+	}
+	// Wait for the executor to give up on the transaction: its connection
+	// leaves "idle in transaction".
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var idle int
+		e.primary.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'`).Scan(&idle)
+		if idle == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("idle transaction not ended")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := tx.Exec(`INSERT INTO items (name) VALUES ('idle2')`); !errors.Is(err, forward.ErrTxAborted) {
+		t.Fatalf("statement after the idle limit: %v, want ErrTxAborted", err)
+	}
+	tx.Rollback()
+	if e.count(t, "name LIKE 'idle%'") != 0 {
+		t.Fatal("rows of an expired transaction present")
+	}
+}

@@ -1,0 +1,188 @@
+package forward
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/flypg/flypg/forward/forwardpb"
+	"github.com/flypg/flypg/forward/internal/wire"
+)
+
+// Tx runs one interactive transaction on one primary connection, for as
+// long as its stream lasts. Anything but a TxCommit that succeeds ends in
+// ROLLBACK: a broken or cancelled stream, an idle or total time limit, a
+// failed connection.
+func (s *service) Tx(stream forwardpb.Executor_TxServer) error {
+	x := s.x
+	ctx := stream.Context()
+	if err := x.authorize(ctx, forwardpb.Executor_Tx_FullMethodName); err != nil {
+		return err
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	b := first.GetBegin()
+	if b == nil || b.GetFirst() == nil {
+		return status.Error(codes.InvalidArgument, "forward: a transaction stream must start with TxBegin carrying the first statement")
+	}
+	begin, err := beginSQL(b.GetIsolation(), b.GetReadOnly(), b.GetDeferrable())
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "forward: %v", err)
+	}
+	e, fresh, err := x.admit(ctx, b.GetUnit())
+	if err != nil {
+		return err
+	}
+	if !fresh {
+		// Transactions are never retried as a whole stream; an existing ID
+		// is a client bug or a replay.
+		stream.SetTrailer(trailer(outcomeNotRun, 0))
+		return status.Error(codes.FailedPrecondition, "forward: duplicate transaction request ID")
+	}
+	release, pc, err := x.startUnit(ctx, e)
+	if err != nil {
+		return err
+	}
+	defer release()
+	t := &txRun{x: x, stream: stream, entry: e, conn: pc.Conn()}
+	return t.run(ctx, begin, b.GetFirst())
+}
+
+type txRun struct {
+	x      *Executor
+	stream forwardpb.Executor_TxServer
+	entry  *ledgerEntry
+	conn   *pgx.Conn
+	ended  bool
+}
+
+// end records a transaction that did not commit, rolling it back first.
+func (t *txRun) end(ctx context.Context, err error) error {
+	if !t.ended {
+		t.ended = true
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		t.x.rollback(rctx, t.conn) // a failed ROLLBACK leaves a dirty connection, which the pool destroys
+		cancel()
+		t.x.ledger.finish(t.entry, notCommitted, 0, nil, time.Now())
+	}
+	if err != nil {
+		t.stream.SetTrailer(trailer(outcomeNotRun, 0))
+	}
+	return err
+}
+
+func (t *txRun) send(resp *forwardpb.TxResponse) error {
+	resp.Instance = t.x.instance
+	return t.stream.Send(resp)
+}
+
+func (t *txRun) run(ctx context.Context, begin string, first *forwardpb.Statement) error {
+	x := t.x
+	ctx, cancel := context.WithTimeout(ctx, x.cfg.TxMaxDuration)
+	defer cancel()
+
+	res, serr := x.beginWith(ctx, t.conn, begin, first)
+	if err := t.answer(ctx, res, serr); err != nil {
+		return t.end(ctx, err)
+	}
+
+	// Messages arrive on their own goroutine so that the idle limit can
+	// interrupt the wait; it ends when the handler returns and gRPC ends
+	// the stream.
+	msgs := make(chan *forwardpb.TxRequest)
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			m, err := t.stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			select {
+			case msgs <- m:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	idle := time.NewTimer(x.cfg.TxIdleTimeout)
+	defer idle.Stop()
+	for {
+		var m *forwardpb.TxRequest
+		select {
+		case m = <-msgs:
+		case err := <-recvErr:
+			if errors.Is(err, io.EOF) {
+				err = status.Error(codes.Aborted, "forward: transaction stream closed without COMMIT; rolled back")
+			}
+			return t.end(ctx, err)
+		case <-idle.C:
+			return t.end(ctx, status.Errorf(codes.DeadlineExceeded, "forward: transaction idle for %v; rolled back", x.cfg.TxIdleTimeout))
+		case <-ctx.Done():
+			if ctx.Err() == context.DeadlineExceeded && t.stream.Context().Err() == nil {
+				return t.end(ctx, status.Errorf(codes.DeadlineExceeded, "forward: transaction exceeded %v; rolled back", x.cfg.TxMaxDuration))
+			}
+			return t.end(ctx, status.FromContextError(ctx.Err()).Err())
+		}
+		idle.Reset(x.cfg.TxIdleTimeout)
+		switch op := m.GetOp().(type) {
+		case *forwardpb.TxRequest_Statement:
+			res, serr := x.statement(ctx, t.conn, op.Statement)
+			if err := t.answer(ctx, res, serr); err != nil {
+				return t.end(ctx, err)
+			}
+		case *forwardpb.TxRequest_Commit:
+			return t.commit(ctx)
+		case *forwardpb.TxRequest_Rollback:
+			t.end(ctx, nil)
+			return t.send(&forwardpb.TxResponse{Outcome: &forwardpb.TxResponse_RolledBack{RolledBack: &forwardpb.TxRollback{}}})
+		default:
+			return t.end(ctx, status.Errorf(codes.InvalidArgument, "forward: unexpected %T inside a transaction", op))
+		}
+	}
+}
+
+// answer sends a statement's result, or its PostgreSQL error (the
+// transaction goes on, aborted, as on a direct connection: the client may
+// roll back to a savepoint). Other failures end the transaction.
+func (t *txRun) answer(ctx context.Context, res *forwardpb.Result, serr *stmtError) error {
+	if serr == nil {
+		return t.send(&forwardpb.TxResponse{Outcome: &forwardpb.TxResponse_Result{Result: res}})
+	}
+	if serr.kind == kindPg && ctx.Err() == nil {
+		return t.send(&forwardpb.TxResponse{Outcome: &forwardpb.TxResponse_Error{Error: wire.PgErrorToProto(serr.pg)}})
+	}
+	if ctx.Err() != nil {
+		return status.FromContextError(ctx.Err()).Err()
+	}
+	return statusOf(serr)
+}
+
+func (t *txRun) commit(ctx context.Context) error {
+	x := t.x
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
+	defer cancel()
+	cr, serr := x.commit(cctx, t.conn)
+	t.ended = true
+	switch {
+	case serr != nil && serr.kind == kindPg:
+		x.ledger.finish(t.entry, notCommitted, 0, nil, time.Now())
+		return t.send(&forwardpb.TxResponse{Outcome: &forwardpb.TxResponse_Error{Error: wire.PgErrorToProto(serr.pg)}})
+	case serr != nil:
+		x.ledger.finish(t.entry, unknown, 0, nil, time.Now())
+		t.stream.SetTrailer(trailer(outcomeUnknown, 0))
+		return status.Errorf(codes.Unavailable, "forward: in doubt: primary connection failed during COMMIT: %v", serr.err)
+	case cr.rolledBack:
+		x.ledger.finish(t.entry, notCommitted, 0, nil, time.Now())
+		return t.send(&forwardpb.TxResponse{Outcome: &forwardpb.TxResponse_RolledBack{RolledBack: &forwardpb.TxRollback{}}})
+	}
+	x.ledger.finish(t.entry, committed, cr.lsn, nil, time.Now())
+	return t.send(&forwardpb.TxResponse{Outcome: &forwardpb.TxResponse_CommitLsn{CommitLsn: cr.lsn}})
+}

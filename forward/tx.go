@@ -1,0 +1,306 @@
+package forward
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/flypg/flypg/forward/forwardpb"
+	"github.com/flypg/flypg/forward/internal/wire"
+)
+
+// clientTx is a forwarded transaction: one gRPC stream, opened with the
+// first statement (BEGIN travels with it) and pinned by the executor to one
+// primary connection until COMMIT or ROLLBACK.
+type clientTx struct {
+	cn        *conn
+	ctx       context.Context // BeginTx's: lives as long as the transaction, holds the Receipt
+	isolation string
+	readOnly  bool
+	id        []byte
+	instance  string
+
+	stream forwardpb.Executor_TxClient
+	cancel context.CancelFunc
+	resps  chan txReply
+	reader chan struct{} // closed when the reading goroutine has ended
+	broken error         // set once the stream failed; the transaction is over
+}
+
+type txReply struct {
+	resp *forwardpb.TxResponse
+	err  error
+}
+
+func (t *clientTx) target() string { return t.cn.c.cfg.Target }
+
+func (t *clientTx) fail(op string, kind, err error) error {
+	return &Error{Op: op, Target: t.target(), RequestID: hex.EncodeToString(t.id), Kind: kind, Err: err}
+}
+
+// statement sends one statement and waits for its result, under the
+// statement's own context: if that ends first, the transaction is aborted
+// (the primary rolls it back), as a cancelled query aborts a direct one.
+func (t *clientTx) statement(ctx context.Context, st *forwardpb.Statement) (*forwardpb.Result, error) {
+	if t.broken != nil {
+		return nil, t.broken
+	}
+	c := t.cn.c
+	if t.stream == nil {
+		if err := t.open(ctx, st); err != nil {
+			return nil, err
+		}
+	} else if err := t.stream.Send(&forwardpb.TxRequest{Op: &forwardpb.TxRequest_Statement{Statement: st}}); err != nil {
+		return nil, t.breakOff("tx", ErrTxAborted, t.recvError(err))
+	}
+	c.rpcs.Add(1)
+	ReceiptFrom(t.ctx).roundTrip()
+	r, err := t.await(ctx)
+	if err != nil {
+		return nil, err
+	}
+	switch o := r.GetOutcome().(type) {
+	case *forwardpb.TxResponse_Result:
+		return o.Result, nil
+	case *forwardpb.TxResponse_Error:
+		return nil, wire.PgErrorFromProto(o.Error)
+	}
+	return nil, t.breakOff("tx", ErrProtocol, fmt.Errorf("unexpected reply %T to a statement", r.GetOutcome()))
+}
+
+// open starts the stream with BEGIN and the first statement.
+func (t *clientTx) open(ctx context.Context, st *forwardpb.Statement) error {
+	c := t.cn.c
+	c.units.Add(1)
+	t.instance = c.lastInstance()
+	sctx, cancel := context.WithCancel(t.ctx)
+	// Wait for a ready connection within the statement's time, not forever.
+	octx, ocancel := c.unitContext(ctx)
+	defer ocancel()
+	type opened struct {
+		s   forwardpb.Executor_TxClient
+		err error
+	}
+	ch := make(chan opened, 1)
+	go func() {
+		s, err := c.api.Tx(sctx, grpc.WaitForReady(true))
+		ch <- opened{s, err}
+	}()
+	var o opened
+	select {
+	case o = <-ch:
+	case <-octx.Done():
+		cancel()
+		o = <-ch
+		if o.err == nil {
+			o.err = octx.Err()
+		}
+	}
+	if o.err != nil {
+		cancel()
+		// Opening a stream sends nothing that could run: safe.
+		return t.breakOff("tx", ErrUnavailable, o.err)
+	}
+	t.stream, t.cancel = o.s, cancel
+	begin := &forwardpb.TxBegin{
+		Unit:      &forwardpb.Unit{RequestId: t.id, Attempt: 1, Instance: t.instance},
+		Isolation: t.isolation,
+		ReadOnly:  t.readOnly,
+		First:     st,
+	}
+	t.resps = make(chan txReply, 1)
+	t.reader = make(chan struct{})
+	go t.read()
+	if err := t.stream.Send(&forwardpb.TxRequest{Op: &forwardpb.TxRequest_Begin{Begin: begin}}); err != nil {
+		return t.breakOff("tx", ErrTxAborted, t.recvError(err))
+	}
+	return nil
+}
+
+// read receives the stream's replies until it ends; one reply is pending
+// at a time, since the client waits for each before sending the next.
+func (t *clientTx) read() {
+	defer close(t.reader)
+	for {
+		r, err := t.stream.Recv()
+		t.resps <- txReply{r, err}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// recvError returns the stream's real error after Send failed: gRPC reports
+// only io.EOF from Send and keeps the status for Recv.
+func (t *clientTx) recvError(sendErr error) error {
+	select {
+	case r := <-t.resps:
+		if r.err != nil {
+			return r.err
+		}
+	case <-time.After(time.Second):
+	}
+	return sendErr
+}
+
+// await waits for the next reply under ctx and the client's timeout.
+func (t *clientTx) await(ctx context.Context) (*forwardpb.TxResponse, error) {
+	wctx, cancel := t.cn.c.unitContext(ctx)
+	defer cancel()
+	select {
+	case r := <-t.resps:
+		if r.err != nil {
+			return nil, t.breakOff("tx", ErrTxAborted, r.err)
+		}
+		t.cn.c.noteInstance(r.resp.GetInstance())
+		return r.resp, nil
+	case <-wctx.Done():
+		err := wctx.Err()
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return nil, t.breakOff("tx", ErrTxAborted, err)
+	}
+}
+
+// breakOff ends the stream after a failure before COMMIT: the executor
+// rolls the transaction back when its stream ends.
+func (t *clientTx) breakOff(op string, kind, err error) error {
+	t.broken = t.fail(op, kind, err)
+	t.close()
+	return t.broken
+}
+
+// close cancels the stream and waits for the reading goroutine.
+func (t *clientTx) close() {
+	if t.cancel == nil {
+		return
+	}
+	t.cancel()
+	t.cancel = nil
+	if t.reader == nil {
+		return
+	}
+	for {
+		select {
+		case <-t.reader:
+			return
+		case <-t.resps: // drop, so that the reader can finish
+		}
+	}
+}
+
+func (t *clientTx) abort() { t.close() }
+
+func (t *clientTx) done() { t.cn.tx = nil }
+
+// Commit sends COMMIT and records the commit LSN in the Receipt of the
+// BeginTx context. When the reply is lost it asks the executor what became
+// of the transaction, by request ID, until the client's timeout.
+func (t *clientTx) Commit() error {
+	defer t.done()
+	if t.broken != nil {
+		return t.broken
+	}
+	if t.stream == nil {
+		return nil // no statement ran: nothing to commit
+	}
+	defer t.close()
+	c := t.cn.c
+	rcpt := ReceiptFrom(t.ctx)
+	if err := t.stream.Send(&forwardpb.TxRequest{Op: &forwardpb.TxRequest_Commit{Commit: &forwardpb.TxCommit{}}}); err != nil {
+		// COMMIT did not leave: the executor rolls back when the stream ends.
+		return t.fail("commit", ErrTxAborted, t.recvError(err))
+	}
+	c.rpcs.Add(1)
+	rcpt.roundTrip()
+	ctx, cancel := c.unitContext(t.ctx)
+	defer cancel()
+	var md metadata.MD
+	select {
+	case r := <-t.resps:
+		if r.err == nil {
+			c.noteInstance(r.resp.GetInstance())
+			switch o := r.resp.GetOutcome().(type) {
+			case *forwardpb.TxResponse_CommitLsn:
+				rcpt.commit(o.CommitLsn)
+				return nil
+			case *forwardpb.TxResponse_RolledBack:
+				return pgx.ErrTxCommitRollback
+			case *forwardpb.TxResponse_Error:
+				return wire.PgErrorFromProto(o.Error)
+			}
+			return t.fail("commit", ErrProtocol, fmt.Errorf("unexpected reply %T to COMMIT", r.resp.GetOutcome()))
+		}
+		md = t.stream.Trailer()
+		if first(md, trailerOutcome) == outcomeUnknown {
+			return t.fail("commit", ErrInDoubt, r.err)
+		}
+		if first(md, trailerOutcome) == outcomeNotRun {
+			return t.fail("commit", ErrTxAborted, r.err)
+		}
+	case <-ctx.Done():
+	}
+	return t.resolveCommit(ctx, rcpt)
+}
+
+// resolveCommit asks the executor, by request ID, what became of a COMMIT
+// whose reply was lost.
+func (t *clientTx) resolveCommit(ctx context.Context, rcpt *Receipt) error {
+	c := t.cn.c
+	backoff := retryBackoffMin
+	var lastErr error = errors.New("no reply to COMMIT")
+	for ctx.Err() == nil {
+		rcpt.roundTrip()
+		out, lsn, err := c.resolve(ctx, t.id, t.instance)
+		switch {
+		case err != nil:
+			lastErr = err
+		case out == OutcomeCommitted:
+			rcpt.commit(lsn)
+			return nil
+		case out == OutcomeNotCommitted:
+			return t.fail("commit", ErrTxAborted, errors.New("the executor rolled the transaction back"))
+		case out == OutcomeUnknown:
+			return t.fail("commit", ErrInDoubt, errors.New("the executor that ran the transaction is gone"))
+		}
+		c.retries.Add(1)
+		tm := time.NewTimer(backoff)
+		select {
+		case <-tm.C:
+		case <-ctx.Done():
+			tm.Stop()
+		}
+		backoff = min(backoff*2, retryBackoffMax)
+	}
+	return t.fail("commit", ErrInDoubt, lastErr)
+}
+
+// Rollback ends the transaction. If the stream already broke, the executor
+// has rolled back on its own.
+func (t *clientTx) Rollback() error {
+	defer t.done()
+	if t.broken != nil || t.stream == nil {
+		return nil
+	}
+	defer t.close()
+	if err := t.stream.Send(&forwardpb.TxRequest{Op: &forwardpb.TxRequest_Rollback{Rollback: &forwardpb.TxRollback{}}}); err != nil {
+		return nil // the stream is gone: so is the transaction
+	}
+	t.cn.c.rpcs.Add(1)
+	ctx, cancel := t.cn.c.unitContext(context.WithoutCancel(t.ctx))
+	defer cancel()
+	// Wait for the acknowledgement so that the primary has released the
+	// transaction's locks before the caller goes on.
+	select {
+	case <-t.resps:
+	case <-ctx.Done():
+	}
+	return nil
+}
