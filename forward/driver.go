@@ -190,11 +190,16 @@ func (cn *conn) run(ctx context.Context, op, query string, args []driver.NamedVa
 // exec forwards one statement as its own unit and records its commit in
 // ctx's Receipt.
 func (c *Client) exec(ctx context.Context, op string, st *forwardpb.Statement) (*forwardpb.Result, error) {
+	return c.execUnit(ctx, op, st, newID(), ReceiptFrom(ctx))
+}
+
+// execUnit forwards one statement as the unit id and records its commit in
+// rcpt.
+func (c *Client) execUnit(ctx context.Context, op string, st *forwardpb.Statement, id []byte, rcpt *Receipt) (*forwardpb.Result, error) {
 	ctx, cancel := c.unitContext(ctx)
 	defer cancel()
-	rcpt := ReceiptFrom(ctx)
 	var resp *forwardpb.ExecResponse
-	err := c.do(ctx, op, newID(), rcpt, func(ctx context.Context, u *forwardpb.Unit, md *metadata.MD) error {
+	err := c.do(ctx, op, id, rcpt, func(ctx context.Context, u *forwardpb.Unit, md *metadata.MD) error {
 		var err error
 		resp, err = c.api.Exec(ctx, &forwardpb.ExecRequest{Unit: u, Statement: st}, grpc.WaitForReady(true), grpc.Trailer(md))
 		return err

@@ -324,3 +324,59 @@ func TestUnreachableExecutor(t *testing.T) {
 		t.Fatalf("ping: %v", err)
 	}
 }
+
+func TestLastStatementCommitsInTheSameRoundTrip(t *testing.T) {
+	e := startEnv(t)
+	ctx, rcpt := forward.WithReceipt(context.Background())
+
+	// One statement: BEGIN, INSERT and COMMIT in one round trip.
+	tx, err := e.db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var id int64
+	if err := tx.QueryRowContext(forward.LastStatement(ctx), `INSERT INTO items (name) VALUES ('one') RETURNING id`).Scan(&id); err != nil || id == 0 {
+		t.Fatalf("last statement: id=%d err=%v", id, err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if rcpt.RPCs() != 1 || rcpt.LSN() == 0 || e.count(t, "name = 'one'") != 1 {
+		t.Fatalf("rpcs=%d lsn=%d; want 1 round trip, a commit LSN and the row", rcpt.RPCs(), rcpt.LSN())
+	}
+
+	// Two statements, the second marked last: two round trips, no COMMIT
+	// of its own; the transaction is over once the last one ran.
+	rcpt.Reset()
+	tx, _ = e.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelSerializable})
+	if _, err := tx.ExecContext(ctx, `INSERT INTO items (name) VALUES ('two-a')`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.ExecContext(forward.LastStatement(ctx), `INSERT INTO items (name) VALUES ('two-b')`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.ExecContext(ctx, `SELECT 1`); !errors.Is(err, forward.ErrAlreadyCommitted) {
+		t.Fatalf("statement after the last: %v", err)
+	}
+	if err := tx.Rollback(); !errors.Is(err, forward.ErrAlreadyCommitted) {
+		t.Fatalf("rollback after the last statement: %v, want ErrAlreadyCommitted", err)
+	}
+	if rcpt.RPCs() != 2 || e.count(t, "name LIKE 'two-%'") != 2 {
+		t.Fatalf("rpcs=%d; want 2 and both rows", rcpt.RPCs())
+	}
+
+	// A failing last statement commits nothing.
+	tx, _ = e.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead})
+	tx.ExecContext(ctx, `INSERT INTO items (name) VALUES ('three')`)
+	_, err = tx.ExecContext(forward.LastStatement(ctx), `INSERT INTO items (name) VALUES ('one')`)
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "23505" {
+		t.Fatalf("failing last statement: %v", err)
+	}
+	if err := tx.Commit(); err == nil {
+		t.Fatal("commit after a failed last statement succeeded")
+	}
+	if e.count(t, "name = 'three'") != 0 {
+		t.Fatal("a transaction whose last statement failed committed")
+	}
+}

@@ -62,6 +62,13 @@ func (x *Executor) pipeline(ctx context.Context, c *pgx.Conn, begin string, st *
 		return nil, "", &stmtError{err: err, kind: kindBadArg}
 	}
 
+	var lsnSD *pgconn.StatementDescription
+	if withLSN {
+		if lsnSD, err = describe(ctx, c, lsnSQL); err != nil {
+			return nil, "", classify(err)
+		}
+	}
+
 	p := c.PgConn().StartPipeline(ctx)
 	if begin != "" {
 		p.SendQueryParams(begin, nil, nil, nil, nil)
@@ -69,7 +76,7 @@ func (x *Executor) pipeline(ctx context.Context, c *pgx.Conn, begin string, st *
 	p.SendQueryStatement(sd, eqb.ParamValues, eqb.ParamFormats, resultFormats(sd))
 	p.SendPipelineSync()
 	if withLSN {
-		p.SendQueryParams(`SELECT pg_current_wal_insert_lsn()::text`, nil, nil, nil, nil)
+		p.SendQueryStatement(lsnSD, nil, nil, nil)
 		p.SendPipelineSync()
 	}
 	if err := p.Flush(); err != nil {
@@ -119,6 +126,8 @@ func (x *Executor) pipeline(ctx context.Context, c *pgx.Conn, begin string, st *
 	}
 	return res, lsnText, nil
 }
+
+const lsnSQL = `SELECT pg_current_wal_insert_lsn()::text`
 
 // discardResult reads a result that carries nothing (BEGIN).
 func discardResult(p *pgconn.Pipeline) error {

@@ -52,7 +52,7 @@ func (s *service) Tx(stream forwardpb.Executor_TxServer) error {
 	}
 	defer release()
 	t := &txRun{x: x, stream: stream, entry: e, conn: pc.Conn()}
-	return t.run(ctx, begin, b.GetFirst())
+	return t.run(ctx, begin, b.GetFirst(), b.GetCommit())
 }
 
 type txRun struct {
@@ -83,12 +83,15 @@ func (t *txRun) send(resp *forwardpb.TxResponse) error {
 	return t.stream.Send(resp)
 }
 
-func (t *txRun) run(ctx context.Context, begin string, first *forwardpb.Statement) error {
+func (t *txRun) run(ctx context.Context, begin string, first *forwardpb.Statement, commitNow bool) error {
 	x := t.x
 	ctx, cancel := context.WithTimeout(ctx, x.cfg.TxMaxDuration)
 	defer cancel()
 
 	res, serr := x.beginWith(ctx, t.conn, begin, first)
+	if commitNow {
+		return t.commitWith(ctx, res, serr)
+	}
 	if err := t.answer(ctx, res, serr); err != nil {
 		return t.end(ctx, err)
 	}
@@ -139,7 +142,10 @@ func (t *txRun) run(ctx context.Context, begin string, first *forwardpb.Statemen
 				return t.end(ctx, err)
 			}
 		case *forwardpb.TxRequest_Commit:
-			return t.commit(ctx)
+			return t.commit(ctx, nil)
+		case *forwardpb.TxRequest_Last:
+			res, serr := x.statement(ctx, t.conn, op.Last)
+			return t.commitWith(ctx, res, serr)
 		case *forwardpb.TxRequest_Rollback:
 			t.end(ctx, nil)
 			return t.send(&forwardpb.TxResponse{Outcome: &forwardpb.TxResponse_RolledBack{RolledBack: &forwardpb.TxRollback{}}})
@@ -165,7 +171,26 @@ func (t *txRun) answer(ctx context.Context, res *forwardpb.Result, serr *stmtErr
 	return statusOf(serr)
 }
 
-func (t *txRun) commit(ctx context.Context) error {
+// commitWith commits after a transaction's last statement and answers
+// with its result and the commit LSN. If the statement failed, the
+// transaction is rolled back and the answer is the failure.
+func (t *txRun) commitWith(ctx context.Context, res *forwardpb.Result, serr *stmtError) error {
+	if serr != nil {
+		if serr.kind == kindPg && ctx.Err() == nil {
+			t.end(ctx, nil)
+			return t.send(&forwardpb.TxResponse{Outcome: &forwardpb.TxResponse_Error{Error: wire.PgErrorToProto(serr.pg)}})
+		}
+		if ctx.Err() != nil {
+			return t.end(ctx, status.FromContextError(ctx.Err()).Err())
+		}
+		return t.end(ctx, statusOf(serr))
+	}
+	return t.commit(ctx, res)
+}
+
+// commit commits the transaction and answers with the commit LSN, and with
+// res when the commit follows a last statement.
+func (t *txRun) commit(ctx context.Context, res *forwardpb.Result) error {
 	x := t.x
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
 	defer cancel()
@@ -184,5 +209,8 @@ func (t *txRun) commit(ctx context.Context) error {
 		return t.send(&forwardpb.TxResponse{Outcome: &forwardpb.TxResponse_RolledBack{RolledBack: &forwardpb.TxRollback{}}})
 	}
 	x.ledger.finish(t.entry, committed, cr.lsn, nil, time.Now())
+	if res != nil {
+		return t.send(&forwardpb.TxResponse{Outcome: &forwardpb.TxResponse_Committed{Committed: &forwardpb.TxCommitted{Result: res, CommitLsn: cr.lsn}}})
+	}
 	return t.send(&forwardpb.TxResponse{Outcome: &forwardpb.TxResponse_CommitLsn{CommitLsn: cr.lsn}})
 }

@@ -29,9 +29,32 @@ type clientTx struct {
 	stream forwardpb.Executor_TxClient
 	cancel context.CancelFunc
 	resps  chan txReply
-	reader chan struct{} // closed when the reading goroutine has ended
-	broken error         // set once the stream failed; the transaction is over
+	reader    chan struct{} // closed when the reading goroutine has ended
+	broken    error         // set once the stream failed; the transaction is over
+	committed bool          // committed together with its last statement
 }
+
+type lastKey struct{}
+
+// LastStatement marks ctx for a statement that is known to be the last of
+// its forwarded transaction: the driver sends it together with COMMIT, so
+// the transaction costs one round trip less (BEGIN, the statement and
+// COMMIT in one when it is also the first). The transaction's Commit then
+// only reports the outcome; Rollback fails with ErrAlreadyCommitted, and
+// further statements fail. Outside a forwarded transaction the mark has
+// no effect.
+func LastStatement(ctx context.Context) context.Context {
+	return context.WithValue(ctx, lastKey{}, true)
+}
+
+func isLast(ctx context.Context) bool {
+	v, _ := ctx.Value(lastKey{}).(bool)
+	return v
+}
+
+// ErrAlreadyCommitted: Rollback or a statement on a transaction that
+// already committed with a LastStatement.
+var ErrAlreadyCommitted = errors.New("transaction already committed with its last statement")
 
 type txReply struct {
 	resp *forwardpb.TxResponse
@@ -51,13 +74,27 @@ func (t *clientTx) statement(ctx context.Context, st *forwardpb.Statement) (*for
 	if t.broken != nil {
 		return nil, t.broken
 	}
+	if t.committed {
+		return nil, t.fail("tx", ErrAlreadyCommitted, nil)
+	}
 	c := t.cn.c
-	if t.stream == nil {
-		if err := t.open(ctx, st); err != nil {
+	last := isLast(ctx)
+	switch {
+	case last && t.stream == nil && t.isolation == "" && !t.readOnly:
+		// A transaction of one statement is an autocommit statement.
+		return t.single(ctx, st)
+	case t.stream == nil:
+		if err := t.open(ctx, st, last); err != nil {
 			return nil, err
 		}
-	} else if err := t.stream.Send(&forwardpb.TxRequest{Op: &forwardpb.TxRequest_Statement{Statement: st}}); err != nil {
-		return nil, t.breakOff("tx", ErrTxAborted, t.recvError(err))
+	case last:
+		if err := t.stream.Send(&forwardpb.TxRequest{Op: &forwardpb.TxRequest_Last{Last: st}}); err != nil {
+			return nil, t.breakOff("tx", ErrTxAborted, t.recvError(err))
+		}
+	default:
+		if err := t.stream.Send(&forwardpb.TxRequest{Op: &forwardpb.TxRequest_Statement{Statement: st}}); err != nil {
+			return nil, t.breakOff("tx", ErrTxAborted, t.recvError(err))
+		}
 	}
 	c.rpcs.Add(1)
 	ReceiptFrom(t.ctx).roundTrip()
@@ -68,14 +105,39 @@ func (t *clientTx) statement(ctx context.Context, st *forwardpb.Statement) (*for
 	switch o := r.GetOutcome().(type) {
 	case *forwardpb.TxResponse_Result:
 		return o.Result, nil
+	case *forwardpb.TxResponse_Committed:
+		ReceiptFrom(t.ctx).commit(o.Committed.GetCommitLsn())
+		t.committed = true
+		t.close()
+		return o.Committed.GetResult(), nil
 	case *forwardpb.TxResponse_Error:
-		return nil, wire.PgErrorFromProto(o.Error)
+		pe := wire.PgErrorFromProto(o.Error)
+		if last {
+			// The executor rolled back and ended the transaction.
+			t.broken = pe
+			t.close()
+		}
+		return nil, pe
 	}
 	return nil, t.breakOff("tx", ErrProtocol, fmt.Errorf("unexpected reply %T to a statement", r.GetOutcome()))
 }
 
-// open starts the stream with BEGIN and the first statement.
-func (t *clientTx) open(ctx context.Context, st *forwardpb.Statement) error {
+// single runs a transaction's only statement as one autocommit unit, with
+// the transaction's request ID, and records the commit in the BeginTx
+// context's Receipt.
+func (t *clientTx) single(ctx context.Context, st *forwardpb.Statement) (*forwardpb.Result, error) {
+	res, err := t.cn.c.execUnit(ctx, "tx", st, t.id, ReceiptFrom(t.ctx))
+	if err != nil {
+		t.broken = err
+		return nil, err
+	}
+	t.committed = true
+	return res, nil
+}
+
+// open starts the stream with BEGIN and the first statement, and COMMIT
+// after it when it is also the last.
+func (t *clientTx) open(ctx context.Context, st *forwardpb.Statement, last bool) error {
 	c := t.cn.c
 	c.units.Add(1)
 	t.instance = c.lastInstance()
@@ -113,6 +175,7 @@ func (t *clientTx) open(ctx context.Context, st *forwardpb.Statement) error {
 		Isolation: t.isolation,
 		ReadOnly:  t.readOnly,
 		First:     st,
+		Commit:    last,
 	}
 	t.resps = make(chan txReply, 1)
 	t.reader = make(chan struct{})
@@ -205,6 +268,9 @@ func (t *clientTx) done() { t.cn.tx = nil }
 // of the transaction, by request ID, until the client's timeout.
 func (t *clientTx) Commit() error {
 	defer t.done()
+	if t.committed {
+		return nil
+	}
 	if t.broken != nil {
 		return t.broken
 	}
@@ -286,6 +352,9 @@ func (t *clientTx) resolveCommit(ctx context.Context, rcpt *Receipt) error {
 // has rolled back on its own.
 func (t *clientTx) Rollback() error {
 	defer t.done()
+	if t.committed {
+		return t.fail("rollback", ErrAlreadyCommitted, nil)
+	}
 	if t.broken != nil || t.stream == nil {
 		return nil
 	}

@@ -96,8 +96,9 @@ func (l *Link) handle(client *net.TCPConn) {
 
 	l.nextID++
 	id := strconv.Itoa(l.nextID)
-	l.proxy.Toxics.StartLink(l.server, id+"upstream", client, newPipeEnd(l, lc, up), stream.Upstream)
-	l.proxy.Toxics.StartLink(l.server, id+"downstream", up, newPipeEnd(l, lc, client), stream.Downstream)
+	upIn, downIn := &stampedReader{r: client}, &stampedReader{r: up}
+	l.proxy.Toxics.StartLink(l.server, id+"upstream", upIn, newPipeEnd(l, lc, up, upIn), stream.Upstream)
+	l.proxy.Toxics.StartLink(l.server, id+"downstream", downIn, newPipeEnd(l, lc, client, downIn), stream.Downstream)
 }
 
 // closeConns closes every proxied connection, with an RST if rst, and
@@ -166,9 +167,9 @@ type pipeEnd struct {
 	once sync.Once
 }
 
-func newPipeEnd(l *Link, lc *linkConn, conn *net.TCPConn) *pipeEnd {
+func newPipeEnd(l *Link, lc *linkConn, conn *net.TCPConn, in *stampedReader) *pipeEnd {
 	e := &pipeEnd{l: l, lc: lc, conn: conn}
-	e.line = startDelayLine(conn, &l.oneWay)
+	e.line = startDelayLine(conn, &l.oneWay, in)
 	return e
 }
 

@@ -162,7 +162,7 @@ func (x ResolveResponse_Outcome) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ResolveResponse_Outcome.Descriptor instead.
 func (ResolveResponse_Outcome) EnumDescriptor() ([]byte, []int) {
-	return file_forward_proto_rawDescGZIP(), []int{20, 0}
+	return file_forward_proto_rawDescGZIP(), []int{21, 0}
 }
 
 // Unit identifies one forwarded unit of work for exactly-once execution.
@@ -1177,7 +1177,10 @@ type TxBegin struct {
 	ReadOnly   bool   `protobuf:"varint,3,opt,name=read_only,json=readOnly,proto3" json:"read_only,omitempty"`
 	Deferrable bool   `protobuf:"varint,4,opt,name=deferrable,proto3" json:"deferrable,omitempty"`
 	// The first statement, run right after BEGIN.
-	First         *Statement `protobuf:"bytes,5,opt,name=first,proto3" json:"first,omitempty"`
+	First *Statement `protobuf:"bytes,5,opt,name=first,proto3" json:"first,omitempty"`
+	// Commit right after the first statement: the whole transaction in one
+	// round trip. The answer is a TxCommitted.
+	Commit        bool `protobuf:"varint,6,opt,name=commit,proto3" json:"commit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1245,6 +1248,13 @@ func (x *TxBegin) GetFirst() *Statement {
 		return x.First
 	}
 	return nil
+}
+
+func (x *TxBegin) GetCommit() bool {
+	if x != nil {
+		return x.Commit
+	}
+	return false
 }
 
 type TxCommit struct {
@@ -1327,6 +1337,7 @@ type TxRequest struct {
 	//	*TxRequest_Statement
 	//	*TxRequest_Commit
 	//	*TxRequest_Rollback
+	//	*TxRequest_Last
 	Op            isTxRequest_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1405,6 +1416,15 @@ func (x *TxRequest) GetRollback() *TxRollback {
 	return nil
 }
 
+func (x *TxRequest) GetLast() *Statement {
+	if x != nil {
+		if x, ok := x.Op.(*TxRequest_Last); ok {
+			return x.Last
+		}
+	}
+	return nil
+}
+
 type isTxRequest_Op interface {
 	isTxRequest_Op()
 }
@@ -1425,6 +1445,13 @@ type TxRequest_Rollback struct {
 	Rollback *TxRollback `protobuf:"bytes,4,opt,name=rollback,proto3,oneof"`
 }
 
+type TxRequest_Last struct {
+	// A statement known to be the transaction's last: run it, then commit,
+	// in one round trip. The answer is a TxCommitted (or an error, after
+	// which the transaction is aborted and not committed).
+	Last *Statement `protobuf:"bytes,5,opt,name=last,proto3,oneof"`
+}
+
 func (*TxRequest_Begin) isTxRequest_Op() {}
 
 func (*TxRequest_Statement) isTxRequest_Op() {}
@@ -1432,6 +1459,61 @@ func (*TxRequest_Statement) isTxRequest_Op() {}
 func (*TxRequest_Commit) isTxRequest_Op() {}
 
 func (*TxRequest_Rollback) isTxRequest_Op() {}
+
+func (*TxRequest_Last) isTxRequest_Op() {}
+
+// The result of a transaction's last statement and its commit.
+type TxCommitted struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Result        *Result                `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
+	CommitLsn     uint64                 `protobuf:"varint,2,opt,name=commit_lsn,json=commitLsn,proto3" json:"commit_lsn,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxCommitted) Reset() {
+	*x = TxCommitted{}
+	mi := &file_forward_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxCommitted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxCommitted) ProtoMessage() {}
+
+func (x *TxCommitted) ProtoReflect() protoreflect.Message {
+	mi := &file_forward_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxCommitted.ProtoReflect.Descriptor instead.
+func (*TxCommitted) Descriptor() ([]byte, []int) {
+	return file_forward_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *TxCommitted) GetResult() *Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *TxCommitted) GetCommitLsn() uint64 {
+	if x != nil {
+		return x.CommitLsn
+	}
+	return 0
+}
 
 type TxResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1441,6 +1523,7 @@ type TxResponse struct {
 	//	*TxResponse_Error
 	//	*TxResponse_CommitLsn
 	//	*TxResponse_RolledBack
+	//	*TxResponse_Committed
 	Outcome       isTxResponse_Outcome `protobuf_oneof:"outcome"`
 	Instance      string               `protobuf:"bytes,5,opt,name=instance,proto3" json:"instance,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1449,7 +1532,7 @@ type TxResponse struct {
 
 func (x *TxResponse) Reset() {
 	*x = TxResponse{}
-	mi := &file_forward_proto_msgTypes[15]
+	mi := &file_forward_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1461,7 +1544,7 @@ func (x *TxResponse) String() string {
 func (*TxResponse) ProtoMessage() {}
 
 func (x *TxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_forward_proto_msgTypes[15]
+	mi := &file_forward_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1474,7 +1557,7 @@ func (x *TxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxResponse.ProtoReflect.Descriptor instead.
 func (*TxResponse) Descriptor() ([]byte, []int) {
-	return file_forward_proto_rawDescGZIP(), []int{15}
+	return file_forward_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TxResponse) GetOutcome() isTxResponse_Outcome {
@@ -1520,6 +1603,15 @@ func (x *TxResponse) GetRolledBack() *TxRollback {
 	return nil
 }
 
+func (x *TxResponse) GetCommitted() *TxCommitted {
+	if x != nil {
+		if x, ok := x.Outcome.(*TxResponse_Committed); ok {
+			return x.Committed
+		}
+	}
+	return nil
+}
+
 func (x *TxResponse) GetInstance() string {
 	if x != nil {
 		return x.Instance
@@ -1552,6 +1644,11 @@ type TxResponse_RolledBack struct {
 	RolledBack *TxRollback `protobuf:"bytes,4,opt,name=rolled_back,json=rolledBack,proto3,oneof"`
 }
 
+type TxResponse_Committed struct {
+	// Answer to a TxBegin with commit, or to a last statement.
+	Committed *TxCommitted `protobuf:"bytes,6,opt,name=committed,proto3,oneof"`
+}
+
 func (*TxResponse_Result) isTxResponse_Outcome() {}
 
 func (*TxResponse_Error) isTxResponse_Outcome() {}
@@ -1559,6 +1656,8 @@ func (*TxResponse_Error) isTxResponse_Outcome() {}
 func (*TxResponse_CommitLsn) isTxResponse_Outcome() {}
 
 func (*TxResponse_RolledBack) isTxResponse_Outcome() {}
+
+func (*TxResponse_Committed) isTxResponse_Outcome() {}
 
 type CallRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1571,7 +1670,7 @@ type CallRequest struct {
 
 func (x *CallRequest) Reset() {
 	*x = CallRequest{}
-	mi := &file_forward_proto_msgTypes[16]
+	mi := &file_forward_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1583,7 +1682,7 @@ func (x *CallRequest) String() string {
 func (*CallRequest) ProtoMessage() {}
 
 func (x *CallRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_forward_proto_msgTypes[16]
+	mi := &file_forward_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1596,7 +1695,7 @@ func (x *CallRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallRequest.ProtoReflect.Descriptor instead.
 func (*CallRequest) Descriptor() ([]byte, []int) {
-	return file_forward_proto_rawDescGZIP(), []int{16}
+	return file_forward_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CallRequest) GetUnit() *Unit {
@@ -1634,7 +1733,7 @@ type CallResponse struct {
 
 func (x *CallResponse) Reset() {
 	*x = CallResponse{}
-	mi := &file_forward_proto_msgTypes[17]
+	mi := &file_forward_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1646,7 +1745,7 @@ func (x *CallResponse) String() string {
 func (*CallResponse) ProtoMessage() {}
 
 func (x *CallResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_forward_proto_msgTypes[17]
+	mi := &file_forward_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1659,7 +1758,7 @@ func (x *CallResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallResponse.ProtoReflect.Descriptor instead.
 func (*CallResponse) Descriptor() ([]byte, []int) {
-	return file_forward_proto_rawDescGZIP(), []int{17}
+	return file_forward_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CallResponse) GetPayload() []byte {
@@ -1710,7 +1809,7 @@ type CallError struct {
 
 func (x *CallError) Reset() {
 	*x = CallError{}
-	mi := &file_forward_proto_msgTypes[18]
+	mi := &file_forward_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1722,7 +1821,7 @@ func (x *CallError) String() string {
 func (*CallError) ProtoMessage() {}
 
 func (x *CallError) ProtoReflect() protoreflect.Message {
-	mi := &file_forward_proto_msgTypes[18]
+	mi := &file_forward_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1735,7 +1834,7 @@ func (x *CallError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallError.ProtoReflect.Descriptor instead.
 func (*CallError) Descriptor() ([]byte, []int) {
-	return file_forward_proto_rawDescGZIP(), []int{18}
+	return file_forward_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CallError) GetMessage() string {
@@ -1768,7 +1867,7 @@ type ResolveRequest struct {
 
 func (x *ResolveRequest) Reset() {
 	*x = ResolveRequest{}
-	mi := &file_forward_proto_msgTypes[19]
+	mi := &file_forward_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1780,7 +1879,7 @@ func (x *ResolveRequest) String() string {
 func (*ResolveRequest) ProtoMessage() {}
 
 func (x *ResolveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_forward_proto_msgTypes[19]
+	mi := &file_forward_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1793,7 +1892,7 @@ func (x *ResolveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveRequest.ProtoReflect.Descriptor instead.
 func (*ResolveRequest) Descriptor() ([]byte, []int) {
-	return file_forward_proto_rawDescGZIP(), []int{19}
+	return file_forward_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ResolveRequest) GetUnit() *Unit {
@@ -1814,7 +1913,7 @@ type ResolveResponse struct {
 
 func (x *ResolveResponse) Reset() {
 	*x = ResolveResponse{}
-	mi := &file_forward_proto_msgTypes[20]
+	mi := &file_forward_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1826,7 +1925,7 @@ func (x *ResolveResponse) String() string {
 func (*ResolveResponse) ProtoMessage() {}
 
 func (x *ResolveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_forward_proto_msgTypes[20]
+	mi := &file_forward_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1839,7 +1938,7 @@ func (x *ResolveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveResponse.ProtoReflect.Descriptor instead.
 func (*ResolveResponse) Descriptor() ([]byte, []int) {
-	return file_forward_proto_rawDescGZIP(), []int{20}
+	return file_forward_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ResolveResponse) GetOutcome() ResolveResponse_Outcome {
@@ -1966,7 +2065,7 @@ const file_forward_proto_rawDesc = "" +
 	"\n" +
 	"commit_lsn\x18\x03 \x01(\x04R\tcommitLsn\x12\x1a\n" +
 	"\binstance\x18\x04 \x01(\tR\binstance\x12\x1a\n" +
-	"\breplayed\x18\x05 \x01(\bR\breplayed\"\xc3\x01\n" +
+	"\breplayed\x18\x05 \x01(\bR\breplayed\"\xdb\x01\n" +
 	"\aTxBegin\x12*\n" +
 	"\x04unit\x18\x01 \x01(\v2\x16.flypg.forward.v1.UnitR\x04unit\x12\x1c\n" +
 	"\tisolation\x18\x02 \x01(\tR\tisolation\x12\x1b\n" +
@@ -1974,17 +2073,23 @@ const file_forward_proto_rawDesc = "" +
 	"\n" +
 	"deferrable\x18\x04 \x01(\bR\n" +
 	"deferrable\x121\n" +
-	"\x05first\x18\x05 \x01(\v2\x1b.flypg.forward.v1.StatementR\x05first\"\n" +
+	"\x05first\x18\x05 \x01(\v2\x1b.flypg.forward.v1.StatementR\x05first\x12\x16\n" +
+	"\x06commit\x18\x06 \x01(\bR\x06commit\"\n" +
 	"\n" +
 	"\bTxCommit\"\f\n" +
 	"\n" +
-	"TxRollback\"\xf3\x01\n" +
+	"TxRollback\"\xa6\x02\n" +
 	"\tTxRequest\x121\n" +
 	"\x05begin\x18\x01 \x01(\v2\x19.flypg.forward.v1.TxBeginH\x00R\x05begin\x12;\n" +
 	"\tstatement\x18\x02 \x01(\v2\x1b.flypg.forward.v1.StatementH\x00R\tstatement\x124\n" +
 	"\x06commit\x18\x03 \x01(\v2\x1a.flypg.forward.v1.TxCommitH\x00R\x06commit\x12:\n" +
-	"\brollback\x18\x04 \x01(\v2\x1c.flypg.forward.v1.TxRollbackH\x00R\brollbackB\x04\n" +
-	"\x02op\"\xfc\x01\n" +
+	"\brollback\x18\x04 \x01(\v2\x1c.flypg.forward.v1.TxRollbackH\x00R\brollback\x121\n" +
+	"\x04last\x18\x05 \x01(\v2\x1b.flypg.forward.v1.StatementH\x00R\x04lastB\x04\n" +
+	"\x02op\"^\n" +
+	"\vTxCommitted\x120\n" +
+	"\x06result\x18\x01 \x01(\v2\x18.flypg.forward.v1.ResultR\x06result\x12\x1d\n" +
+	"\n" +
+	"commit_lsn\x18\x02 \x01(\x04R\tcommitLsn\"\xbb\x02\n" +
 	"\n" +
 	"TxResponse\x122\n" +
 	"\x06result\x18\x01 \x01(\v2\x18.flypg.forward.v1.ResultH\x00R\x06result\x121\n" +
@@ -1992,7 +2097,8 @@ const file_forward_proto_rawDesc = "" +
 	"\n" +
 	"commit_lsn\x18\x03 \x01(\x04H\x00R\tcommitLsn\x12?\n" +
 	"\vrolled_back\x18\x04 \x01(\v2\x1c.flypg.forward.v1.TxRollbackH\x00R\n" +
-	"rolledBack\x12\x1a\n" +
+	"rolledBack\x12=\n" +
+	"\tcommitted\x18\x06 \x01(\v2\x1d.flypg.forward.v1.TxCommittedH\x00R\tcommitted\x12\x1a\n" +
 	"\binstance\x18\x05 \x01(\tR\binstanceB\t\n" +
 	"\aoutcome\"g\n" +
 	"\vCallRequest\x12*\n" +
@@ -2042,7 +2148,7 @@ func file_forward_proto_rawDescGZIP() []byte {
 }
 
 var file_forward_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_forward_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_forward_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_forward_proto_goTypes = []any{
 	(Array_Kind)(0),              // 0: flypg.forward.v1.Array.Kind
 	(ResolveResponse_Outcome)(0), // 1: flypg.forward.v1.ResolveResponse.Outcome
@@ -2061,12 +2167,13 @@ var file_forward_proto_goTypes = []any{
 	(*TxCommit)(nil),             // 14: flypg.forward.v1.TxCommit
 	(*TxRollback)(nil),           // 15: flypg.forward.v1.TxRollback
 	(*TxRequest)(nil),            // 16: flypg.forward.v1.TxRequest
-	(*TxResponse)(nil),           // 17: flypg.forward.v1.TxResponse
-	(*CallRequest)(nil),          // 18: flypg.forward.v1.CallRequest
-	(*CallResponse)(nil),         // 19: flypg.forward.v1.CallResponse
-	(*CallError)(nil),            // 20: flypg.forward.v1.CallError
-	(*ResolveRequest)(nil),       // 21: flypg.forward.v1.ResolveRequest
-	(*ResolveResponse)(nil),      // 22: flypg.forward.v1.ResolveResponse
+	(*TxCommitted)(nil),          // 17: flypg.forward.v1.TxCommitted
+	(*TxResponse)(nil),           // 18: flypg.forward.v1.TxResponse
+	(*CallRequest)(nil),          // 19: flypg.forward.v1.CallRequest
+	(*CallResponse)(nil),         // 20: flypg.forward.v1.CallResponse
+	(*CallError)(nil),            // 21: flypg.forward.v1.CallError
+	(*ResolveRequest)(nil),       // 22: flypg.forward.v1.ResolveRequest
+	(*ResolveResponse)(nil),      // 23: flypg.forward.v1.ResolveResponse
 }
 var file_forward_proto_depIdxs = []int32{
 	4,  // 0: flypg.forward.v1.Value.null:type_name -> flypg.forward.v1.Null
@@ -2086,27 +2193,30 @@ var file_forward_proto_depIdxs = []int32{
 	7,  // 14: flypg.forward.v1.TxRequest.statement:type_name -> flypg.forward.v1.Statement
 	14, // 15: flypg.forward.v1.TxRequest.commit:type_name -> flypg.forward.v1.TxCommit
 	15, // 16: flypg.forward.v1.TxRequest.rollback:type_name -> flypg.forward.v1.TxRollback
-	9,  // 17: flypg.forward.v1.TxResponse.result:type_name -> flypg.forward.v1.Result
-	10, // 18: flypg.forward.v1.TxResponse.error:type_name -> flypg.forward.v1.PgError
-	15, // 19: flypg.forward.v1.TxResponse.rolled_back:type_name -> flypg.forward.v1.TxRollback
-	2,  // 20: flypg.forward.v1.CallRequest.unit:type_name -> flypg.forward.v1.Unit
-	20, // 21: flypg.forward.v1.CallResponse.error:type_name -> flypg.forward.v1.CallError
-	10, // 22: flypg.forward.v1.CallError.pg_error:type_name -> flypg.forward.v1.PgError
-	2,  // 23: flypg.forward.v1.ResolveRequest.unit:type_name -> flypg.forward.v1.Unit
-	1,  // 24: flypg.forward.v1.ResolveResponse.outcome:type_name -> flypg.forward.v1.ResolveResponse.Outcome
-	11, // 25: flypg.forward.v1.Executor.Exec:input_type -> flypg.forward.v1.ExecRequest
-	16, // 26: flypg.forward.v1.Executor.Tx:input_type -> flypg.forward.v1.TxRequest
-	18, // 27: flypg.forward.v1.Executor.Call:input_type -> flypg.forward.v1.CallRequest
-	21, // 28: flypg.forward.v1.Executor.Resolve:input_type -> flypg.forward.v1.ResolveRequest
-	12, // 29: flypg.forward.v1.Executor.Exec:output_type -> flypg.forward.v1.ExecResponse
-	17, // 30: flypg.forward.v1.Executor.Tx:output_type -> flypg.forward.v1.TxResponse
-	19, // 31: flypg.forward.v1.Executor.Call:output_type -> flypg.forward.v1.CallResponse
-	22, // 32: flypg.forward.v1.Executor.Resolve:output_type -> flypg.forward.v1.ResolveResponse
-	29, // [29:33] is the sub-list for method output_type
-	25, // [25:29] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	7,  // 17: flypg.forward.v1.TxRequest.last:type_name -> flypg.forward.v1.Statement
+	9,  // 18: flypg.forward.v1.TxCommitted.result:type_name -> flypg.forward.v1.Result
+	9,  // 19: flypg.forward.v1.TxResponse.result:type_name -> flypg.forward.v1.Result
+	10, // 20: flypg.forward.v1.TxResponse.error:type_name -> flypg.forward.v1.PgError
+	15, // 21: flypg.forward.v1.TxResponse.rolled_back:type_name -> flypg.forward.v1.TxRollback
+	17, // 22: flypg.forward.v1.TxResponse.committed:type_name -> flypg.forward.v1.TxCommitted
+	2,  // 23: flypg.forward.v1.CallRequest.unit:type_name -> flypg.forward.v1.Unit
+	21, // 24: flypg.forward.v1.CallResponse.error:type_name -> flypg.forward.v1.CallError
+	10, // 25: flypg.forward.v1.CallError.pg_error:type_name -> flypg.forward.v1.PgError
+	2,  // 26: flypg.forward.v1.ResolveRequest.unit:type_name -> flypg.forward.v1.Unit
+	1,  // 27: flypg.forward.v1.ResolveResponse.outcome:type_name -> flypg.forward.v1.ResolveResponse.Outcome
+	11, // 28: flypg.forward.v1.Executor.Exec:input_type -> flypg.forward.v1.ExecRequest
+	16, // 29: flypg.forward.v1.Executor.Tx:input_type -> flypg.forward.v1.TxRequest
+	19, // 30: flypg.forward.v1.Executor.Call:input_type -> flypg.forward.v1.CallRequest
+	22, // 31: flypg.forward.v1.Executor.Resolve:input_type -> flypg.forward.v1.ResolveRequest
+	12, // 32: flypg.forward.v1.Executor.Exec:output_type -> flypg.forward.v1.ExecResponse
+	18, // 33: flypg.forward.v1.Executor.Tx:output_type -> flypg.forward.v1.TxResponse
+	20, // 34: flypg.forward.v1.Executor.Call:output_type -> flypg.forward.v1.CallResponse
+	23, // 35: flypg.forward.v1.Executor.Resolve:output_type -> flypg.forward.v1.ResolveResponse
+	32, // [32:36] is the sub-list for method output_type
+	28, // [28:32] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_forward_proto_init() }
@@ -2132,12 +2242,14 @@ func file_forward_proto_init() {
 		(*TxRequest_Statement)(nil),
 		(*TxRequest_Commit)(nil),
 		(*TxRequest_Rollback)(nil),
+		(*TxRequest_Last)(nil),
 	}
-	file_forward_proto_msgTypes[15].OneofWrappers = []any{
+	file_forward_proto_msgTypes[16].OneofWrappers = []any{
 		(*TxResponse_Result)(nil),
 		(*TxResponse_Error)(nil),
 		(*TxResponse_CommitLsn)(nil),
 		(*TxResponse_RolledBack)(nil),
+		(*TxResponse_Committed)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2145,7 +2257,7 @@ func file_forward_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_forward_proto_rawDesc), len(file_forward_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   21,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
