@@ -26,9 +26,9 @@ type clientTx struct {
 	id        []byte
 	instance  string
 
-	stream forwardpb.Executor_TxClient
-	cancel context.CancelFunc
-	resps  chan txReply
+	stream    forwardpb.Executor_TxClient
+	cancel    context.CancelFunc
+	resps     chan txReply
 	reader    chan struct{} // closed when the reading goroutine has ended
 	broken    error         // set once the stream failed; the transaction is over
 	committed bool          // committed together with its last statement
