@@ -1,0 +1,198 @@
+package callbacks
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+
+	"github.com/flypg/flypg/fly"
+	"github.com/flypg/flypg/forward"
+)
+
+// Route is an explicit routing decision for one statement, given with
+// db.Clauses(...). package flypg exports the two values as UsePrimary and
+// UseLocal.
+type Route int
+
+const (
+	// RouteDefault leaves the decision to the routing rules.
+	RouteDefault Route = iota
+	// RoutePrimary sends the statement to the primary; a write waits for
+	// replication as usual, a read does not need to.
+	RoutePrimary
+	// RouteLocal runs the statement on the local database.
+	RouteLocal
+)
+
+const routeKey = "flypg:route"
+
+// ModifyStatement records the route in the statement (gorm.StatementModifier).
+func (r Route) ModifyStatement(stmt *gorm.Statement) { stmt.Settings.Store(routeKey, r) }
+
+// Build adds nothing to the SQL (clause.Expression).
+func (Route) Build(clause.Builder) {}
+
+func routeOf(stmt *gorm.Statement) Route {
+	if v, ok := stmt.Settings.Load(routeKey); ok {
+		return v.(Route)
+	}
+	return RouteDefault
+}
+
+type state struct {
+	rcpt  *forward.Receipt // nil for forwarded reads: nothing to wait for
+	op    string
+	start time.Time
+}
+
+const stateKey = "flypg:state"
+
+// Register installs the router in db: its connection pool and its
+// callbacks. db must be a replica-region *gorm.DB opened on the local
+// database.
+func (r *Router) Register(db *gorm.DB) error {
+	if r.Local == nil || r.Forward == nil || r.Tracker == nil {
+		return errors.New("flypg: callbacks: Router needs Local, Forward and Tracker")
+	}
+	cb := db.Callback()
+	regs := []struct {
+		name string
+		err  error
+	}{
+		{"create route", cb.Create().Before("*").Register("flypg:route", r.route("create"))},
+		{"update route", cb.Update().Before("*").Register("flypg:route", r.route("update"))},
+		{"delete route", cb.Delete().Before("*").Register("flypg:route", r.route("delete"))},
+		{"query route", cb.Query().Before("*").Register("flypg:route", r.route("query"))},
+		{"row route", cb.Row().Before("*").Register("flypg:route", r.route("row"))},
+		{"raw route", cb.Raw().Before("*").Register("flypg:route", r.route("raw"))},
+		{"create last", cb.Create().Before("gorm:create").Register("flypg:last_statement", r.markLast("create"))},
+		{"update last", cb.Update().Before("gorm:update").Register("flypg:last_statement", r.markLast("update"))},
+		{"delete last", cb.Delete().Before("gorm:delete").Register("flypg:last_statement", r.markLast("delete"))},
+		{"create await", cb.Create().After("*").Register("flypg:await", r.await)},
+		{"update await", cb.Update().After("*").Register("flypg:await", r.await)},
+		{"delete await", cb.Delete().After("*").Register("flypg:await", r.await)},
+		{"query await", cb.Query().After("*").Register("flypg:await", r.await)},
+		{"row await", cb.Row().After("*").Register("flypg:await", r.await)},
+		{"raw await", cb.Raw().After("*").Register("flypg:await", r.await)},
+	}
+	for _, reg := range regs {
+		if reg.err != nil {
+			return fmt.Errorf("flypg: register %s callback: %w", reg.name, reg.err)
+		}
+	}
+	pool := &Pool{r: r}
+	db.Config.ConnPool = pool
+	db.Statement.ConnPool = pool
+	return nil
+}
+
+// route is the first callback of every chain: it points the statement at
+// the forwarding pool when it must run on the primary.
+func (r *Router) route(op string) func(*gorm.DB) {
+	return func(db *gorm.DB) {
+		stmt := db.Statement
+		if db.Error != nil || fly.IsLocal(stmt.Context) {
+			return
+		}
+		if _, inTx := stmt.ConnPool.(gorm.TxCommitter); inTx {
+			return // the transaction owns its connection
+		}
+		write, primary := decide(op, stmt)
+		if !primary {
+			r.debug("flypg: route local", "op", op, "table", stmt.Table)
+			return
+		}
+		st := &state{op: op, start: time.Now()}
+		if write {
+			ctx, rcpt := forward.WithReceipt(stmt.Context)
+			stmt.Context = ctx
+			st.rcpt = rcpt
+		}
+		stmt.ConnPool = r.Forward
+		stmt.Settings.Store(stateKey, st)
+		r.debug("flypg: route primary", "op", op, "table", stmt.Table, "write", write)
+	}
+}
+
+// decide returns whether the statement writes and whether it runs on the
+// primary.
+func decide(op string, stmt *gorm.Statement) (write, primary bool) {
+	switch routeOf(stmt) {
+	case RouteLocal:
+		return false, false
+	case RoutePrimary:
+		write = op == "create" || op == "update" || op == "delete" ||
+			(stmt.SQL.Len() > 0 && !IsRead(stmt.SQL.String()))
+		return write, true
+	}
+	switch op {
+	case "create", "update", "delete":
+		return true, true
+	}
+	if stmt.SQL.Len() > 0 {
+		// Raw SQL, or a statement GORM built already.
+		read := IsRead(stmt.SQL.String())
+		return !read, !read
+	}
+	if _, locks := stmt.Clauses["FOR"]; locks {
+		// SELECT ... FOR UPDATE/SHARE takes row locks, which a hot
+		// standby refuses.
+		return false, true
+	}
+	return false, false
+}
+
+// markLast runs just before GORM's own statement callback. When that
+// statement is the last of GORM's implicit transaction (nothing runs after
+// it but the commit), the driver sends it together with COMMIT.
+func (r *Router) markLast(op string) func(*gorm.DB) {
+	return func(db *gorm.DB) {
+		if db.Error != nil {
+			return
+		}
+		if _, ok := db.InstanceGet("gorm:started_transaction"); !ok {
+			return // not GORM's implicit transaction
+		}
+		if _, ok := db.Statement.Settings.Load(stateKey); !ok {
+			return // not a statement flypg forwarded
+		}
+		if workAfter(op, db.Statement) {
+			return
+		}
+		db.Statement.Context = forward.LastStatement(db.Statement.Context)
+	}
+}
+
+// await is the last callback of every chain (after GORM's COMMIT): it waits
+// until the local replica has replayed the statement's commit.
+func (r *Router) await(db *gorm.DB) {
+	v, ok := db.Statement.Settings.LoadAndDelete(stateKey)
+	if !ok {
+		return
+	}
+	st := v.(*state)
+	if st.rcpt == nil {
+		return
+	}
+	forwarded := time.Since(st.start)
+	l, waited, err := r.wait(db.Statement.Context, st.rcpt)
+	if err != nil {
+		db.AddError(err)
+	}
+	r.debug("flypg: forwarded write", "op", st.op, "lsn", l, "forward", forwarded, "wait", waited, "rpcs", st.rcpt.RPCs(), "err", err)
+	if r.Observe != nil {
+		r.Observe(Event{Op: st.op, LSN: l, Forward: forwarded, Wait: waited, Err: firstErr(err, db.Error), NoAwait: fly.IsNoAwait(db.Statement.Context), RPCs: st.rcpt.RPCs(), Duration: time.Since(st.start)})
+	}
+}
+
+func firstErr(errs ...error) error {
+	for _, e := range errs {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
+}

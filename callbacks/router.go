@@ -1,0 +1,189 @@
+package callbacks
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/flypg/flypg/fly"
+	"github.com/flypg/flypg/forward"
+	"github.com/flypg/flypg/lsn"
+)
+
+// Router routes a replica-region *gorm.DB: it owns the callbacks and the
+// connection pool that Register installs.
+type Router struct {
+	// Local is the database's own pool (the local replica).
+	Local gorm.ConnPool
+	// Forward is the forwarding pool: statements on it run on the primary.
+	Forward *sql.DB
+	// Tracker waits for the local replica to replay commit LSNs.
+	Tracker *lsn.Tracker
+	// Logger receives each routing decision at debug level. Nil: silent.
+	Logger *slog.Logger
+	// Observe, if set, is told about every forwarded write after its wait:
+	// for metrics.
+	Observe func(Event)
+}
+
+// Event describes one forwarded write, for Router.Observe.
+type Event struct {
+	Op       string        // "create", "update", "delete", "raw", "row", "query", "commit"
+	LSN      lsn.LSN       // commit LSN, 0 if nothing committed
+	Forward  time.Duration // time in the forwarded statement (or transaction)
+	Wait     time.Duration // time waiting for the replica
+	Err      error         // the statement's or the wait's error
+	NoAwait  bool          // the caller opted out of waiting
+	RPCs     int           // round trips to the executor
+	Duration time.Duration // total
+}
+
+// ReplicationError reports a write that committed on the primary but that
+// the local replica had not replayed when the wait ended. The write is
+// durable; only read-your-writes on this replica is not guaranteed yet.
+type ReplicationError struct {
+	LSN lsn.LSN // the commit LSN waited for
+	Err error   // the tracker's *lsn.WaitError
+}
+
+// ErrReplicationTimeout matches a ReplicationError whose wait ran out of
+// time (the tracker's timeout or the caller's deadline).
+var ErrReplicationTimeout = errors.New("flypg: replication wait timed out")
+
+func (e *ReplicationError) Error() string {
+	return fmt.Sprintf("flypg: the write committed on the primary at %s, but the local replica has not replayed it: %v", e.LSN, e.Err)
+}
+
+func (e *ReplicationError) Unwrap() error { return e.Err }
+
+// Is makes errors.Is(err, ErrReplicationTimeout) true for waits that ran out
+// of time.
+func (e *ReplicationError) Is(target error) bool {
+	return target == ErrReplicationTimeout &&
+		(errors.Is(e.Err, lsn.ErrTimeout) || errors.Is(e.Err, context.DeadlineExceeded))
+}
+
+// Committed reports that the write is on the primary: always true.
+func (e *ReplicationError) Committed() bool { return true }
+
+// wait waits for rcpt's commit LSN unless ctx says fly.NoAwait.
+func (r *Router) wait(ctx context.Context, rcpt *forward.Receipt) (lsn.LSN, time.Duration, error) {
+	l := lsn.LSN(rcpt.LSN())
+	if l == 0 || fly.IsNoAwait(ctx) {
+		return l, 0, nil
+	}
+	start := time.Now()
+	err := r.Tracker.Wait(ctx, l)
+	if err != nil {
+		return l, time.Since(start), &ReplicationError{LSN: l, Err: err}
+	}
+	return l, time.Since(start), nil
+}
+
+func (r *Router) debug(msg string, args ...any) {
+	if r.Logger != nil {
+		r.Logger.Debug(msg, args...)
+	}
+}
+
+// Pool is the connection pool Register installs in the *gorm.DB. Statements
+// run on the local replica, except where a routing callback chose the
+// forwarding pool. Transactions are forwarded to the primary (one stream,
+// one primary connection), except read-only ones and those begun under
+// fly.Local, which stay local.
+type Pool struct {
+	r *Router
+}
+
+var (
+	_ gorm.ConnPool         = (*Pool)(nil)
+	_ gorm.ConnPoolBeginner = (*Pool)(nil)
+	_ gorm.GetDBConnector   = (*Pool)(nil)
+)
+
+func (p *Pool) PrepareContext(ctx context.Context, query string) (*sql.Stmt, error) {
+	return p.r.Local.PrepareContext(ctx, query)
+}
+
+func (p *Pool) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return p.r.Local.ExecContext(ctx, query, args...)
+}
+
+func (p *Pool) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return p.r.Local.QueryContext(ctx, query, args...)
+}
+
+func (p *Pool) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	return p.r.Local.QueryRowContext(ctx, query, args...)
+}
+
+// GetDBConn returns the local *sql.DB, so that db.DB() keeps working.
+func (p *Pool) GetDBConn() (*sql.DB, error) {
+	switch l := p.r.Local.(type) {
+	case *sql.DB:
+		return l, nil
+	case gorm.GetDBConnector:
+		return l.GetDBConn()
+	}
+	return nil, gorm.ErrInvalidDB
+}
+
+// BeginTx begins a transaction: forwarded to the primary, or local when
+// opts is read-only or ctx says fly.Local.
+func (p *Pool) BeginTx(ctx context.Context, opts *sql.TxOptions) (gorm.ConnPool, error) {
+	if fly.IsLocal(ctx) || (opts != nil && opts.ReadOnly) {
+		p.r.debug("flypg: transaction stays local", "read_only", opts != nil && opts.ReadOnly)
+		switch b := p.r.Local.(type) {
+		case gorm.TxBeginner:
+			return b.BeginTx(ctx, opts)
+		case gorm.ConnPoolBeginner:
+			return b.BeginTx(ctx, opts)
+		}
+		return nil, gorm.ErrInvalidTransaction
+	}
+	rcpt := forward.ReceiptFrom(ctx)
+	if rcpt == nil {
+		ctx, rcpt = forward.WithReceipt(ctx)
+	}
+	tx, err := p.r.Forward.BeginTx(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	p.r.debug("flypg: transaction forwarded to the primary")
+	return &Tx{Tx: tx, r: p.r, ctx: ctx, rcpt: rcpt, start: time.Now()}, nil
+}
+
+// Tx is a transaction forwarded to the primary. Commit waits, once, for the
+// local replica to replay it (unless its context says fly.NoAwait); a
+// replication timeout after a successful commit returns a
+// *ReplicationError.
+type Tx struct {
+	*sql.Tx
+	r     *Router
+	ctx   context.Context
+	rcpt  *forward.Receipt
+	start time.Time
+}
+
+var _ gorm.Tx = (*Tx)(nil)
+
+// Commit commits on the primary, then waits for replication.
+func (t *Tx) Commit() error {
+	if err := t.Tx.Commit(); err != nil {
+		return err
+	}
+	forwarded := time.Since(t.start)
+	l, waited, err := t.r.wait(t.ctx, t.rcpt)
+	if t.r.Observe != nil {
+		t.r.Observe(Event{Op: "commit", LSN: l, Forward: forwarded, Wait: waited, Err: err, NoAwait: fly.IsNoAwait(t.ctx), RPCs: t.rcpt.RPCs(), Duration: time.Since(t.start)})
+	}
+	return err
+}
+
+// GetDBConn returns the forwarding pool the transaction belongs to.
+func (t *Tx) GetDBConn() (*sql.DB, error) { return t.r.Forward, nil }

@@ -1,0 +1,194 @@
+package flypg
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/flypg/flypg/fly"
+	"github.com/flypg/flypg/forward"
+)
+
+// DefaultPort is the gRPC port every node serves on (Plugin.Serve) and the
+// port of the default executor address.
+const DefaultPort = 5480
+
+// Defaults for zero Config fields.
+const (
+	DefaultAwaitTimeout = 5 * time.Second
+	DefaultRPCTimeout   = 5 * time.Second
+)
+
+// Config configures a Plugin. The zero value is valid for local
+// development: both regions are "local" and the plugin passes every
+// statement through unchanged.
+type Config struct {
+	// Region is where this instance runs; default fly.Region()
+	// (FLY_REGION, then MY_REGION, else "local").
+	Region string
+	// PrimaryRegion is where the primary database lives; default
+	// fly.PrimaryRegion() (PRIMARY_REGION, else "local").
+	PrimaryRegion string
+	// AppName names the app for the default addresses
+	// <region>.<app>.internal; default fly.AppName() (FLY_APP_NAME).
+	AppName string
+	// Port is the gRPC port of every node; default DefaultPort.
+	Port int
+
+	// PrimaryAddr is the executor's gRPC target, used from replica
+	// regions. Default: dns:///<PrimaryRegion>.<AppName>.internal:<Port>,
+	// which resolves to every instance in the primary region.
+	PrimaryAddr string
+	// Secret authenticates nodes to each other's executors; the same on
+	// every node, at least 16 bytes, stable across deploys. Required to
+	// forward and to serve, unless Insecure.
+	Secret string
+	// Insecure allows forwarding and serving without a secret. Serving
+	// still refuses a non-loopback address. For local development only.
+	Insecure bool
+	// TLS, if set, secures the connections to executors (client side).
+	TLS *tls.Config
+
+	// PrimaryDSN is the connection string the executor uses to reach the
+	// primary (primary region). Default: the GORM dialector's DSN, then
+	// DATABASE_URL.
+	PrimaryDSN string
+
+	// AwaitTimeout bounds the wait for replication after a forwarded
+	// write; default DefaultAwaitTimeout.
+	AwaitTimeout time.Duration
+	// RPCTimeout bounds one forwarded unit when the caller's context has
+	// no earlier deadline; default DefaultRPCTimeout.
+	RPCTimeout time.Duration
+
+	// Executor holds limits for the executor this node serves (Serve). Its
+	// DSN, Pool, Calls, Secret and Logger fields are set by the plugin.
+	Executor forward.ExecutorConfig
+
+	// Logger receives flypg's logs: quiet at info level, each routing
+	// decision at debug level. Nil: silent.
+	Logger *slog.Logger
+
+	envErr error // a malformed variable seen by ConfigFromEnv
+}
+
+// ConfigFromEnv reads a Config from the environment: fly's region
+// variables (FLY_REGION, MY_REGION, PRIMARY_REGION, FLY_APP_NAME) and
+// flypg's own:
+//
+//	FLYPG_SECRET          Secret
+//	FLYPG_PRIMARY_ADDR    PrimaryAddr
+//	FLYPG_PORT            Port
+//	FLYPG_PRIMARY_DSN     PrimaryDSN (else DATABASE_URL, at use)
+//	FLYPG_AWAIT_TIMEOUT   AwaitTimeout (a Go duration, e.g. 5s)
+//	FLYPG_RPC_TIMEOUT     RPCTimeout
+//	FLYPG_INSECURE        Insecure ("true")
+//
+// Malformed values are reported by New's Initialize, not ignored.
+func ConfigFromEnv() Config {
+	c := Config{
+		Region:        fly.Region(),
+		PrimaryRegion: fly.PrimaryRegion(),
+		AppName:       fly.AppName(),
+		Secret:        os.Getenv("FLYPG_SECRET"),
+		PrimaryAddr:   os.Getenv("FLYPG_PRIMARY_ADDR"),
+		PrimaryDSN:    os.Getenv("FLYPG_PRIMARY_DSN"),
+		Insecure:      os.Getenv("FLYPG_INSECURE") == "true",
+	}
+	var errs []error
+	if v := os.Getenv("FLYPG_PORT"); v != "" {
+		p, err := strconv.Atoi(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("FLYPG_PORT=%q: %w", v, err))
+		}
+		c.Port = p
+	}
+	for _, d := range []struct {
+		env string
+		dst *time.Duration
+	}{{"FLYPG_AWAIT_TIMEOUT", &c.AwaitTimeout}, {"FLYPG_RPC_TIMEOUT", &c.RPCTimeout}} {
+		if v := os.Getenv(d.env); v != "" {
+			t, err := time.ParseDuration(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: %w", d.env, v, err))
+			}
+			*d.dst = t
+		}
+	}
+	if len(errs) > 0 {
+		c.envErr = errors.Join(errs...)
+	}
+	return c
+}
+
+// resolve fills defaults and checks the configuration.
+func (c Config) resolve() (Config, error) {
+	if c.envErr != nil {
+		return c, fmt.Errorf("flypg: config from environment: %w", c.envErr)
+	}
+	if c.Region == "" {
+		c.Region = fly.Region()
+	}
+	if c.PrimaryRegion == "" {
+		c.PrimaryRegion = fly.PrimaryRegion()
+	}
+	if c.AppName == "" {
+		c.AppName = fly.AppName()
+	}
+	if c.Port == 0 {
+		c.Port = DefaultPort
+	}
+	if c.AwaitTimeout == 0 {
+		c.AwaitTimeout = DefaultAwaitTimeout
+	}
+	if c.RPCTimeout == 0 {
+		c.RPCTimeout = DefaultRPCTimeout
+	}
+	for _, r := range []struct{ name, v string }{{"Region", c.Region}, {"PrimaryRegion", c.PrimaryRegion}} {
+		if !validRegion(r.v) {
+			return c, fmt.Errorf("flypg: config: %s %q is not a region name (letters, digits, '-' and '_', at most 63)", r.name, r.v)
+		}
+	}
+	if c.Port < 1 || c.Port > 65535 {
+		return c, fmt.Errorf("flypg: config: Port %d out of range", c.Port)
+	}
+	if c.AwaitTimeout < 0 || c.RPCTimeout < 0 {
+		return c, errors.New("flypg: config: negative AwaitTimeout or RPCTimeout")
+	}
+	if c.Secret != "" && len(c.Secret) < 16 {
+		return c, fmt.Errorf("flypg: config: Secret is %d bytes; use at least 16 random bytes", len(c.Secret))
+	}
+	if c.Region != c.PrimaryRegion {
+		if c.PrimaryAddr == "" {
+			if c.AppName == "" {
+				return c, fmt.Errorf("flypg: config: region %q is not the primary region %q, so writes are forwarded, but neither PrimaryAddr nor AppName (FLY_APP_NAME) says where the primary region's executor is", c.Region, c.PrimaryRegion)
+			}
+			c.PrimaryAddr = c.regionAddr(c.PrimaryRegion)
+		}
+		if c.Secret == "" && !c.Insecure {
+			return c, fmt.Errorf("flypg: config: region %q forwards writes to the primary region %q, which needs a Secret (FLYPG_SECRET) shared by every node", c.Region, c.PrimaryRegion)
+		}
+	}
+	return c, nil
+}
+
+// regionAddr is the default gRPC target of a region's instances.
+func (c Config) regionAddr(region string) string {
+	return fmt.Sprintf("dns:///%s.%s.internal:%d", region, c.AppName, c.Port)
+}
+
+func validRegion(s string) bool {
+	if s == "" || len(s) > 63 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,285 @@
+package flypg
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+
+	"google.golang.org/grpc"
+	"gorm.io/driver/postgres"
+	"gorm.io/gorm"
+
+	"github.com/flypg/flypg/callbacks"
+	"github.com/flypg/flypg/forward"
+	"github.com/flypg/flypg/lsn"
+)
+
+// PluginName is the name the plugin registers under in a *gorm.DB.
+const PluginName = "flypg"
+
+// Plugin is flypg's GORM plugin. Create it with New, install it with
+// db.Use, and Close it when the application stops.
+type Plugin struct {
+	cfg Config // as given; resolved in Initialize
+
+	mu      sync.Mutex
+	db      *gorm.DB
+	local   *sql.DB
+	primary bool // this node is in the primary region
+
+	client  *forward.Client // to the primary region's executor
+	fwdDB   *sql.DB
+	source  *lsn.ReplaySource
+	tracker *lsn.Tracker
+	router  *callbacks.Router
+
+	regions map[string]*forward.Client // named-region call targets
+	funcs   map[string]callFunc
+
+	executor *forward.Executor
+	closed   bool
+	log      *slog.Logger
+}
+
+// New returns a plugin for cfg. Nothing is checked or connected until
+// db.Use calls Initialize.
+func New(cfg Config) *Plugin {
+	return &Plugin{cfg: cfg, regions: map[string]*forward.Client{}, funcs: map[string]callFunc{}}
+}
+
+// Name implements gorm.Plugin.
+func (p *Plugin) Name() string { return PluginName }
+
+// Initialize implements gorm.Plugin: it checks the configuration and, in a
+// replica region, connects to the primary region's executor, starts the
+// replication tracker and installs the routing callbacks. In the primary
+// region it changes nothing: no callback, no extra query per write.
+func (p *Plugin) Initialize(db *gorm.DB) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.db != nil {
+		return errors.New("flypg: the plugin is already installed in a *gorm.DB; create one plugin per database")
+	}
+	if p.closed {
+		return errors.New("flypg: the plugin is closed")
+	}
+	cfg, err := p.cfg.resolve()
+	if err != nil {
+		return err
+	}
+	p.cfg = cfg
+	p.log = cfg.Logger
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
+	local, err := db.DB()
+	if err != nil {
+		return fmt.Errorf("flypg: the *gorm.DB has no *sql.DB: %w", err)
+	}
+	p.db, p.local = db, local
+	p.primary = cfg.Region == cfg.PrimaryRegion
+	if p.primary {
+		p.log.Info("flypg: primary region: statements run locally", "region", cfg.Region)
+		return nil
+	}
+	if err := p.startReplica(db); err != nil {
+		p.stopReplica()
+		p.db, p.local = nil, nil
+		return err
+	}
+	p.log.Info("flypg: replica region: writes are forwarded", "region", cfg.Region, "primary_region", cfg.PrimaryRegion, "executor", cfg.PrimaryAddr)
+	return nil
+}
+
+func (p *Plugin) startReplica(db *gorm.DB) error {
+	cfg := p.cfg
+	var err error
+	p.client, err = forward.NewClient(forward.ClientConfig{Target: cfg.PrimaryAddr, Secret: cfg.Secret, TLS: cfg.TLS, Timeout: cfg.RPCTimeout, Logger: cfg.Logger})
+	if err != nil {
+		return fmt.Errorf("flypg: executor client: %w", err)
+	}
+	p.fwdDB = p.client.OpenDB()
+	// Forwarding connections cost nothing on the server until they run a
+	// transaction; keep enough idle ones that a busy app does not churn.
+	p.fwdDB.SetMaxIdleConns(64)
+	p.source = lsn.NewReplaySource(p.local)
+	p.tracker, err = lsn.NewTracker(lsn.Config{Source: p.source, Timeout: cfg.AwaitTimeout})
+	if err != nil {
+		return fmt.Errorf("flypg: tracker: %w", err)
+	}
+	p.router = &callbacks.Router{Local: db.Config.ConnPool, Forward: p.fwdDB, Tracker: p.tracker, Logger: cfg.Logger}
+	return p.router.Register(db)
+}
+
+func (p *Plugin) stopReplica() {
+	if p.tracker != nil {
+		p.tracker.Close()
+	}
+	if p.source != nil {
+		p.source.Close()
+	}
+	if p.fwdDB != nil {
+		p.fwdDB.Close()
+	}
+	if p.client != nil {
+		p.client.Close()
+	}
+}
+
+// Close stops the plugin: the executor it serves (open forwarded
+// transactions roll back), its clients and its tracker. Statements after
+// Close fail.
+func (p *Plugin) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil
+	}
+	p.closed = true
+	if p.executor != nil {
+		p.executor.Close()
+	}
+	p.stopReplica()
+	for _, c := range p.regions {
+		c.Close()
+	}
+	return nil
+}
+
+// IsPrimary reports whether the plugin runs in the primary region.
+func (p *Plugin) IsPrimary() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.primary
+}
+
+// Config returns the configuration in effect (after Initialize, with its
+// defaults filled in).
+func (p *Plugin) Config() Config {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cfg
+}
+
+// Tracker returns the replication tracker of a replica-region plugin, nil
+// in the primary region.
+func (p *Plugin) Tracker() *lsn.Tracker {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.tracker
+}
+
+// Serve serves the node's gRPC services on lis until Close: the executor
+// (SQL forwarding, in the primary region only) and the registered
+// functions (every region). Like http.Serve it blocks; it returns nil after
+// Close.
+func (p *Plugin) Serve(lis net.Listener) error {
+	x, err := p.executorInstance()
+	if err != nil {
+		return err
+	}
+	return x.Serve(lis)
+}
+
+// RegisterGRPC adds the node's gRPC services to an application's own
+// server. Give the server the options of ServerOptions.
+func (p *Plugin) RegisterGRPC(s grpc.ServiceRegistrar) error {
+	x, err := p.executorInstance()
+	if err != nil {
+		return err
+	}
+	x.Register(s)
+	return nil
+}
+
+// ServerOptions are the gRPC server options the node's services expect
+// (message size limits, keepalive), for RegisterGRPC.
+func (p *Plugin) ServerOptions() ([]grpc.ServerOption, error) {
+	x, err := p.executorInstance()
+	if err != nil {
+		return nil, err
+	}
+	return x.ServerOptions(), nil
+}
+
+// executorInstance creates the node's executor on first use.
+func (p *Plugin) executorInstance() (*forward.Executor, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.db == nil {
+		return nil, errors.New("flypg: Serve before db.Use(plugin)")
+	}
+	if p.closed {
+		return nil, errors.New("flypg: the plugin is closed")
+	}
+	if p.executor != nil {
+		return p.executor, nil
+	}
+	xc := p.cfg.Executor
+	xc.Calls = callHandler{p}
+	xc.Secret = p.cfg.Secret
+	xc.AllowUnauthenticated = p.cfg.Insecure && p.cfg.Secret == ""
+	xc.Logger = p.cfg.Logger
+	xc.DSN, xc.Pool = "", nil
+	if p.primary {
+		dsn := p.primaryDSN()
+		if dsn == "" {
+			return nil, errors.New("flypg: the executor needs a connection string for the primary: set Config.PrimaryDSN (or FLYPG_PRIMARY_DSN or DATABASE_URL), or open GORM with a DSN")
+		}
+		xc.DSN = dsn
+	}
+	x, err := forward.NewExecutor(context.Background(), xc)
+	if err != nil {
+		return nil, err
+	}
+	p.executor = x
+	return x, nil
+}
+
+func (p *Plugin) primaryDSN() string {
+	if p.cfg.PrimaryDSN != "" {
+		return p.cfg.PrimaryDSN
+	}
+	if d, ok := p.db.Dialector.(*postgres.Dialector); ok && d.Config != nil && d.Config.DSN != "" {
+		return d.Config.DSN
+	}
+	return os.Getenv("DATABASE_URL")
+}
+
+// FromDB returns the plugin installed in db, if any.
+func FromDB(db *gorm.DB) (*Plugin, bool) {
+	if db == nil || db.Config == nil {
+		return nil, false
+	}
+	pl, ok := db.Config.Plugins[PluginName]
+	if !ok {
+		return nil, false
+	}
+	p, ok := pl.(*Plugin)
+	return p, ok
+}
+
+// Stats are counters of a plugin's forwarding.
+type Stats struct {
+	Forward forward.ClientStats // round trips and units to the primary region's executor
+	Tracker lsn.Stats           // replication waits
+}
+
+// Stats returns the plugin's counters; zero in the primary region.
+func (p *Plugin) Stats() Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var s Stats
+	if p.client != nil {
+		s.Forward = p.client.Stats()
+	}
+	if p.tracker != nil {
+		s.Tracker = p.tracker.Stats()
+	}
+	return s
+}
