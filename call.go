@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"gorm.io/gorm"
 
@@ -113,21 +114,22 @@ func (p *Plugin) call(ctx context.Context, region, name string, payload []byte) 
 	if err != nil {
 		return nil, err
 	}
-	out, commit, err := client.Call(ctx, name, payload)
-	if err != nil {
-		return nil, err
+	start := time.Now()
+	rctx, rcpt := forward.WithReceipt(ctx)
+	out, commit, err := client.Call(rctx, name, payload)
+	forwarded := time.Since(start)
+	p.mu.Lock()
+	router := p.router
+	p.mu.Unlock()
+	if err != nil || region != cfg.PrimaryRegion || router == nil {
+		if router != nil && region == cfg.PrimaryRegion {
+			p.observe(WriteEvent{Op: "call", Forward: forwarded, Err: err, RPCs: rcpt.RPCs(), Duration: time.Since(start)})
+		}
+		return out, err
 	}
-	if region != cfg.PrimaryRegion || commit == 0 || fly.IsNoAwait(ctx) {
-		return out, nil
-	}
-	tr := p.Tracker()
-	if tr == nil {
-		return out, nil
-	}
-	if err := tr.Wait(ctx, lsn.LSN(commit)); err != nil {
-		return out, &ReplicationError{LSN: lsn.LSN(commit), Err: err}
-	}
-	return out, nil
+	waited, err := router.Wait(ctx, lsn.LSN(commit))
+	p.observe(WriteEvent{Op: "call", LSN: lsn.LSN(commit), Forward: forwarded, Wait: waited, Err: err, NoAwait: fly.IsNoAwait(ctx), RPCs: rcpt.RPCs(), Duration: time.Since(start)})
+	return out, err
 }
 
 // clientFor returns the executor client of region.
@@ -155,7 +157,7 @@ func (p *Plugin) clientFor(region string) (*forward.Client, error) {
 	default:
 		return nil, fmt.Errorf("flypg: no address for region %q: AppName (FLY_APP_NAME) is not set", region)
 	}
-	c, err := forward.NewClient(forward.ClientConfig{Target: target, Secret: p.cfg.Secret, TLS: p.cfg.TLS, Timeout: p.cfg.RPCTimeout, Logger: p.cfg.Logger})
+	c, err := forward.NewClient(p.clientConfig(target))
 	if err != nil {
 		return nil, err
 	}

@@ -25,3 +25,6 @@ type ReplicationError = callbacks.ReplicationError
 // time: errors.Is(db.Create(&u).Error, flypg.ErrReplicationTimeout). The
 // write committed.
 var ErrReplicationTimeout = callbacks.ErrReplicationTimeout
+
+// WriteEvent describes one forwarded write, for Config.OnWrite.
+type WriteEvent = callbacks.Event

@@ -9,6 +9,9 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/flypg/flypg/fly"
 	"github.com/flypg/flypg/forward"
 )
@@ -72,6 +75,26 @@ type Config struct {
 	// Logger receives flypg's logs: quiet at info level, each routing
 	// decision at debug level. Nil: silent.
 	Logger *slog.Logger
+
+	// OnWrite, if set, is called after every forwarded write (statement,
+	// transaction commit) with what it cost: time forwarded, time waiting
+	// for replication, round trips. It runs on the caller's goroutine and
+	// must not block.
+	OnWrite func(WriteEvent)
+
+	// Metrics, if set, receives flypg's Prometheus collectors (forwarded
+	// writes by operation and outcome, round-trip latency, replication
+	// waits and timeouts, tracker polls, replay lag, executor load). Give
+	// your own registry: flypg never registers on the global one unless you
+	// pass prometheus.DefaultRegisterer.
+	Metrics prometheus.Registerer
+	// MetricsLabels are constant labels on every collector, e.g.
+	// {"db": "orders"}: two plugins on one registry need different ones.
+	MetricsLabels prometheus.Labels
+	// TracerProvider, if set, traces forwarded writes and calls (client
+	// and server spans, the trace context carried across regions) and
+	// replication waits.
+	TracerProvider trace.TracerProvider
 
 	envErr error // a malformed variable seen by ConfigFromEnv
 }

@@ -44,6 +44,7 @@ type Plugin struct {
 	executor *forward.Executor
 	closed   bool
 	log      *slog.Logger
+	metrics  *metrics // nil without Config.Metrics
 }
 
 // New returns a plugin for cfg. Nothing is checked or connected until
@@ -99,7 +100,12 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 func (p *Plugin) startReplica(db *gorm.DB) error {
 	cfg := p.cfg
 	var err error
-	p.client, err = forward.NewClient(forward.ClientConfig{Target: cfg.PrimaryAddr, Secret: cfg.Secret, TLS: cfg.TLS, Timeout: cfg.RPCTimeout, Logger: cfg.Logger})
+	if cfg.Metrics != nil {
+		if p.metrics, err = newMetrics(cfg.Metrics, cfg.MetricsLabels); err != nil {
+			return err
+		}
+	}
+	p.client, err = forward.NewClient(p.clientConfig(cfg.PrimaryAddr))
 	if err != nil {
 		return fmt.Errorf("flypg: executor client: %w", err)
 	}
@@ -108,12 +114,43 @@ func (p *Plugin) startReplica(db *gorm.DB) error {
 	// transaction; keep enough idle ones that a busy app does not churn.
 	p.fwdDB.SetMaxIdleConns(64)
 	p.source = lsn.NewReplaySource(p.local)
-	p.tracker, err = lsn.NewTracker(lsn.Config{Source: p.source, Timeout: cfg.AwaitTimeout})
+	tc := lsn.Config{Source: p.source, Timeout: cfg.AwaitTimeout}
+	if p.metrics != nil {
+		tc.OnLook = p.metrics.onLook
+	}
+	p.tracker, err = lsn.NewTracker(tc)
 	if err != nil {
 		return fmt.Errorf("flypg: tracker: %w", err)
 	}
-	p.router = &callbacks.Router{Local: db.Config.ConnPool, Forward: p.fwdDB, Tracker: p.tracker, Logger: cfg.Logger}
+	p.router = &callbacks.Router{Local: db.Config.ConnPool, Forward: p.fwdDB, Tracker: p.tracker, Logger: cfg.Logger, Observe: p.observe}
+	if cfg.TracerProvider != nil {
+		p.router.Tracer = cfg.TracerProvider.Tracer(tracerName)
+	}
 	return p.router.Register(db)
+}
+
+// clientConfig is the forwarding client configuration for target, with
+// the plugin's credentials, timeout and instrumentation.
+func (p *Plugin) clientConfig(target string) forward.ClientConfig {
+	cfg := p.cfg
+	cc := forward.ClientConfig{Target: target, Secret: cfg.Secret, TLS: cfg.TLS, Timeout: cfg.RPCTimeout, Logger: cfg.Logger}
+	if p.metrics != nil {
+		cc.DialOptions = append(cc.DialOptions, grpc.WithChainUnaryInterceptor(p.metrics.unary), grpc.WithChainStreamInterceptor(p.metrics.stream))
+	}
+	if cfg.TracerProvider != nil {
+		cc.DialOptions = append(cc.DialOptions, tracingClient(cfg.TracerProvider))
+	}
+	return cc
+}
+
+// observe receives every forwarded write: metrics, then the caller's hook.
+func (p *Plugin) observe(ev callbacks.Event) {
+	if p.metrics != nil {
+		p.metrics.observeWrite(ev)
+	}
+	if p.cfg.OnWrite != nil {
+		p.cfg.OnWrite(ev)
+	}
 }
 
 func (p *Plugin) stopReplica() {
@@ -226,6 +263,9 @@ func (p *Plugin) executorInstance() (*forward.Executor, error) {
 	xc.AllowUnauthenticated = p.cfg.Insecure && p.cfg.Secret == ""
 	xc.Logger = p.cfg.Logger
 	xc.DSN, xc.Pool = "", nil
+	if p.cfg.TracerProvider != nil {
+		xc.ServerOptions = append(xc.ServerOptions, tracingServer(p.cfg.TracerProvider))
+	}
 	if p.primary {
 		dsn := p.primaryDSN()
 		if dsn == "" {
@@ -236,6 +276,18 @@ func (p *Plugin) executorInstance() (*forward.Executor, error) {
 	x, err := forward.NewExecutor(context.Background(), xc)
 	if err != nil {
 		return nil, err
+	}
+	if p.cfg.Metrics != nil {
+		if p.metrics == nil {
+			if p.metrics, err = newMetrics(p.cfg.Metrics, p.cfg.MetricsLabels); err != nil {
+				x.Close()
+				return nil, err
+			}
+		}
+		if err := p.metrics.registerExecutor(x); err != nil {
+			x.Close()
+			return nil, err
+		}
 	}
 	p.executor = x
 	return x, nil

@@ -26,7 +26,7 @@ type twoRegions struct {
 	executorTarget string
 }
 
-func startTwoRegions(t *testing.T) *twoRegions {
+func startTwoRegions(t *testing.T, opts ...func(primary, replica *flypg.Config)) *twoRegions {
 	t.Helper()
 	c := pgtest.StartT(t, pgtest.Options{Replicas: 1})
 	open := func(dsn string) *gorm.DB {
@@ -42,8 +42,13 @@ func startTwoRegions(t *testing.T) *twoRegions {
 		return db
 	}
 	e := &twoRegions{cluster: c}
+	pcfg := flypg.Config{Region: "iad", PrimaryRegion: "iad", Secret: testSecret}
+	rcfg := flypg.Config{Region: "syd", PrimaryRegion: "iad", Secret: testSecret, AwaitTimeout: 5 * time.Second}
+	for _, o := range opts {
+		o(&pcfg, &rcfg)
+	}
 	e.primary = open(c.Primary.DSN(""))
-	e.pPlug = flypg.New(flypg.Config{Region: "iad", PrimaryRegion: "iad", Secret: testSecret})
+	e.pPlug = flypg.New(pcfg)
 	if err := e.primary.Use(e.pPlug); err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +68,8 @@ func startTwoRegions(t *testing.T) *twoRegions {
 	e.executorTarget = lis.Addr().String()
 
 	e.replica = open(c.Replicas[0].DSN(""))
-	e.rPlug = flypg.New(flypg.Config{Region: "syd", PrimaryRegion: "iad", PrimaryAddr: e.executorTarget, Secret: testSecret, AwaitTimeout: 5 * time.Second})
+	rcfg.PrimaryAddr = e.executorTarget
+	e.rPlug = flypg.New(rcfg)
 	if err := e.replica.Use(e.rPlug); err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 
@@ -46,6 +49,7 @@ type state struct {
 	rcpt  *forward.Receipt // nil for forwarded reads: nothing to wait for
 	op    string
 	start time.Time
+	span  trace.Span // nil without a Tracer
 }
 
 const stateKey = "flypg:state"
@@ -106,6 +110,10 @@ func (r *Router) route(op string) func(*gorm.DB) {
 			return
 		}
 		st := &state{op: op, start: time.Now()}
+		if r.Tracer != nil {
+			stmt.Context, st.span = r.Tracer.Start(stmt.Context, "flypg.forward "+op,
+				trace.WithAttributes(attribute.String("db.sql.table", stmt.Table), attribute.Bool("flypg.write", write)))
+		}
 		if write {
 			ctx, rcpt := forward.WithReceipt(stmt.Context)
 			stmt.Context = ctx
@@ -174,6 +182,15 @@ func (r *Router) await(db *gorm.DB) {
 		return
 	}
 	st := v.(*state)
+	if st.span != nil {
+		defer func() {
+			if db.Error != nil {
+				st.span.RecordError(db.Error)
+				st.span.SetStatus(codes.Error, "forwarded statement failed")
+			}
+			st.span.End()
+		}()
+	}
 	if st.rcpt == nil {
 		return
 	}

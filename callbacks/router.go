@@ -8,6 +8,9 @@ import (
 	"log/slog"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"gorm.io/gorm"
 
 	"github.com/flypg/flypg/fly"
@@ -29,6 +32,9 @@ type Router struct {
 	// Observe, if set, is told about every forwarded write after its wait:
 	// for metrics.
 	Observe func(Event)
+	// Tracer, if set, records a span per forwarded write (parent of the
+	// gRPC client span) and per replication wait.
+	Tracer trace.Tracer
 }
 
 // Event describes one forwarded write, for Router.Observe.
@@ -74,15 +80,35 @@ func (e *ReplicationError) Committed() bool { return true }
 // wait waits for rcpt's commit LSN unless ctx says fly.NoAwait.
 func (r *Router) wait(ctx context.Context, rcpt *forward.Receipt) (lsn.LSN, time.Duration, error) {
 	l := lsn.LSN(rcpt.LSN())
+	waited, err := r.Wait(ctx, l)
+	return l, waited, err
+}
+
+// Wait waits until the local replica has replayed l, unless l is zero or
+// ctx says fly.NoAwait. It returns how long it waited and a
+// *ReplicationError if the wait failed.
+func (r *Router) Wait(ctx context.Context, l lsn.LSN) (time.Duration, error) {
 	if l == 0 || fly.IsNoAwait(ctx) {
-		return l, 0, nil
+		return 0, nil
+	}
+	var span trace.Span
+	if r.Tracer != nil {
+		ctx, span = r.Tracer.Start(ctx, "flypg.replication_wait", trace.WithAttributes(attribute.String("flypg.lsn", l.String())))
 	}
 	start := time.Now()
 	err := r.Tracker.Wait(ctx, l)
+	waited := time.Since(start)
 	if err != nil {
-		return l, time.Since(start), &ReplicationError{LSN: l, Err: err}
+		err = &ReplicationError{LSN: l, Err: err}
 	}
-	return l, time.Since(start), nil
+	if span != nil {
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, "replica did not replay the write in time")
+		}
+		span.End()
+	}
+	return waited, err
 }
 
 func (r *Router) debug(msg string, args ...any) {

@@ -105,6 +105,10 @@ type ExecutorConfig struct {
 
 	// Logger receives errors and, at debug level, each unit. Nil: silent.
 	Logger *slog.Logger
+
+	// ServerOptions are added to those of Serve's gRPC server, e.g. a
+	// stats handler for tracing.
+	ServerOptions []grpc.ServerOption
 }
 
 // Executor runs forwarded work on the primary. It implements the
@@ -122,6 +126,7 @@ type Executor struct {
 
 	walSegSize atomic.Uint64
 	inFlight   atomic.Int64
+	openTx     atomic.Int64
 
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -216,13 +221,21 @@ func (x *Executor) Register(s grpc.ServiceRegistrar) {
 // ServerOptions are the gRPC server options Serve uses: message size
 // limits and keepalive settings that match the client's.
 func (x *Executor) ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{
+	return append([]grpc.ServerOption{
 		grpc.MaxRecvMsgSize(x.cfg.MaxRequestBytes),
 		grpc.MaxSendMsgSize(x.cfg.MaxResponseBytes + 1<<20),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-	}
+	}, x.cfg.ServerOptions...)
 }
+
+// InFlight returns the number of units (statements, transactions, calls)
+// running now.
+func (x *Executor) InFlight() int64 { return x.inFlight.Load() }
+
+// OpenTransactions returns the number of forwarded transactions holding a
+// primary connection now.
+func (x *Executor) OpenTransactions() int64 { return x.openTx.Load() }
 
 // Serve runs a gRPC server with the executor's services on lis until Close
 // (then it returns nil) or a listener error. It refuses a non-loopback

@@ -51,6 +51,8 @@ func (s *service) Tx(stream forwardpb.Executor_TxServer) error {
 		return err
 	}
 	defer release()
+	x.openTx.Add(1)
+	defer x.openTx.Add(-1)
 	t := &txRun{x: x, stream: stream, entry: e, conn: pc.Conn()}
 	return t.run(ctx, begin, b.GetFirst(), b.GetCommit())
 }
