@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -92,6 +93,11 @@ type ExecutorConfig struct {
 	// message; TxMaxDuration ends one that lasts longer. Both roll back.
 	TxIdleTimeout, TxMaxDuration time.Duration
 
+	// StatementTimeout, if set, is the primary's statement_timeout for
+	// forwarded statements (pools the executor opens from DSN): a longer
+	// statement fails with SQLSTATE 57014 and nothing of it commits.
+	StatementTimeout time.Duration
+
 	// DedupWindow is how long the outcome of a finished unit is remembered
 	// for retries; DedupMaxEntries bounds how many are held (more units are
 	// refused as busy); answers over MaxReplayBytes are not kept.
@@ -162,6 +168,12 @@ func NewExecutor(ctx context.Context, cfg ExecutorConfig) (*Executor, error) {
 		if err != nil {
 			return nil, err
 		}
+		if cfg.StatementTimeout > 0 {
+			pc.ConnConfig.RuntimeParams["statement_timeout"] = strconv.FormatInt(cfg.StatementTimeout.Milliseconds(), 10)
+		}
+		// If this process stalls with a transaction open, the primary ends
+		// it on its own rather than holding its locks forever.
+		pc.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = strconv.FormatInt((2 * cfg.TxIdleTimeout).Milliseconds(), 10)
 		if x.pool, err = pgxpool.NewWithConfig(ctx, pc); err != nil {
 			return nil, fmt.Errorf("forward: executor: open pool: %w", err)
 		}

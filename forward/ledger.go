@@ -118,9 +118,18 @@ func (l *ledger) finish(e *ledgerEntry, state outcome, lsn uint64, answer proto.
 }
 
 // forget drops a running entry whose unit never started, so that a retry
-// may run it.
+// may run it and so that refused requests take no room.
 func (l *ledger) forget(e *ledgerEntry, now time.Time) {
-	l.finish(e, notCommitted, 0, nil, now)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if e.state != running {
+		return
+	}
+	e.state = notCommitted
+	close(e.done)
+	if e.finished.IsZero() && l.entries[e.id] == e {
+		delete(l.entries, e.id) // never queued: nothing else refers to it
+	}
 }
 
 // expire drops finished entries older than the window. Caller holds mu.

@@ -78,17 +78,26 @@ func (x *Executor) admit(ctx context.Context, u *forwardpb.Unit) (e *ledgerEntry
 		return nil, false, status.Errorf(codes.FailedPrecondition,
 			"forward: in doubt: request %x is unknown to executor %s; its first attempt went to executor %q", u.GetRequestId(), x.instance, u.GetInstance())
 	}
-	e, fresh, err = x.ledger.begin(id, now)
-	if errors.Is(err, errLedgerFull) {
-		grpc.SetTrailer(ctx, trailer(outcomeNotRun, 0))
-		return nil, false, status.Errorf(codes.ResourceExhausted, "forward: executor busy: %v", err)
-	}
-	if !fresh {
+	for {
+		e, fresh, err = x.ledger.begin(id, now)
+		if errors.Is(err, errLedgerFull) {
+			grpc.SetTrailer(ctx, trailer(outcomeNotRun, 0))
+			return nil, false, status.Errorf(codes.ResourceExhausted, "forward: executor busy: %v", err)
+		}
+		if fresh {
+			return e, true, nil
+		}
 		if err := e.wait(ctx); err != nil {
 			return nil, false, status.FromContextError(err).Err()
 		}
+		if e.state == notCommitted && e.answer == nil {
+			// The attempt waited for had no effect (refused, or cancelled
+			// before it committed): run this one.
+			now = time.Now()
+			continue
+		}
+		return e, false, nil
 	}
-	return e, fresh, nil
 }
 
 // replay answers a retry from the ledger entry of its first attempt.

@@ -1,0 +1,99 @@
+// Command flypg-executor runs flypg's executor as a process of its own, for
+// deployments that would rather not embed it in the application (or that
+// forward from apps in several languages): it serves SQL forwarding on the
+// primary over gRPC, authenticated with the shared secret.
+//
+//	FLYPG_SECRET=... flypg-executor -dsn postgres://...@primary:5432/app -listen :5480
+//
+// The application's functions registered with flypg.Register are not
+// available here; flypg.Call needs the application's own executor
+// (Plugin.Serve).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/flypg/flypg/forward"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "flypg-executor:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var (
+		listen   = flag.String("listen", ":5480", "address to serve gRPC on")
+		dsn      = flag.String("dsn", firstEnv("FLYPG_PRIMARY_DSN", "DATABASE_URL"), "connection string of the primary (default $FLYPG_PRIMARY_DSN, then $DATABASE_URL)")
+		stmt     = flag.Duration("statement-timeout", 0, "statement_timeout for forwarded statements (0: the server's)")
+		maxConc  = flag.Int("max-concurrent", 0, "units run at once (0: the pool's size)")
+		insecure = flag.Bool("insecure", false, "serve without a secret (loopback only)")
+		debug    = flag.Bool("debug", false, "log each unit")
+	)
+	flag.Parse()
+	if *dsn == "" {
+		return errors.New("no primary: set -dsn, FLYPG_PRIMARY_DSN or DATABASE_URL")
+	}
+	level := slog.LevelInfo
+	if *debug {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	x, err := forward.NewExecutor(ctx, forward.ExecutorConfig{
+		DSN:                  *dsn,
+		Secret:               os.Getenv("FLYPG_SECRET"),
+		AllowUnauthenticated: *insecure,
+		StatementTimeout:     *stmt,
+		MaxConcurrent:        *maxConc,
+		Logger:               log,
+	})
+	if err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", *listen)
+	if err != nil {
+		x.Close()
+		return err
+	}
+	log.Info("flypg-executor: serving", "addr", lis.Addr().String(), "instance", x.Instance())
+	served := make(chan error, 1)
+	go func() { served <- x.Serve(lis) }()
+	select {
+	case <-ctx.Done():
+		log.Info("flypg-executor: shutting down; open transactions roll back")
+		done := make(chan struct{})
+		go func() { x.Close(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			return errors.New("shutdown timed out")
+		}
+		return <-served
+	case err := <-served:
+		x.Close()
+		return err
+	}
+}
+
+func firstEnv(names ...string) string {
+	for _, n := range names {
+		if v := os.Getenv(n); v != "" {
+			return v
+		}
+	}
+	return ""
+}
