@@ -20,3 +20,6 @@ go vet ./...
 
 echo "== go test -race"
 go test -race -count=1 -timeout 12m "$@" ./...
+
+echo "== demo self-test"
+go run ./examples/demo -selftest
