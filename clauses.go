@@ -7,9 +7,10 @@ import "github.com/flypg/flypg/callbacks"
 //	db.Clauses(flypg.UsePrimary).Raw("SELECT nextval('ticket')").Scan(&n)
 //	db.Clauses(flypg.UseLocal).Exec("SET LOCAL statement_timeout = 100")
 const (
-	// UsePrimary runs the statement on the primary: reads with side
-	// effects (nextval, a writing function), or reads that must see the
-	// latest data without waiting.
+	// UsePrimary runs the statement on the primary: raw SQL with side
+	// effects (nextval, a writing function), which then waits for
+	// replication like any write, or a query built by GORM that must see
+	// the latest data without waiting for the replica.
 	UsePrimary = callbacks.RoutePrimary
 	// UseLocal runs the statement on the local database whatever it is.
 	UseLocal = callbacks.RouteLocal

@@ -23,8 +23,9 @@ type Route int
 const (
 	// RouteDefault leaves the decision to the routing rules.
 	RouteDefault Route = iota
-	// RoutePrimary sends the statement to the primary; a write waits for
-	// replication as usual, a read does not need to.
+	// RoutePrimary sends the statement to the primary. Writes and raw SQL
+	// then wait for replication as usual (raw SQL may write through a
+	// function); a query built by GORM does not wait.
 	RoutePrimary
 	// RouteLocal runs the statement on the local database.
 	RouteLocal
@@ -132,8 +133,10 @@ func decide(op string, stmt *gorm.Statement) (write, primary bool) {
 	case RouteLocal:
 		return false, false
 	case RoutePrimary:
-		write = op == "create" || op == "update" || op == "delete" ||
-			(stmt.SQL.Len() > 0 && !IsRead(stmt.SQL.String()))
+		// Raw SQL sent to the primary by hand may well write through a
+		// function (SELECT nextval(...), SELECT my_fn()): wait for it like
+		// any write. A query GORM builds only reads: no wait.
+		write = op == "create" || op == "update" || op == "delete" || stmt.SQL.Len() > 0
 		return write, true
 	}
 	switch op {

@@ -39,7 +39,7 @@ func (c *Client) Call(ctx context.Context, name string, payload []byte) ([]byte,
 	var resp *forwardpb.CallResponse
 	err := c.do(ctx, "call", id, rcpt, func(ctx context.Context, u *forwardpb.Unit, md *metadata.MD) error {
 		var err error
-		resp, err = c.api.Call(ctx, &forwardpb.CallRequest{Unit: u, Name: name, Payload: payload}, grpc.WaitForReady(true), grpc.Trailer(md))
+		resp, err = c.api.Call(ctx, &forwardpb.CallRequest{Unit: u, Name: name, Payload: payload}, grpc.Trailer(md))
 		return err
 	})
 	if err != nil {

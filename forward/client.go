@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
@@ -31,6 +32,7 @@ import (
 // Defaults for zero fields of ClientConfig.
 const (
 	DefaultTimeout         = 5 * time.Second
+	DefaultConnectWait     = time.Second
 	DefaultMaxRecvBytes    = 64 << 20
 	retryHorizon           = 15 * time.Second // keep well below the executor's DedupWindow
 	retryBackoffMin        = 20 * time.Millisecond
@@ -53,6 +55,11 @@ type ClientConfig struct {
 	// Timeout bounds one forwarded unit (a statement, a transaction's round
 	// trip, a call) when the caller's context has no earlier deadline.
 	Timeout time.Duration
+	// ConnectWait bounds how long a unit waits for a connection to the
+	// executor before failing with ErrUnavailable (nothing sent); default
+	// DefaultConnectWait. It absorbs an executor restart without making
+	// every write hang for Timeout while the primary region is down.
+	ConnectWait time.Duration
 	// MaxRecvBytes bounds a response message; keep it above the executor's
 	// MaxResponseBytes.
 	MaxRecvBytes int
@@ -93,6 +100,9 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if cfg.MaxRecvBytes <= 0 {
 		cfg.MaxRecvBytes = DefaultMaxRecvBytes
 	}
+	if cfg.ConnectWait <= 0 {
+		cfg.ConnectWait = DefaultConnectWait
+	}
 	transport := insecure.NewCredentials()
 	if cfg.TLS != nil {
 		transport = credentials.NewTLS(cfg.TLS)
@@ -100,6 +110,12 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(transport),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: defaultKeepaliveTime, Timeout: defaultKeepaliveTimout, PermitWithoutStream: true}),
+		// Reconnect within a second of the executor coming back, rather
+		// than after gRPC's default backoff of up to two minutes.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+			MinConnectTimeout: 2 * time.Second,
+		}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(cfg.MaxRecvBytes)),
 		grpc.WithChainUnaryInterceptor(protocolUnary),
 		grpc.WithChainStreamInterceptor(protocolStream),
@@ -215,6 +231,34 @@ func (c *Client) unitContext(ctx context.Context) (context.Context, context.Canc
 	return context.WithTimeout(ctx, c.cfg.Timeout)
 }
 
+// awaitReady waits, at most ConnectWait, for a ready connection to the
+// executor. An error means nothing can be sent now.
+func (c *Client) awaitReady(ctx context.Context) error {
+	s := c.cc.GetState()
+	if s == connectivity.Ready {
+		return nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, c.cfg.ConnectWait)
+	defer cancel()
+	for {
+		switch s {
+		case connectivity.Ready:
+			return nil
+		case connectivity.Shutdown:
+			return ErrClosed
+		case connectivity.Idle:
+			c.cc.Connect()
+		}
+		if !c.cc.WaitForStateChange(wctx, s) {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("no connection to the executor within %v (state %s)", c.cfg.ConnectWait, s)
+		}
+		s = c.cc.GetState()
+	}
+}
+
 // sendState is what the client knew about the connection when an attempt
 // left: enough to tell afterwards whether it can have been sent.
 type sendState struct {
@@ -248,6 +292,13 @@ func (c *Client) do(ctx context.Context, op string, id []byte, rcpt *Receipt, tr
 	var sentOnce bool // some attempt may have reached the executor
 	var lastErr error
 	for n := uint32(1); ; n++ {
+		if err := c.awaitReady(ctx); err != nil {
+			lastErr = err
+			if !sentOnce || ctx.Err() != nil || time.Since(first) > retryHorizon {
+				break
+			}
+			continue // an earlier attempt may have arrived: keep asking
+		}
 		u := &forwardpb.Unit{RequestId: id, Attempt: n, Instance: inst}
 		before := c.snapshot()
 		var md metadata.MD
@@ -360,8 +411,11 @@ func first(md metadata.MD, key string) string {
 func (c *Client) Ping(ctx context.Context) error {
 	ctx, cancel := c.unitContext(ctx)
 	defer cancel()
+	if err := c.awaitReady(ctx); err != nil {
+		return &Error{Op: "ping", Target: c.cfg.Target, Kind: ErrUnavailable, Err: err}
+	}
 	before := c.snapshot()
-	resp, err := c.health.Check(ctx, &healthpb.HealthCheckRequest{Service: forwardpb.Executor_ServiceDesc.ServiceName}, grpc.WaitForReady(true))
+	resp, err := c.health.Check(ctx, &healthpb.HealthCheckRequest{Service: forwardpb.Executor_ServiceDesc.ServiceName})
 	if err != nil {
 		kind := ErrInDoubt
 		if c.neverSent(before) {
@@ -405,8 +459,11 @@ func (c *Client) Resolve(ctx context.Context, requestID string) (Outcome, uint64
 }
 
 func (c *Client) resolve(ctx context.Context, id []byte, inst string) (Outcome, uint64, error) {
+	if err := c.awaitReady(ctx); err != nil {
+		return OutcomeUnknown, 0, err
+	}
 	c.rpcs.Add(1)
-	resp, err := c.api.Resolve(ctx, &forwardpb.ResolveRequest{Unit: &forwardpb.Unit{RequestId: id, Attempt: 2, Instance: inst}}, grpc.WaitForReady(true))
+	resp, err := c.api.Resolve(ctx, &forwardpb.ResolveRequest{Unit: &forwardpb.Unit{RequestId: id, Attempt: 2, Instance: inst}})
 	if err != nil {
 		return OutcomeUnknown, 0, err
 	}

@@ -161,7 +161,7 @@ func statement(query string, args []driver.NamedValue) (*forwardpb.Statement, er
 }
 
 func (cn *conn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
-	res, err := cn.run(ctx, "exec", query, args)
+	res, err := cn.run(ctx, "exec", query, args, true)
 	if err != nil {
 		return nil, err
 	}
@@ -169,18 +169,19 @@ func (cn *conn) ExecContext(ctx context.Context, query string, args []driver.Nam
 }
 
 func (cn *conn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
-	res, err := cn.run(ctx, "query", query, args)
+	res, err := cn.run(ctx, "query", query, args, false)
 	if err != nil {
 		return nil, err
 	}
 	return wire.NewRows(res, cn.types)
 }
 
-func (cn *conn) run(ctx context.Context, op, query string, args []driver.NamedValue) (*forwardpb.Result, error) {
+func (cn *conn) run(ctx context.Context, op, query string, args []driver.NamedValue, exec bool) (*forwardpb.Result, error) {
 	st, err := statement(query, args)
 	if err != nil {
 		return nil, err
 	}
+	st.Exec = exec
 	if cn.tx != nil {
 		return cn.tx.statement(ctx, st)
 	}
@@ -201,7 +202,7 @@ func (c *Client) execUnit(ctx context.Context, op string, st *forwardpb.Statemen
 	var resp *forwardpb.ExecResponse
 	err := c.do(ctx, op, id, rcpt, func(ctx context.Context, u *forwardpb.Unit, md *metadata.MD) error {
 		var err error
-		resp, err = c.api.Exec(ctx, &forwardpb.ExecRequest{Unit: u, Statement: st}, grpc.WaitForReady(true), grpc.Trailer(md))
+		resp, err = c.api.Exec(ctx, &forwardpb.ExecRequest{Unit: u, Statement: st}, grpc.Trailer(md))
 		return err
 	})
 	var committed *CommittedError

@@ -380,3 +380,42 @@ func TestLastStatementCommitsInTheSameRoundTrip(t *testing.T) {
 		t.Fatal("a transaction whose last statement failed committed")
 	}
 }
+
+func TestMultiStatementExec(t *testing.T) {
+	e := startEnv(t)
+	ctx, rcpt := forward.WithReceipt(context.Background())
+	res, err := e.db.ExecContext(ctx, `INSERT INTO items (name) VALUES ('m1'); INSERT INTO items (name) VALUES ('m2')`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		t.Fatalf("RowsAffected = %d, want the last statement's 1 (as pgx)", n)
+	}
+	if rcpt.LSN() == 0 || e.count(t, "name IN ('m1', 'm2')") != 2 {
+		t.Fatal("multi-statement Exec did not commit both rows with an LSN")
+	}
+	// All or nothing, as with pgx: a failing statement rolls back the others.
+	if _, err := e.db.ExecContext(ctx, `INSERT INTO items (name) VALUES ('m3'); INSERT INTO items (name) VALUES ('m1')`); err == nil {
+		t.Fatal("duplicate in a multi-statement Exec succeeded")
+	}
+	if e.count(t, "name = 'm3'") != 0 {
+		t.Fatal("part of a failed multi-statement Exec committed")
+	}
+	// In a transaction too.
+	tx, _ := e.db.BeginTx(ctx, nil)
+	if _, err := tx.ExecContext(ctx, `INSERT INTO items (name) VALUES ('t1'); INSERT INTO items (name) VALUES ('t2')`); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if e.count(t, "name IN ('t1', 't2')") != 2 {
+		t.Fatal("multi-statement Exec in a transaction lost rows")
+	}
+	// A real syntax error is still one.
+	_, err = e.db.ExecContext(ctx, `INSERT INTO nowhere VALUES (1); SELEC 1`)
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "42601" {
+		t.Fatalf("syntax error: %v", err)
+	}
+}

@@ -52,6 +52,13 @@ func (x *Executor) pipeline(ctx context.Context, c *pgx.Conn, begin string, st *
 	}
 	sd, err := describe(ctx, c, st.GetSql())
 	if err != nil {
+		var pg *pgconn.PgError
+		if st.GetExec() && len(args) == 0 && errors.As(err, &pg) && pg.Code == "42601" {
+			// Not preparable, typically several statements: run it with
+			// the simple protocol, as pgx's Exec would. (A real syntax
+			// error fails there the same way.)
+			return x.simple(ctx, c, begin, st.GetSql(), withLSN)
+		}
 		return nil, "", classify(err)
 	}
 	if len(sd.ParamOIDs) != len(args) {
@@ -128,6 +135,38 @@ func (x *Executor) pipeline(ctx context.Context, c *pgx.Conn, begin string, st *
 }
 
 const lsnSQL = `SELECT pg_current_wal_insert_lsn()::text`
+
+// simple runs argument-less SQL, possibly several statements, with the
+// simple protocol (after begin, when it opens a transaction), then reads
+// the insert LSN when the SQL ran in its own implicit transaction.
+func (x *Executor) simple(ctx context.Context, c *pgx.Conn, begin, sql string, withLSN bool) (*forwardpb.Result, string, *stmtError) {
+	q := sql
+	if begin != "" {
+		q = begin + ";\n" + sql
+	}
+	results, err := c.PgConn().Exec(ctx, q).ReadAll()
+	if err != nil {
+		se := classify(err)
+		if se.kind == kindConn && withLSN {
+			se.kind = kindConnInDoubt
+		}
+		return nil, "", se
+	}
+	var res *forwardpb.Result
+	if len(results) > 0 {
+		res = wire.ResultFromCommandTag(results[len(results)-1].CommandTag)
+	} else {
+		res = &forwardpb.Result{}
+	}
+	if !withLSN {
+		return res, "", nil
+	}
+	var text string
+	if err := c.QueryRow(ctx, lsnSQL).Scan(&text); err != nil {
+		return nil, "", &stmtError{err: fmt.Errorf("read commit LSN: %w", err), kind: kindConnInDoubt}
+	}
+	return res, text, nil
+}
 
 // discardResult reads a result that carries nothing (BEGIN).
 func discardResult(p *pgconn.Pipeline) error {

@@ -8,8 +8,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/flypg/flypg/forward/forwardpb"
 	"github.com/flypg/flypg/forward/internal/wire"
@@ -89,11 +90,11 @@ func (t *clientTx) statement(ctx context.Context, st *forwardpb.Statement) (*for
 		}
 	case last:
 		if err := t.stream.Send(&forwardpb.TxRequest{Op: &forwardpb.TxRequest_Last{Last: st}}); err != nil {
-			return nil, t.breakOff("tx", ErrTxAborted, t.recvError(err))
+			return nil, t.breakOff("tx", ErrTxAborted, withCtxErr(t.recvError(err), ctx, t.ctx))
 		}
 	default:
 		if err := t.stream.Send(&forwardpb.TxRequest{Op: &forwardpb.TxRequest_Statement{Statement: st}}); err != nil {
-			return nil, t.breakOff("tx", ErrTxAborted, t.recvError(err))
+			return nil, t.breakOff("tx", ErrTxAborted, withCtxErr(t.recvError(err), ctx, t.ctx))
 		}
 	}
 	c.rpcs.Add(1)
@@ -141,8 +142,11 @@ func (t *clientTx) open(ctx context.Context, st *forwardpb.Statement, last bool)
 	c := t.cn.c
 	c.units.Add(1)
 	t.instance = c.lastInstance()
+	if err := c.awaitReady(ctx); err != nil {
+		return t.breakOff("tx", ErrUnavailable, err)
+	}
 	sctx, cancel := context.WithCancel(t.ctx)
-	// Wait for a ready connection within the statement's time, not forever.
+	// Opening the stream is bounded by the statement's time.
 	octx, ocancel := c.unitContext(ctx)
 	defer ocancel()
 	type opened struct {
@@ -151,7 +155,7 @@ func (t *clientTx) open(ctx context.Context, st *forwardpb.Statement, last bool)
 	}
 	ch := make(chan opened, 1)
 	go func() {
-		s, err := c.api.Tx(sctx, grpc.WaitForReady(true))
+		s, err := c.api.Tx(sctx)
 		ch <- opened{s, err}
 	}()
 	var o opened
@@ -181,7 +185,7 @@ func (t *clientTx) open(ctx context.Context, st *forwardpb.Statement, last bool)
 	t.reader = make(chan struct{})
 	go t.read()
 	if err := t.stream.Send(&forwardpb.TxRequest{Op: &forwardpb.TxRequest_Begin{Begin: begin}}); err != nil {
-		return t.breakOff("tx", ErrTxAborted, t.recvError(err))
+		return t.breakOff("tx", ErrTxAborted, withCtxErr(t.recvError(err), ctx, t.ctx))
 	}
 	return nil
 }
@@ -219,7 +223,7 @@ func (t *clientTx) await(ctx context.Context) (*forwardpb.TxResponse, error) {
 	select {
 	case r := <-t.resps:
 		if r.err != nil {
-			return nil, t.breakOff("tx", ErrTxAborted, r.err)
+			return nil, t.breakOff("tx", ErrTxAborted, withCtxErr(r.err, ctx, t.ctx))
 		}
 		t.cn.c.noteInstance(r.resp.GetInstance())
 		return r.resp, nil
@@ -230,6 +234,22 @@ func (t *clientTx) await(ctx context.Context) (*forwardpb.TxResponse, error) {
 		}
 		return nil, t.breakOff("tx", ErrTxAborted, err)
 	}
+}
+
+// withCtxErr lets errors.Is see a context's end behind a stream error
+// that it caused (gRPC reports it as a status, not as the context's error).
+func withCtxErr(err error, ctxs ...context.Context) error {
+	for _, c := range ctxs {
+		if cerr := c.Err(); cerr != nil && !errors.Is(err, cerr) {
+			return fmt.Errorf("%w (%v)", cerr, err)
+		}
+	}
+	// The executor enforces the deadline too (gRPC sends it along) and may
+	// end the stream a moment before the local context notices.
+	if status.Code(err) == codes.DeadlineExceeded && !errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%w (%v)", context.DeadlineExceeded, err)
+	}
+	return err
 }
 
 // breakOff ends the stream after a failure before COMMIT: the executor
@@ -282,7 +302,7 @@ func (t *clientTx) Commit() error {
 	rcpt := ReceiptFrom(t.ctx)
 	if err := t.stream.Send(&forwardpb.TxRequest{Op: &forwardpb.TxRequest_Commit{Commit: &forwardpb.TxCommit{}}}); err != nil {
 		// COMMIT did not leave: the executor rolls back when the stream ends.
-		return t.fail("commit", ErrTxAborted, t.recvError(err))
+		return t.fail("commit", ErrTxAborted, withCtxErr(t.recvError(err), t.ctx))
 	}
 	c.rpcs.Add(1)
 	rcpt.roundTrip()

@@ -3,21 +3,20 @@ package pgtest
 import (
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // A delayLine writes chunks to a connection a fixed latency after they
-// were read from the other side, in order, like a long cable. Two things
-// keep it on time. It sleeps with nanosleep, blocking its thread, rather
-// than with a Go timer: Go timers on an idle process wake up to a
-// millisecond late, which would make a simulated 10 ms round trip 11 ms and
-// blur every latency benchmark run over a Link. And it counts the latency
-// from the moment the bytes were read (a stampedReader records it), so the
-// hand-offs between toxiproxy's pipeline goroutines overlap the delay
-// instead of adding to it.
+// were read from the other side, in order, like a long cable. It counts the
+// latency from the moment the bytes were read (a stampedReader records it),
+// so the hand-offs between toxiproxy's pipeline goroutines overlap the
+// delay instead of adding to it; toxiproxy's own latency toxic starts its
+// timer after them and adds up to a millisecond per round trip.
 type delayLine struct {
 	conn    *net.TCPConn
 	latency *atomic.Int64 // nanoseconds, read per chunk
@@ -25,7 +24,8 @@ type delayLine struct {
 	seen    uint64 // bytes received by send so far; only touched by send
 	queue   chan chunk
 	done    chan struct{}
-	failed  bool // only touched by the line's goroutine
+	failed  bool          // only touched by the line's goroutine
+	timer   *preciseTimer // only touched by the line's goroutine; nil: Go timers
 }
 
 type chunk struct {
@@ -39,6 +39,7 @@ const lineDepth = 1024
 
 func startDelayLine(conn *net.TCPConn, latency *atomic.Int64, in *stampedReader) *delayLine {
 	d := &delayLine{conn: conn, latency: latency, in: in, queue: make(chan chunk, lineDepth), done: make(chan struct{})}
+	d.timer, _ = newPreciseTimer() // without one, Go timers are only less precise
 	go d.run()
 	return d
 }
@@ -62,9 +63,10 @@ func (d *delayLine) close() {
 
 func (d *delayLine) run() {
 	defer close(d.done)
+	defer d.timer.close()
 	for c := range d.queue {
 		if !c.due.IsZero() {
-			sleepUntil(c.due)
+			d.timer.sleepUntil(c.due)
 		}
 		if d.failed {
 			continue // drain: see pipeEnd.Write
@@ -78,19 +80,51 @@ func (d *delayLine) run() {
 	}
 }
 
-// sleepUntil blocks the calling goroutine's thread until t with
-// nanosleep, which the kernel times to tens of microseconds.
-func sleepUntil(t time.Time) {
-	for {
-		d := time.Until(t)
-		if d <= 0 {
-			return
-		}
-		ts := syscall.NsecToTimespec(d.Nanoseconds())
-		if err := syscall.Nanosleep(&ts, nil); err == nil {
-			return
-		}
-		// EINTR: sleep the rest.
+// A preciseTimer sleeps on a timerfd read through Go's network poller: the
+// kernel wakes it within tens of microseconds, and while it sleeps it
+// holds no scheduler slot. (A Go timer on an idle process wakes up to a
+// millisecond late, which would make a simulated 10 ms round trip 11 ms; a
+// blocking nanosleep is precise but keeps its slot, and two links sleeping
+// at once on a two-core machine would stall every other goroutine.)
+type preciseTimer struct {
+	f  *os.File
+	fd int
+}
+
+func newPreciseTimer() (*preciseTimer, error) {
+	fd, err := unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	// A non-blocking descriptor makes os.NewFile use the poller.
+	return &preciseTimer{f: os.NewFile(uintptr(fd), "timerfd"), fd: fd}, nil
+}
+
+// sleepUntil returns at t, or at once if t has passed. Without a timer (the
+// kernel refused one) it falls back to a Go timer.
+func (p *preciseTimer) sleepUntil(t time.Time) {
+	d := time.Until(t)
+	if d <= 0 {
+		return
+	}
+	if p == nil {
+		time.Sleep(d)
+		return
+	}
+	spec := unix.ItimerSpec{Value: unix.NsecToTimespec(d.Nanoseconds())}
+	if err := unix.TimerfdSettime(p.fd, 0, &spec, nil); err != nil {
+		time.Sleep(d)
+		return
+	}
+	var buf [8]byte
+	if _, err := p.f.Read(buf[:]); err != nil {
+		time.Sleep(time.Until(t))
+	}
+}
+
+func (p *preciseTimer) close() {
+	if p != nil {
+		p.f.Close()
 	}
 }
 

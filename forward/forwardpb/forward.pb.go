@@ -629,9 +629,14 @@ func (x *Array) GetElems() []*Value {
 }
 
 type Statement struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Sql           string                 `protobuf:"bytes,1,opt,name=sql,proto3" json:"sql,omitempty"`
-	Args          []*Value               `protobuf:"bytes,2,rep,name=args,proto3" json:"args,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Sql   string                 `protobuf:"bytes,1,opt,name=sql,proto3" json:"sql,omitempty"`
+	Args  []*Value               `protobuf:"bytes,2,rep,name=args,proto3" json:"args,omitempty"`
+	// The caller discards rows (database/sql's Exec). Like pgx, the executor
+	// then runs a statement without arguments that cannot be prepared (such
+	// as several statements separated by semicolons) with the simple
+	// protocol.
+	Exec          bool `protobuf:"varint,3,opt,name=exec,proto3" json:"exec,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -678,6 +683,13 @@ func (x *Statement) GetArgs() []*Value {
 		return x.Args
 	}
 	return nil
+}
+
+func (x *Statement) GetExec() bool {
+	if x != nil {
+		return x.Exec
+	}
+	return false
 }
 
 // Column describes one result column as the primary described it.
@@ -2014,10 +2026,11 @@ const file_forward_proto_rawDesc = "" +
 	"\n" +
 	"KIND_INT16\x10\n" +
 	"\x12\x0f\n" +
-	"\vKIND_UINT64\x10\v\"J\n" +
+	"\vKIND_UINT64\x10\v\"^\n" +
 	"\tStatement\x12\x10\n" +
 	"\x03sql\x18\x01 \x01(\tR\x03sql\x12+\n" +
-	"\x04args\x18\x02 \x03(\v2\x17.flypg.forward.v1.ValueR\x04args\"\xd7\x01\n" +
+	"\x04args\x18\x02 \x03(\v2\x17.flypg.forward.v1.ValueR\x04args\x12\x12\n" +
+	"\x04exec\x18\x03 \x01(\bR\x04exec\"\xd7\x01\n" +
 	"\x06Column\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
 	"\ttable_oid\x18\x02 \x01(\rR\btableOid\x12'\n" +

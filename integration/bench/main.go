@@ -30,7 +30,9 @@ type suite struct {
 }
 
 type options struct {
-	quick bool // fewer cycles, for smoke tests
+	quick bool          // fewer cycles, for smoke tests
+	out   string        // the output directory, for suites that write more than NAME.json
+	rtt   time.Duration // round-trip time of simulated cross-region links (peers)
 	logf  func(format string, args ...any)
 }
 
@@ -38,15 +40,17 @@ func suites() map[string]suite {
 	return map[string]suite{
 		"tracker": {about: "replication waits: oracle vs tracker vs the original stored function", run: runTracker, goals: trackerGoals},
 		"forward": {about: "a forwarded INSERT against a direct one, on the same primary", run: runForward, goals: forwardGoals},
+		"peers":   {about: "a replica-region GORM app: direct to the far primary vs dbresolver vs flypg", run: runPeers, goals: peersGoals},
 	}
 }
 
 func main() {
 	var (
 		name    = flag.String("suite", "", "suite to run: "+strings.Join(sortedKeys(suites()), ", "))
-		out     = flag.String("out", "bench-out", "directory for NAME.json")
+		out     = flag.String("out", "bench-out", "directory for NAME.json (and a suite's charts)")
 		quick   = flag.Bool("quick", false, "fewer cycles (smoke test, figures not representative)")
 		cpuProf = flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
+		rtt     = flag.Duration("rtt", 20*time.Millisecond, "round-trip time added to every simulated cross-region link (peers)")
 	)
 	flag.Parse()
 	s, ok := suites()[*name]
@@ -56,7 +60,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	o := options{quick: *quick, logf: func(format string, args ...any) {
+	o := options{quick: *quick, out: *out, rtt: *rtt, logf: func(format string, args ...any) {
 		fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
 	}}
 	if *cpuProf != "" {
