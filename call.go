@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"gorm.io/gorm"
 
 	"github.com/flypg/flypg/fly"
@@ -108,7 +109,7 @@ func (p *Plugin) call(ctx context.Context, region, name string, payload []byte) 
 	cfg := p.Config()
 	if region == cfg.Region {
 		out, _, err := p.runLocal(ctx, name, payload)
-		return out, err
+		return out, localCallError(name, err)
 	}
 	client, err := p.clientFor(region)
 	if err != nil {
@@ -123,13 +124,33 @@ func (p *Plugin) call(ctx context.Context, region, name string, payload []byte) 
 	p.mu.Unlock()
 	if err != nil || region != cfg.PrimaryRegion || router == nil {
 		if router != nil && region == cfg.PrimaryRegion {
-			p.observe(WriteEvent{Op: "call", Forward: forwarded, Err: err, RPCs: rcpt.RPCs(), Duration: time.Since(start)})
+			p.observe(ctx, WriteEvent{Op: "call", Function: name, Forward: forwarded, Err: err, RPCs: rcpt.RPCs(), Duration: time.Since(start)})
 		}
 		return out, err
 	}
 	waited, err := router.Wait(ctx, lsn.LSN(commit))
-	p.observe(WriteEvent{Op: "call", LSN: lsn.LSN(commit), Forward: forwarded, Wait: waited, Err: err, NoAwait: fly.IsNoAwait(ctx), RPCs: rcpt.RPCs(), Duration: time.Since(start)})
+	p.observe(ctx, WriteEvent{Op: "call", Function: name, LSN: lsn.LSN(commit), Forward: forwarded, Wait: waited, Err: err, NoAwait: fly.IsNoAwait(ctx), RPCs: rcpt.RPCs(), Duration: time.Since(start)})
 	return out, err
+}
+
+// localCallError gives a function's failure in-process the shape it has
+// when the function ran on another node: a *CallError.
+func localCallError(name string, err error) error {
+	if err == nil || errors.Is(err, ErrUnknownFunction) {
+		return err
+	}
+	var own *forward.CallError
+	if errors.As(err, &own) {
+		ce := *own
+		ce.Name = name
+		return &ce
+	}
+	ce := &forward.CallError{Name: name, Message: err.Error()}
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) {
+		ce.Err = pg
+	}
+	return ce
 }
 
 // clientFor returns the executor client of region.

@@ -1,6 +1,7 @@
 package flypg
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -77,10 +78,11 @@ type Config struct {
 	Logger *slog.Logger
 
 	// OnWrite, if set, is called after every forwarded write (statement,
-	// transaction commit) with what it cost: time forwarded, time waiting
-	// for replication, round trips. It runs on the caller's goroutine and
-	// must not block.
-	OnWrite func(WriteEvent)
+	// transaction commit, call) with the write's context — the caller's
+	// request — and what it cost: time forwarded, time waiting for
+	// replication, round trips. It runs on the caller's goroutine and must
+	// not block.
+	OnWrite func(context.Context, WriteEvent)
 
 	// Metrics, if set, receives flypg's Prometheus collectors (forwarded
 	// writes by operation and outcome, round-trip latency, replication

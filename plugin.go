@@ -42,6 +42,7 @@ type Plugin struct {
 	funcs   map[string]callFunc
 
 	executor *forward.Executor
+	serving  sync.WaitGroup // goroutines of Start
 	closed   bool
 	log      *slog.Logger
 	metrics  *metrics // nil without Config.Metrics
@@ -144,12 +145,12 @@ func (p *Plugin) clientConfig(target string) forward.ClientConfig {
 }
 
 // observe receives every forwarded write: metrics, then the caller's hook.
-func (p *Plugin) observe(ev callbacks.Event) {
+func (p *Plugin) observe(ctx context.Context, ev callbacks.Event) {
 	if p.metrics != nil {
 		p.metrics.observeWrite(ev)
 	}
 	if p.cfg.OnWrite != nil {
-		p.cfg.OnWrite(ev)
+		p.cfg.OnWrite(ctx, ev)
 	}
 }
 
@@ -179,12 +180,15 @@ func (p *Plugin) Close() error {
 	}
 	p.closed = true
 	if p.executor != nil {
-		p.executor.Close()
+		p.executor.Close() // ends Serve, in Start's goroutines too
 	}
 	p.stopReplica()
 	for _, c := range p.regions {
 		c.Close()
 	}
+	p.mu.Unlock()
+	p.serving.Wait()
+	p.mu.Lock()
 	return nil
 }
 
@@ -221,6 +225,30 @@ func (p *Plugin) Serve(lis net.Listener) error {
 		return err
 	}
 	return x.Serve(lis)
+}
+
+// Start serves the node's gRPC services on lis in the background, until
+// Close. Unlike Serve it reports a configuration error (such as no
+// connection string for the primary) at once; a later failure of the
+// listener is logged.
+func (p *Plugin) Start(lis net.Listener) error {
+	x, err := p.executorInstance()
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return errors.New("flypg: the plugin is closed")
+	}
+	p.serving.Add(1)
+	go func() {
+		defer p.serving.Done()
+		if err := x.Serve(lis); err != nil {
+			p.log.Error("flypg: serving stopped", "addr", lis.Addr().String(), "err", err)
+		}
+	}()
+	return nil
 }
 
 // RegisterGRPC adds the node's gRPC services to an application's own

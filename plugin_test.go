@@ -3,16 +3,19 @@ package flypg_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
 	"github.com/flypg/flypg"
 	"github.com/flypg/flypg/fly"
+	"github.com/flypg/flypg/forward"
 	"github.com/flypg/flypg/pgtest"
 )
 
@@ -183,5 +186,73 @@ func TestDefaultTransactionIsOneRoundTrip(t *testing.T) {
 	}
 	if d := rpcs() - before; d != 2 {
 		t.Fatalf("Create of a model with AfterCreate took %d round trips, want 2", d)
+	}
+}
+
+func TestCallErrorCodesAndStart(t *testing.T) {
+	e := startTwoRegions(t)
+	for _, p := range []*flypg.Plugin{e.pPlug, e.rPlug} {
+		err := flypg.Register(p, "refuse", func(ctx context.Context, tx *gorm.DB, in string) (string, error) {
+			return "", flypg.NewCallError("no_such_thing", "no "+in)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	// Remote (replica region to primary) and in-process (primary region)
+	// failures look the same to the caller.
+	for name, db := range map[string]*gorm.DB{"remote": e.replica, "in-process": e.primary} {
+		_, err := flypg.Call[string](ctx, db, "refuse", "widget")
+		var ce *flypg.CallError
+		if !errors.As(err, &ce) || ce.Code != "no_such_thing" || ce.Message != "no widget" || ce.Name != "refuse" {
+			t.Fatalf("%s: %v (%#v), want a CallError with the function's code", name, err, ce)
+		}
+		if flypg.SafeToRetry(err) {
+			t.Fatalf("%s: a function's own failure reported safe to retry", name)
+		}
+	}
+	if _, err := flypg.Call[string](ctx, e.replica, "nope", ""); !errors.Is(err, flypg.ErrUnknownFunction) {
+		t.Fatalf("unknown function: %v", err)
+	}
+
+	// Start reports a configuration error at once instead of from a
+	// goroutine: a replica-region node serving calls needs nothing more,
+	// but a closed plugin refuses.
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.rPlug.Start(lis); err != nil {
+		t.Fatalf("Start on a replica-region node: %v", err)
+	}
+	closed := flypg.New(flypg.Config{})
+	if err := closed.Start(lis); err == nil {
+		t.Fatal("Start before db.Use succeeded")
+	}
+}
+
+func TestSafeToRetry(t *testing.T) {
+	wrap := func(kind error) error {
+		return fmt.Errorf("create: %w", &forward.Error{Op: "exec", Target: "x", Kind: kind})
+	}
+	tests := []struct {
+		err  error
+		want bool
+	}{
+		{nil, false},
+		{errors.New("something"), false},
+		{wrap(flypg.ErrUnavailable), true},
+		{wrap(flypg.ErrBusy), true},
+		{wrap(flypg.ErrTxAborted), true},
+		{wrap(flypg.ErrInDoubt), false},
+		{wrap(flypg.ErrUnauthenticated), false},
+		{&flypg.ReplicationError{}, false}, // committed
+		{&pgconn.PgError{Code: "23505"}, false},
+	}
+	for _, tt := range tests {
+		if got := flypg.SafeToRetry(tt.err); got != tt.want {
+			t.Errorf("SafeToRetry(%v) = %v, want %v", tt.err, got, tt.want)
+		}
 	}
 }

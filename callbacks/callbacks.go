@@ -204,7 +204,7 @@ func (r *Router) await(db *gorm.DB) {
 	}
 	r.debug("flypg: forwarded write", "op", st.op, "lsn", l, "forward", forwarded, "wait", waited, "rpcs", st.rcpt.RPCs(), "err", err)
 	if r.Observe != nil {
-		r.Observe(Event{Op: st.op, LSN: l, Forward: forwarded, Wait: waited, Err: firstErr(err, db.Error), NoAwait: fly.IsNoAwait(db.Statement.Context), RPCs: st.rcpt.RPCs(), Duration: time.Since(st.start)})
+		r.Observe(db.Statement.Context, Event{Op: st.op, Table: db.Statement.Table, LSN: l, Forward: forwarded, Wait: waited, Err: firstErr(err, db.Error), NoAwait: fly.IsNoAwait(db.Statement.Context), RPCs: st.rcpt.RPCs(), Duration: time.Since(st.start)})
 	}
 }
 

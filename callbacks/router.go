@@ -29,9 +29,10 @@ type Router struct {
 	Tracker *lsn.Tracker
 	// Logger receives each routing decision at debug level. Nil: silent.
 	Logger *slog.Logger
-	// Observe, if set, is told about every forwarded write after its wait:
-	// for metrics.
-	Observe func(Event)
+	// Observe, if set, is told about every forwarded write after its wait,
+	// with the write's context (which carries the caller's request): for
+	// metrics and per-request reports. It must not block.
+	Observe func(context.Context, Event)
 	// Tracer, if set, records a span per forwarded write (parent of the
 	// gRPC client span) and per replication wait.
 	Tracer trace.Tracer
@@ -39,7 +40,9 @@ type Router struct {
 
 // Event describes one forwarded write, for Router.Observe.
 type Event struct {
-	Op       string        // "create", "update", "delete", "raw", "row", "query", "commit"
+	Op       string        // "create", "update", "delete", "raw", "row", "query", "commit", "call"
+	Table    string        // the statement's table, when GORM knows it
+	Function string        // the registered function, for "call"
 	LSN      lsn.LSN       // commit LSN, 0 if nothing committed
 	Forward  time.Duration // time in the forwarded statement (or transaction)
 	Wait     time.Duration // time waiting for the replica
@@ -206,7 +209,7 @@ func (t *Tx) Commit() error {
 	forwarded := time.Since(t.start)
 	l, waited, err := t.r.wait(t.ctx, t.rcpt)
 	if t.r.Observe != nil {
-		t.r.Observe(Event{Op: "commit", LSN: l, Forward: forwarded, Wait: waited, Err: err, NoAwait: fly.IsNoAwait(t.ctx), RPCs: t.rcpt.RPCs(), Duration: time.Since(t.start)})
+		t.r.Observe(t.ctx, Event{Op: "commit", LSN: l, Forward: forwarded, Wait: waited, Err: err, NoAwait: fly.IsNoAwait(t.ctx), RPCs: t.rcpt.RPCs(), Duration: time.Since(t.start)})
 	}
 	return err
 }

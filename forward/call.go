@@ -14,14 +14,22 @@ import (
 
 // CallError is a registered function's failure, reported by the executor.
 // The function's transaction did not commit. Err, when set, is the
-// PostgreSQL error that made it fail.
+// PostgreSQL error that made it fail. A function may return a *CallError
+// itself to choose the Code its caller sees.
 type CallError struct {
-	Name    string
+	Name    string // the function
+	Code    string // chosen by the function, or ""
 	Message string
 	Err     error // *pgconn.PgError, or nil
 }
 
-func (e *CallError) Error() string { return "forward: call " + e.Name + ": " + e.Message }
+func (e *CallError) Error() string {
+	s := "forward: call " + e.Name + ": "
+	if e.Code != "" {
+		s += e.Code + ": "
+	}
+	return s + e.Message
+}
 
 // Unwrap returns the PostgreSQL error, if any.
 func (e *CallError) Unwrap() error { return e.Err }
@@ -50,7 +58,7 @@ func (c *Client) Call(ctx context.Context, name string, payload []byte) ([]byte,
 		if ce.GetUnknownFunction() {
 			return nil, 0, &Error{Op: "call", Target: c.cfg.Target, RequestID: hex.EncodeToString(id), Kind: ErrUnknownFunction, Err: errors.New(ce.GetMessage())}
 		}
-		cerr := &CallError{Name: name, Message: ce.GetMessage()}
+		cerr := &CallError{Name: name, Code: ce.GetCode(), Message: ce.GetMessage()}
 		if pe := ce.GetPgError(); pe != nil {
 			cerr.Err = wire.PgErrorFromProto(pe)
 		}

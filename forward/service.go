@@ -267,6 +267,10 @@ func (s *service) Call(ctx context.Context, req *forwardpb.CallRequest) (*forwar
 
 func callError(err error) *forwardpb.CallError {
 	ce := &forwardpb.CallError{Message: err.Error(), UnknownFunction: errors.Is(err, ErrUnknownFunction)}
+	var own *CallError
+	if errors.As(err, &own) {
+		ce.Code, ce.Message = own.Code, own.Message
+	}
 	var pg *pgconn.PgError
 	if errors.As(err, &pg) {
 		ce.PgError = wire.PgErrorToProto(pg)

@@ -328,15 +328,12 @@ func (a *app) moveItem(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, err := flypg.Call[moveResult](r.Context(), a.db, moveItemFunc, moveInput{ItemID: id, ToListID: in.ListID})
-	if !a.wrote(w, r, err) {
+	var ce *flypg.CallError
+	if errors.As(err, &ce) && (ce.Code == codeItemNotFound || ce.Code == codeListNotFound) {
+		writeError(w, http.StatusNotFound, ce.Message)
 		return
 	}
-	switch res.Missing {
-	case "item":
-		writeError(w, http.StatusNotFound, fmt.Sprintf("item %d not found", id))
-		return
-	case "list":
-		writeError(w, http.StatusNotFound, fmt.Sprintf("list %d not found", in.ListID))
+	if !a.wrote(w, r, err) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"item": res.Item, "from_list": res.FromList})

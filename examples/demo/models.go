@@ -58,13 +58,14 @@ type moveInput struct {
 type moveResult struct {
 	Item     Item `json:"item"`
 	FromList uint `json:"from_list"`
-	// Missing is "item" or "list" when the function found nothing to
-	// move, or no list to move it to. It is an output rather than an
-	// error because a registered function's error reaches the caller as
-	// a message only (flypg.CallError), which a handler could not turn
-	// into a 404 reliably.
-	Missing string `json:"missing,omitempty"`
 }
+
+// Codes moveItem fails with (flypg.NewCallError), which the handler turns
+// into 404s.
+const (
+	codeItemNotFound = "item_not_found"
+	codeListNotFound = "list_not_found"
+)
 
 // registerFunctions registers the app's functions on a node's plugin.
 // Every node registers the same functions: flypg.Call runs them wherever
@@ -88,7 +89,7 @@ func moveItem(ctx context.Context, tx *gorm.DB, in moveInput) (moveResult, error
 	var item Item
 	err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).First(&item, in.ItemID).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
-		return moveResult{Missing: "item"}, nil
+		return moveResult{}, flypg.NewCallError(codeItemNotFound, fmt.Sprintf("item %d not found", in.ItemID))
 	}
 	if err != nil {
 		return moveResult{}, fmt.Errorf("lock item %d: %w", in.ItemID, err)
@@ -97,7 +98,7 @@ func moveItem(ctx context.Context, tx *gorm.DB, in moveInput) (moveResult, error
 	var to List
 	err = tx.Clauses(clause.Locking{Strength: "SHARE"}).Select("id").First(&to, in.ToListID).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
-		return moveResult{Missing: "list"}, nil
+		return moveResult{}, flypg.NewCallError(codeListNotFound, fmt.Sprintf("list %d not found", in.ToListID))
 	}
 	if err != nil {
 		return moveResult{}, fmt.Errorf("lock list %d: %w", in.ToListID, err)

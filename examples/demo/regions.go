@@ -31,7 +31,7 @@ type regionsConfig struct {
 	// cross-region links: app → executor and primary → replica.
 	rtt time.Duration
 	// onWrite receives the replica-region plugin's write events.
-	onWrite func(flypg.WriteEvent)
+	onWrite func(context.Context, flypg.WriteEvent)
 	// logger receives flypg's logs (nil: silent); logf pgtest's progress
 	// messages (nil: none).
 	logger *slog.Logger

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -22,17 +21,15 @@ import (
 // reads served by the local replica, writes forwarded to the primary
 // region and the wait for replication that followed.
 //
-// flypg reports forwarded writes through Config.OnWrite, which carries no
-// context, so nothing ties an event to the request that caused it. The
-// meter therefore serves one request at a time: while a request runs, every
-// event belongs to it. That is fine for a demo driven by hand; a production
-// app would export the events as metrics (Config.Metrics) instead.
+// flypg reports forwarded writes through Config.OnWrite with the write's
+// context, and the handlers pass the request's context to GORM, so each
+// event lands in the trace of the request that caused it, however many
+// requests run at once. A production app would also export the events as
+// metrics (Config.Metrics).
 type meter struct {
 	out    io.Writer
 	region string
-
-	serial sync.Mutex               // held for a whole request
-	cur    atomic.Pointer[reqTrace] // the running request's trace, nil between requests
+	mu     sync.Mutex // one line at a time
 }
 
 func newMeter(out io.Writer, region string) *meter {
@@ -51,8 +48,8 @@ type traceKey struct{}
 
 // onWrite is the replica-region plugin's Config.OnWrite. flypg calls it on
 // the goroutine of the statement, so it must be quick.
-func (m *meter) onWrite(ev flypg.WriteEvent) {
-	if t := m.cur.Load(); t != nil {
+func (m *meter) onWrite(ctx context.Context, ev flypg.WriteEvent) {
+	if t, ok := ctx.Value(traceKey{}).(*reqTrace); ok {
 		t.mu.Lock()
 		t.writes = append(t.writes, ev)
 		t.mu.Unlock()
@@ -94,15 +91,11 @@ func (m *meter) countReads(db *gorm.DB) error {
 	return nil
 }
 
-// wrap serves each request through next, one at a time, and prints its
-// line.
+// wrap serves each request through next with a trace in its context, and
+// prints its line.
 func (m *meter) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		m.serial.Lock()
-		defer m.serial.Unlock()
 		t := &reqTrace{}
-		m.cur.Store(t)
-		defer m.cur.Store(nil)
 
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		start := time.Now()
@@ -110,8 +103,11 @@ func (m *meter) wrap(next http.Handler) http.Handler {
 		took := time.Since(start)
 
 		t.mu.Lock()
-		defer t.mu.Unlock()
-		fmt.Fprintf(m.out, "[%s] %-26s %d  %s\n", m.region, r.Method+" "+r.URL.Path, sw.status, t.describe(took))
+		line := t.describe(took)
+		t.mu.Unlock()
+		m.mu.Lock()
+		fmt.Fprintf(m.out, "[%s] %-26s %d  %s\n", m.region, r.Method+" "+r.URL.Path, sw.status, line)
+		m.mu.Unlock()
 	})
 }
 

@@ -1815,8 +1815,10 @@ type CallError struct {
 	PgError *PgError `protobuf:"bytes,2,opt,name=pg_error,json=pgError,proto3" json:"pg_error,omitempty"`
 	// Set when no function of that name is registered.
 	UnknownFunction bool `protobuf:"varint,3,opt,name=unknown_function,json=unknownFunction,proto3" json:"unknown_function,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// A code the function chose (flypg.NewCallError), for the caller to act on.
+	Code          string `protobuf:"bytes,4,opt,name=code,proto3" json:"code,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CallError) Reset() {
@@ -1868,6 +1870,13 @@ func (x *CallError) GetUnknownFunction() bool {
 		return x.UnknownFunction
 	}
 	return false
+}
+
+func (x *CallError) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
 }
 
 type ResolveRequest struct {
@@ -2124,11 +2133,12 @@ const file_forward_proto_rawDesc = "" +
 	"commit_lsn\x18\x02 \x01(\x04R\tcommitLsn\x121\n" +
 	"\x05error\x18\x03 \x01(\v2\x1b.flypg.forward.v1.CallErrorR\x05error\x12\x1a\n" +
 	"\binstance\x18\x04 \x01(\tR\binstance\x12\x1a\n" +
-	"\breplayed\x18\x05 \x01(\bR\breplayed\"\x86\x01\n" +
+	"\breplayed\x18\x05 \x01(\bR\breplayed\"\x9a\x01\n" +
 	"\tCallError\x12\x18\n" +
 	"\amessage\x18\x01 \x01(\tR\amessage\x124\n" +
 	"\bpg_error\x18\x02 \x01(\v2\x19.flypg.forward.v1.PgErrorR\apgError\x12)\n" +
-	"\x10unknown_function\x18\x03 \x01(\bR\x0funknownFunction\"<\n" +
+	"\x10unknown_function\x18\x03 \x01(\bR\x0funknownFunction\x12\x12\n" +
+	"\x04code\x18\x04 \x01(\tR\x04code\"<\n" +
 	"\x0eResolveRequest\x12*\n" +
 	"\x04unit\x18\x01 \x01(\v2\x16.flypg.forward.v1.UnitR\x04unit\"\x91\x02\n" +
 	"\x0fResolveResponse\x12C\n" +

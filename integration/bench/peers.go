@@ -292,7 +292,7 @@ func (e *peersEnv) openFlypg(replicaDSN string) (*gorm.DB, error) {
 
 // record keeps flypg's forwarded writes while a latency phase runs, to
 // split their time into forwarding and waiting for replay.
-func (e *peersEnv) record(ev flypg.WriteEvent) {
+func (e *peersEnv) record(_ context.Context, ev flypg.WriteEvent) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.recording {
