@@ -100,6 +100,28 @@ func (x *Executor) admit(ctx context.Context, u *forwardpb.Unit) (e *ledgerEntry
 	}
 }
 
+// admitOrReplay admits a unit: it returns the entry to run it under, or,
+// for a retry whose first attempt already answered, a copy of that answer
+// marked as replayed.
+func (x *Executor) admitOrReplay(ctx context.Context, u *forwardpb.Unit) (*ledgerEntry, proto.Message, error) {
+	e, fresh, err := x.admit(ctx, u)
+	if err != nil || fresh {
+		return e, nil, err
+	}
+	m, err := x.replay(ctx, e)
+	if err != nil {
+		return nil, nil, err
+	}
+	m = proto.Clone(m)
+	switch r := m.(type) {
+	case *forwardpb.ExecResponse:
+		r.Replayed = true
+	case *forwardpb.CallResponse:
+		r.Replayed = true
+	}
+	return nil, m, nil
+}
+
 // replay answers a retry from the ledger entry of its first attempt.
 func (x *Executor) replay(ctx context.Context, e *ledgerEntry) (proto.Message, error) {
 	switch {
@@ -164,18 +186,10 @@ func (s *service) Exec(ctx context.Context, req *forwardpb.ExecRequest) (*forwar
 	if req.GetStatement() == nil {
 		return nil, status.Error(codes.InvalidArgument, "forward: exec without a statement")
 	}
-	e, fresh, err := x.admit(ctx, req.GetUnit())
-	if err != nil {
-		return nil, err
-	}
-	if !fresh {
-		m, err := x.replay(ctx, e)
-		if err != nil {
-			return nil, err
-		}
-		resp := proto.Clone(m).(*forwardpb.ExecResponse)
-		resp.Replayed = true
-		return resp, nil
+	e, prev, err := x.admitOrReplay(ctx, req.GetUnit())
+	if err != nil || prev != nil {
+		resp, _ := prev.(*forwardpb.ExecResponse)
+		return resp, err
 	}
 	release, c, err := x.startUnit(ctx, e)
 	if err != nil {
@@ -223,18 +237,10 @@ func (s *service) Call(ctx context.Context, req *forwardpb.CallRequest) (*forwar
 	if err := x.authorize(ctx, forwardpb.Executor_Call_FullMethodName); err != nil {
 		return nil, err
 	}
-	e, fresh, err := x.admit(ctx, req.GetUnit())
-	if err != nil {
-		return nil, err
-	}
-	if !fresh {
-		m, err := x.replay(ctx, e)
-		if err != nil {
-			return nil, err
-		}
-		resp := proto.Clone(m).(*forwardpb.CallResponse)
-		resp.Replayed = true
-		return resp, nil
+	e, prev, err := x.admitOrReplay(ctx, req.GetUnit())
+	if err != nil || prev != nil {
+		resp, _ := prev.(*forwardpb.CallResponse)
+		return resp, err
 	}
 	if x.cfg.Calls == nil {
 		resp := &forwardpb.CallResponse{Error: &forwardpb.CallError{UnknownFunction: true, Message: fmt.Sprintf("no function %q: this executor has no call handler", req.GetName())}, Instance: x.instance}
