@@ -455,26 +455,30 @@ func (c *Client) Resolve(ctx context.Context, requestID string) (Outcome, uint64
 	if err != nil || len(id) != 16 {
 		return OutcomeUnknown, 0, fmt.Errorf("forward: resolve: bad request ID %q", requestID)
 	}
-	return c.resolve(ctx, id, "")
+	out, lsn, _, err := c.resolve(ctx, id, "")
+	return out, lsn, err
 }
 
-func (c *Client) resolve(ctx context.Context, id []byte, inst string) (Outcome, uint64, error) {
+// resolve asks the executor about unit id; for a transaction that
+// committed with its last statement it also returns that statement's
+// result, when the executor still holds it.
+func (c *Client) resolve(ctx context.Context, id []byte, inst string) (Outcome, uint64, *forwardpb.Result, error) {
 	if err := c.awaitReady(ctx); err != nil {
-		return OutcomeUnknown, 0, err
+		return OutcomeUnknown, 0, nil, err
 	}
 	c.rpcs.Add(1)
 	resp, err := c.api.Resolve(ctx, &forwardpb.ResolveRequest{Unit: &forwardpb.Unit{RequestId: id, Attempt: 2, Instance: inst}})
 	if err != nil {
-		return OutcomeUnknown, 0, err
+		return OutcomeUnknown, 0, nil, err
 	}
 	c.noteInstance(resp.GetInstance())
 	switch resp.GetOutcome() {
 	case forwardpb.ResolveResponse_OUTCOME_RUNNING:
-		return OutcomeRunning, 0, nil
+		return OutcomeRunning, 0, nil, nil
 	case forwardpb.ResolveResponse_OUTCOME_COMMITTED:
-		return OutcomeCommitted, resp.GetCommitLsn(), nil
+		return OutcomeCommitted, resp.GetCommitLsn(), resp.GetResult(), nil
 	case forwardpb.ResolveResponse_OUTCOME_NOT_COMMITTED:
-		return OutcomeNotCommitted, 0, nil
+		return OutcomeNotCommitted, 0, nil, nil
 	}
-	return OutcomeUnknown, 0, nil
+	return OutcomeUnknown, 0, nil, nil
 }

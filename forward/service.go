@@ -313,6 +313,9 @@ func (s *service) Resolve(ctx context.Context, req *forwardpb.ResolveRequest) (*
 	switch e.state {
 	case committed:
 		resp.Outcome, resp.CommitLsn = forwardpb.ResolveResponse_OUTCOME_COMMITTED, e.lsn
+		if tr, ok := e.answer.(*forwardpb.TxResponse); ok {
+			resp.Result = tr.GetCommitted().GetResult()
+		}
 	case notCommitted:
 		resp.Outcome = forwardpb.ResolveResponse_OUTCOME_NOT_COMMITTED
 	default:

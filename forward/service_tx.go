@@ -210,9 +210,13 @@ func (t *txRun) commit(ctx context.Context, res *forwardpb.Result) error {
 		x.ledger.finish(t.entry, notCommitted, 0, nil, time.Now())
 		return t.send(&forwardpb.TxResponse{Outcome: &forwardpb.TxResponse_RolledBack{RolledBack: &forwardpb.TxRollback{}}})
 	}
-	x.ledger.finish(t.entry, committed, cr.lsn, nil, time.Now())
 	if res != nil {
-		return t.send(&forwardpb.TxResponse{Outcome: &forwardpb.TxResponse_Committed{Committed: &forwardpb.TxCommitted{Result: res, CommitLsn: cr.lsn}}})
+		answer := &forwardpb.TxResponse{Outcome: &forwardpb.TxResponse_Committed{Committed: &forwardpb.TxCommitted{Result: res, CommitLsn: cr.lsn}}}
+		// Kept, so that a client whose reply is lost gets the result from
+		// Resolve instead of only learning that it committed.
+		x.ledger.finish(t.entry, committed, cr.lsn, answer, time.Now())
+		return t.send(answer)
 	}
+	x.ledger.finish(t.entry, committed, cr.lsn, nil, time.Now())
 	return t.send(&forwardpb.TxResponse{Outcome: &forwardpb.TxResponse_CommitLsn{CommitLsn: cr.lsn}})
 }

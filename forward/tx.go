@@ -9,7 +9,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/flypg/flypg/forward/forwardpb"
@@ -86,11 +85,15 @@ func (t *clientTx) statement(ctx context.Context, st *forwardpb.Statement) (*for
 		return t.single(ctx, st)
 	case t.stream == nil:
 		if err := t.open(ctx, st, last); err != nil {
+			var na *noAnswer
+			if errors.As(err, &na) {
+				return t.settle(ctx, "tx", na.err)
+			}
 			return nil, err
 		}
 	case last:
 		if err := t.stream.Send(&forwardpb.TxRequest{Op: &forwardpb.TxRequest_Last{Last: st}}); err != nil {
-			return nil, t.breakOff("tx", ErrTxAborted, withCtxErr(t.recvError(err), ctx, t.ctx))
+			return t.settle(ctx, "tx", withCtxErr(t.recvError(err), ctx, t.ctx))
 		}
 	default:
 		if err := t.stream.Send(&forwardpb.TxRequest{Op: &forwardpb.TxRequest_Statement{Statement: st}}); err != nil {
@@ -99,6 +102,15 @@ func (t *clientTx) statement(ctx context.Context, st *forwardpb.Statement) (*for
 	}
 	c.rpcs.Add(1)
 	ReceiptFrom(t.ctx).roundTrip()
+	if last {
+		// COMMIT has left with the statement: without an answer the
+		// transaction may have committed, so losing it is not an abort.
+		r, err := t.awaitReply(ctx)
+		if err != nil {
+			return t.settle(ctx, "tx", err)
+		}
+		return t.lastReply(r)
+	}
 	r, err := t.await(ctx)
 	if err != nil {
 		return nil, err
@@ -121,6 +133,87 @@ func (t *clientTx) statement(ctx context.Context, st *forwardpb.Statement) (*for
 		return nil, pe
 	}
 	return nil, t.breakOff("tx", ErrProtocol, fmt.Errorf("unexpected reply %T to a statement", r.GetOutcome()))
+}
+
+// lastReply handles the answer to a statement sent with COMMIT.
+func (t *clientTx) lastReply(r *forwardpb.TxResponse) (*forwardpb.Result, error) {
+	defer t.close()
+	switch o := r.GetOutcome().(type) {
+	case *forwardpb.TxResponse_Committed:
+		ReceiptFrom(t.ctx).commit(o.Committed.GetCommitLsn())
+		t.committed = true
+		return o.Committed.GetResult(), nil
+	case *forwardpb.TxResponse_Error:
+		// The statement failed: the executor rolled back and ended the
+		// transaction.
+		pe := wire.PgErrorFromProto(o.Error)
+		t.broken = pe
+		return nil, pe
+	}
+	t.broken = t.fail("tx", ErrInDoubt, fmt.Errorf("unexpected reply %T to a last statement", r.GetOutcome()))
+	return nil, t.broken
+}
+
+// settle learns what became of a transaction whose COMMIT (alone or with
+// its last statement) left without an answer: from the stream's trailer
+// when the executor said, otherwise by asking about the request ID until
+// the client's timeout. It never reports a commit it cannot know as an
+// abort.
+func (t *clientTx) settle(ctx context.Context, op string, cause error) (*forwardpb.Result, error) {
+	t.close()
+	rcpt := ReceiptFrom(t.ctx)
+	if t.stream != nil {
+		switch first(t.stream.Trailer(), trailerOutcome) {
+		case outcomeNotRun:
+			t.broken = t.fail(op, ErrTxAborted, cause)
+			return nil, t.broken
+		case outcomeUnknown:
+			t.broken = t.fail(op, ErrInDoubt, cause)
+			return nil, t.broken
+		}
+	}
+	c := t.cn.c
+	rctx, cancel := c.unitContext(context.WithoutCancel(ctx))
+	if d, ok := ctx.Deadline(); ok {
+		// Still bounded by the caller's deadline, if it has time left.
+		rctx, cancel = context.WithDeadline(context.WithoutCancel(ctx), d)
+	}
+	defer cancel()
+	backoff := retryBackoffMin
+	lastErr := cause
+	for rctx.Err() == nil {
+		rcpt.roundTrip()
+		out, lsn, res, err := c.resolve(rctx, t.id, t.instance)
+		switch {
+		case err != nil:
+			lastErr = err
+		case out == OutcomeCommitted:
+			rcpt.commit(lsn)
+			t.committed = true
+			if res == nil && op == "tx" {
+				// Committed, but the statement's result is gone.
+				t.broken = &CommittedError{Op: op, RequestID: hex.EncodeToString(t.id), LSN: lsn, Reason: "the reply was lost and the executor no longer holds the result"}
+				return nil, t.broken
+			}
+			return res, nil
+		case out == OutcomeNotCommitted:
+			t.broken = t.fail(op, ErrTxAborted, fmt.Errorf("the executor rolled the transaction back (%v)", cause))
+			return nil, t.broken
+		case out == OutcomeUnknown:
+			t.broken = t.fail(op, ErrInDoubt, fmt.Errorf("the executor that ran the transaction is gone (%v)", cause))
+			return nil, t.broken
+		}
+		c.retries.Add(1)
+		tm := time.NewTimer(backoff)
+		select {
+		case <-tm.C:
+		case <-rctx.Done():
+			tm.Stop()
+		}
+		backoff = min(backoff*2, retryBackoffMax)
+	}
+	t.broken = t.fail(op, ErrInDoubt, withCtxErr(lastErr, ctx))
+	return nil, t.broken
 }
 
 // single runs a transaction's only statement as one autocommit unit, with
@@ -185,10 +278,19 @@ func (t *clientTx) open(ctx context.Context, st *forwardpb.Statement, last bool)
 	t.reader = make(chan struct{})
 	go t.read()
 	if err := t.stream.Send(&forwardpb.TxRequest{Op: &forwardpb.TxRequest_Begin{Begin: begin}}); err != nil {
+		if last {
+			return &noAnswer{withCtxErr(t.recvError(err), ctx, t.ctx)}
+		}
 		return t.breakOff("tx", ErrTxAborted, withCtxErr(t.recvError(err), ctx, t.ctx))
 	}
 	return nil
 }
+
+// noAnswer is a failure to send a message that carried COMMIT: whether it
+// arrived is for settle to find out.
+type noAnswer struct{ err error }
+
+func (e *noAnswer) Error() string { return e.err.Error() }
 
 // read receives the stream's replies until it ends; one reply is pending
 // at a time, since the client waits for each before sending the next.
@@ -214,6 +316,23 @@ func (t *clientTx) recvError(sendErr error) error {
 	case <-time.After(time.Second):
 	}
 	return sendErr
+}
+
+// awaitReply waits for the next reply under ctx and the client's timeout,
+// leaving the stream as it is when none comes.
+func (t *clientTx) awaitReply(ctx context.Context) (*forwardpb.TxResponse, error) {
+	wctx, cancel := t.cn.c.unitContext(ctx)
+	defer cancel()
+	select {
+	case r := <-t.resps:
+		if r.err != nil {
+			return nil, withCtxErr(r.err, ctx, t.ctx)
+		}
+		t.cn.c.noteInstance(r.resp.GetInstance())
+		return r.resp, nil
+	case <-wctx.Done():
+		return nil, withCtxErr(wctx.Err(), ctx)
+	}
 }
 
 // await waits for the next reply under ctx and the client's timeout.
@@ -301,71 +420,26 @@ func (t *clientTx) Commit() error {
 	c := t.cn.c
 	rcpt := ReceiptFrom(t.ctx)
 	if err := t.stream.Send(&forwardpb.TxRequest{Op: &forwardpb.TxRequest_Commit{Commit: &forwardpb.TxCommit{}}}); err != nil {
-		// COMMIT did not leave: the executor rolls back when the stream ends.
-		return t.fail("commit", ErrTxAborted, withCtxErr(t.recvError(err), t.ctx))
+		_, err := t.settle(t.ctx, "commit", withCtxErr(t.recvError(err), t.ctx))
+		return err
 	}
 	c.rpcs.Add(1)
 	rcpt.roundTrip()
-	ctx, cancel := c.unitContext(t.ctx)
-	defer cancel()
-	var md metadata.MD
-	select {
-	case r := <-t.resps:
-		if r.err == nil {
-			c.noteInstance(r.resp.GetInstance())
-			switch o := r.resp.GetOutcome().(type) {
-			case *forwardpb.TxResponse_CommitLsn:
-				rcpt.commit(o.CommitLsn)
-				return nil
-			case *forwardpb.TxResponse_RolledBack:
-				return pgx.ErrTxCommitRollback
-			case *forwardpb.TxResponse_Error:
-				return wire.PgErrorFromProto(o.Error)
-			}
-			return t.fail("commit", ErrProtocol, fmt.Errorf("unexpected reply %T to COMMIT", r.resp.GetOutcome()))
-		}
-		md = t.stream.Trailer()
-		if first(md, trailerOutcome) == outcomeUnknown {
-			return t.fail("commit", ErrInDoubt, r.err)
-		}
-		if first(md, trailerOutcome) == outcomeNotRun {
-			return t.fail("commit", ErrTxAborted, r.err)
-		}
-	case <-ctx.Done():
+	r, err := t.awaitReply(t.ctx)
+	if err != nil {
+		_, err := t.settle(t.ctx, "commit", err)
+		return err
 	}
-	return t.resolveCommit(ctx, rcpt)
-}
-
-// resolveCommit asks the executor, by request ID, what became of a COMMIT
-// whose reply was lost.
-func (t *clientTx) resolveCommit(ctx context.Context, rcpt *Receipt) error {
-	c := t.cn.c
-	backoff := retryBackoffMin
-	var lastErr error = errors.New("no reply to COMMIT")
-	for ctx.Err() == nil {
-		rcpt.roundTrip()
-		out, lsn, err := c.resolve(ctx, t.id, t.instance)
-		switch {
-		case err != nil:
-			lastErr = err
-		case out == OutcomeCommitted:
-			rcpt.commit(lsn)
-			return nil
-		case out == OutcomeNotCommitted:
-			return t.fail("commit", ErrTxAborted, errors.New("the executor rolled the transaction back"))
-		case out == OutcomeUnknown:
-			return t.fail("commit", ErrInDoubt, errors.New("the executor that ran the transaction is gone"))
-		}
-		c.retries.Add(1)
-		tm := time.NewTimer(backoff)
-		select {
-		case <-tm.C:
-		case <-ctx.Done():
-			tm.Stop()
-		}
-		backoff = min(backoff*2, retryBackoffMax)
+	switch o := r.GetOutcome().(type) {
+	case *forwardpb.TxResponse_CommitLsn:
+		rcpt.commit(o.CommitLsn)
+		return nil
+	case *forwardpb.TxResponse_RolledBack:
+		return pgx.ErrTxCommitRollback
+	case *forwardpb.TxResponse_Error:
+		return wire.PgErrorFromProto(o.Error)
 	}
-	return t.fail("commit", ErrInDoubt, lastErr)
+	return t.fail("commit", ErrInDoubt, fmt.Errorf("unexpected reply %T to COMMIT", r.GetOutcome()))
 }
 
 // Rollback ends the transaction. If the stream already broke, the executor

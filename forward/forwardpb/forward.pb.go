@@ -1924,10 +1924,13 @@ func (x *ResolveRequest) GetUnit() *Unit {
 }
 
 type ResolveResponse struct {
-	state         protoimpl.MessageState  `protogen:"open.v1"`
-	Outcome       ResolveResponse_Outcome `protobuf:"varint,1,opt,name=outcome,proto3,enum=flypg.forward.v1.ResolveResponse_Outcome" json:"outcome,omitempty"`
-	CommitLsn     uint64                  `protobuf:"varint,2,opt,name=commit_lsn,json=commitLsn,proto3" json:"commit_lsn,omitempty"`
-	Instance      string                  `protobuf:"bytes,3,opt,name=instance,proto3" json:"instance,omitempty"`
+	state     protoimpl.MessageState  `protogen:"open.v1"`
+	Outcome   ResolveResponse_Outcome `protobuf:"varint,1,opt,name=outcome,proto3,enum=flypg.forward.v1.ResolveResponse_Outcome" json:"outcome,omitempty"`
+	CommitLsn uint64                  `protobuf:"varint,2,opt,name=commit_lsn,json=commitLsn,proto3" json:"commit_lsn,omitempty"`
+	Instance  string                  `protobuf:"bytes,3,opt,name=instance,proto3" json:"instance,omitempty"`
+	// For a transaction that committed with its last statement: that
+	// statement's result, when the executor still holds it.
+	Result        *Result `protobuf:"bytes,4,opt,name=result,proto3" json:"result,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1981,6 +1984,13 @@ func (x *ResolveResponse) GetInstance() string {
 		return x.Instance
 	}
 	return ""
+}
+
+func (x *ResolveResponse) GetResult() *Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
 }
 
 var File_forward_proto protoreflect.FileDescriptor
@@ -2140,12 +2150,13 @@ const file_forward_proto_rawDesc = "" +
 	"\x10unknown_function\x18\x03 \x01(\bR\x0funknownFunction\x12\x12\n" +
 	"\x04code\x18\x04 \x01(\tR\x04code\"<\n" +
 	"\x0eResolveRequest\x12*\n" +
-	"\x04unit\x18\x01 \x01(\v2\x16.flypg.forward.v1.UnitR\x04unit\"\x91\x02\n" +
+	"\x04unit\x18\x01 \x01(\v2\x16.flypg.forward.v1.UnitR\x04unit\"\xc3\x02\n" +
 	"\x0fResolveResponse\x12C\n" +
 	"\aoutcome\x18\x01 \x01(\x0e2).flypg.forward.v1.ResolveResponse.OutcomeR\aoutcome\x12\x1d\n" +
 	"\n" +
 	"commit_lsn\x18\x02 \x01(\x04R\tcommitLsn\x12\x1a\n" +
-	"\binstance\x18\x03 \x01(\tR\binstance\"~\n" +
+	"\binstance\x18\x03 \x01(\tR\binstance\x120\n" +
+	"\x06result\x18\x04 \x01(\v2\x18.flypg.forward.v1.ResultR\x06result\"~\n" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fOUTCOME_RUNNING\x10\x01\x12\x15\n" +
@@ -2227,19 +2238,20 @@ var file_forward_proto_depIdxs = []int32{
 	10, // 25: flypg.forward.v1.CallError.pg_error:type_name -> flypg.forward.v1.PgError
 	2,  // 26: flypg.forward.v1.ResolveRequest.unit:type_name -> flypg.forward.v1.Unit
 	1,  // 27: flypg.forward.v1.ResolveResponse.outcome:type_name -> flypg.forward.v1.ResolveResponse.Outcome
-	11, // 28: flypg.forward.v1.Executor.Exec:input_type -> flypg.forward.v1.ExecRequest
-	16, // 29: flypg.forward.v1.Executor.Tx:input_type -> flypg.forward.v1.TxRequest
-	19, // 30: flypg.forward.v1.Executor.Call:input_type -> flypg.forward.v1.CallRequest
-	22, // 31: flypg.forward.v1.Executor.Resolve:input_type -> flypg.forward.v1.ResolveRequest
-	12, // 32: flypg.forward.v1.Executor.Exec:output_type -> flypg.forward.v1.ExecResponse
-	18, // 33: flypg.forward.v1.Executor.Tx:output_type -> flypg.forward.v1.TxResponse
-	20, // 34: flypg.forward.v1.Executor.Call:output_type -> flypg.forward.v1.CallResponse
-	23, // 35: flypg.forward.v1.Executor.Resolve:output_type -> flypg.forward.v1.ResolveResponse
-	32, // [32:36] is the sub-list for method output_type
-	28, // [28:32] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	9,  // 28: flypg.forward.v1.ResolveResponse.result:type_name -> flypg.forward.v1.Result
+	11, // 29: flypg.forward.v1.Executor.Exec:input_type -> flypg.forward.v1.ExecRequest
+	16, // 30: flypg.forward.v1.Executor.Tx:input_type -> flypg.forward.v1.TxRequest
+	19, // 31: flypg.forward.v1.Executor.Call:input_type -> flypg.forward.v1.CallRequest
+	22, // 32: flypg.forward.v1.Executor.Resolve:input_type -> flypg.forward.v1.ResolveRequest
+	12, // 33: flypg.forward.v1.Executor.Exec:output_type -> flypg.forward.v1.ExecResponse
+	18, // 34: flypg.forward.v1.Executor.Tx:output_type -> flypg.forward.v1.TxResponse
+	20, // 35: flypg.forward.v1.Executor.Call:output_type -> flypg.forward.v1.CallResponse
+	23, // 36: flypg.forward.v1.Executor.Resolve:output_type -> flypg.forward.v1.ResolveResponse
+	33, // [33:37] is the sub-list for method output_type
+	29, // [29:33] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_forward_proto_init() }

@@ -41,6 +41,7 @@ func suites() map[string]suite {
 		"tracker": {about: "replication waits: oracle vs tracker vs the original stored function", run: runTracker, goals: trackerGoals},
 		"forward": {about: "a forwarded INSERT against a direct one, on the same primary", run: runForward, goals: forwardGoals},
 		"peers":   {about: "a replica-region GORM app: direct to the far primary vs dbresolver vs flypg", run: runPeers, goals: peersGoals},
+		"faults":  {about: "forwarded writes under resets, latency, executor restarts and replication stalls: nothing lost, nothing doubled", run: runFaults, goals: faultsGoals},
 	}
 }
 
