@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/flypg/flypg/forward/forwardpb"
 	"github.com/flypg/flypg/forward/internal/wire"
@@ -45,10 +46,11 @@ func (c *Client) Call(ctx context.Context, name string, payload []byte) ([]byte,
 	rcpt := ReceiptFrom(ctx)
 	id := newID()
 	var resp *forwardpb.CallResponse
-	err := c.do(ctx, "call", id, rcpt, func(ctx context.Context, u *forwardpb.Unit, md *metadata.MD) error {
+	err := c.do(ctx, "call", id, rcpt, func(ctx context.Context, u *forwardpb.Unit, md *metadata.MD) (int, error) {
+		req := &forwardpb.CallRequest{Unit: u, Name: name, Payload: payload}
 		var err error
-		resp, err = c.api.Call(ctx, &forwardpb.CallRequest{Unit: u, Name: name, Payload: payload}, grpc.Trailer(md))
-		return err
+		resp, err = c.api.Call(ctx, req, grpc.Trailer(md))
+		return proto.Size(req), err
 	})
 	if err != nil {
 		return nil, 0, err

@@ -276,8 +276,9 @@ func (c *Client) neverSent(before sendState) bool {
 	return !before.ready && c.readyEpoch.Load() == before.epoch && c.cc.GetState() != connectivity.Ready
 }
 
-// attempt is one try of a unit: it sends u and fills trailer.
-type attempt func(ctx context.Context, u *forwardpb.Unit, trailer *metadata.MD) error
+// attempt is one try of a unit: it sends u, fills trailer and returns the
+// size of the request it sent (to recognise the server refusing it).
+type attempt func(ctx context.Context, u *forwardpb.Unit, trailer *metadata.MD) (int, error)
 
 // do runs a unit with exactly-once retries: after a failure that may have
 // happened after sending, it asks again with the same request ID (the
@@ -304,7 +305,7 @@ func (c *Client) do(ctx context.Context, op string, id []byte, rcpt *Receipt, tr
 		var md metadata.MD
 		c.rpcs.Add(1)
 		rcpt.roundTrip()
-		err := try(ctx, u, &md)
+		reqSize, err := try(ctx, u, &md)
 		if err == nil {
 			return nil
 		}
@@ -313,7 +314,7 @@ func (c *Client) do(ctx context.Context, op string, id []byte, rcpt *Receipt, tr
 		if !never {
 			sentOnce = true
 		}
-		e := c.classify(op, id, err, md, sentOnce)
+		e := c.classify(op, id, err, md, reqSize)
 		if e != nil {
 			return e
 		}
@@ -347,7 +348,7 @@ func (c *Client) do(ctx context.Context, op string, id []byte, rcpt *Receipt, tr
 // classify turns a failed attempt into a final error, or nil when the
 // attempt should be repeated (the request may have been sent and the
 // executor may remember it).
-func (c *Client) classify(op string, id []byte, err error, md metadata.MD, sentOnce bool) error {
+func (c *Client) classify(op string, id []byte, err error, md metadata.MD, reqSize int) error {
 	reqID := hex.EncodeToString(id)
 	fail := func(kind error) error {
 		return &Error{Op: op, Target: c.cfg.Target, RequestID: reqID, Kind: kind, Err: err}
@@ -389,8 +390,15 @@ func (c *Client) classify(op string, id []byte, err error, md metadata.MD, sentO
 	case codes.InvalidArgument:
 		return fail(ErrProtocol)
 	case codes.ResourceExhausted:
-		if strings.Contains(st.Message(), "busy") || strings.Contains(st.Message(), "replay cache") {
+		switch {
+		case strings.Contains(st.Message(), "busy") || strings.Contains(st.Message(), "replay cache"):
 			return fail(ErrBusy)
+		case strings.Contains(st.Message(), "trying to send message larger than max"):
+			return fail(ErrTooLarge) // refused here, before sending
+		case receivedSize(st.Message()) == reqSize:
+			// The executor's gRPC server refused our request for its size
+			// before running anything.
+			return fail(ErrTooLarge)
 		}
 		// The client's receive limit: the unit may well have committed.
 		return fail(ErrInDoubt)
@@ -398,6 +406,26 @@ func (c *Client) classify(op string, id []byte, err error, md metadata.MD, sentO
 		return nil // may have been sent: repeat with the same ID
 	}
 	return fail(ErrProtocol)
+}
+
+// receivedSize reads A from gRPC's "received message larger than max (A
+// vs. B)", or -1.
+func receivedSize(msg string) int {
+	const marker = "received message larger than max ("
+	i := strings.Index(msg, marker)
+	if i < 0 {
+		return -1
+	}
+	rest := msg[i+len(marker):]
+	j := strings.IndexByte(rest, ' ')
+	if j < 0 {
+		return -1
+	}
+	n, err := strconv.Atoi(rest[:j])
+	if err != nil {
+		return -1
+	}
+	return n
 }
 
 func first(md metadata.MD, key string) string {

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/flypg/flypg/forward/forwardpb"
 	"github.com/flypg/flypg/forward/internal/wire"
@@ -200,10 +201,11 @@ func (c *Client) execUnit(ctx context.Context, op string, st *forwardpb.Statemen
 	ctx, cancel := c.unitContext(ctx)
 	defer cancel()
 	var resp *forwardpb.ExecResponse
-	err := c.do(ctx, op, id, rcpt, func(ctx context.Context, u *forwardpb.Unit, md *metadata.MD) error {
+	err := c.do(ctx, op, id, rcpt, func(ctx context.Context, u *forwardpb.Unit, md *metadata.MD) (int, error) {
+		req := &forwardpb.ExecRequest{Unit: u, Statement: st}
 		var err error
-		resp, err = c.api.Exec(ctx, &forwardpb.ExecRequest{Unit: u, Statement: st}, grpc.Trailer(md))
-		return err
+		resp, err = c.api.Exec(ctx, req, grpc.Trailer(md))
+		return proto.Size(req), err
 	})
 	var committed *CommittedError
 	if errors.As(err, &committed) {

@@ -234,7 +234,10 @@ func (x *Executor) Register(s grpc.ServiceRegistrar) {
 // limits and keepalive settings that match the client's.
 func (x *Executor) ServerOptions() []grpc.ServerOption {
 	return append([]grpc.ServerOption{
-		grpc.MaxRecvMsgSize(x.cfg.MaxRequestBytes),
+		// Headroom above MaxRequestBytes, so that the handlers can refuse an
+		// oversized request themselves, with an answer that says nothing
+		// ran; far larger ones are cut off by gRPC.
+		grpc.MaxRecvMsgSize(2*x.cfg.MaxRequestBytes + 1<<20),
 		grpc.MaxSendMsgSize(x.cfg.MaxResponseBytes + 1<<20),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),

@@ -88,6 +88,10 @@ func (x *Executor) pipeline(ctx context.Context, c *pgx.Conn, begin string, st *
 	}
 	if err := p.Flush(); err != nil {
 		p.Close()
+		if pgconn.SafeToRetry(err) {
+			// pgx sent nothing (the context was already done, say).
+			return nil, "", &stmtError{err: err, kind: kindConn}
+		}
 		// Part of the pipeline may have reached the server.
 		return nil, "", &stmtError{err: err, kind: kindConnInDoubt}
 	}

@@ -100,6 +100,15 @@ func (x *Executor) admit(ctx context.Context, u *forwardpb.Unit) (e *ledgerEntry
 	}
 }
 
+// checkSize refuses a request over MaxRequestBytes before anything runs.
+func (x *Executor) checkSize(ctx context.Context, m proto.Message) error {
+	if n := proto.Size(m); n > x.cfg.MaxRequestBytes {
+		grpc.SetTrailer(ctx, trailer(outcomeNotRun, 0))
+		return status.Errorf(codes.ResourceExhausted, "forward: request of %d bytes exceeds the executor's MaxRequestBytes (%d); nothing ran", n, x.cfg.MaxRequestBytes)
+	}
+	return nil
+}
+
 // admitOrReplay admits a unit: it returns the entry to run it under, or,
 // for a retry whose first attempt already answered, a copy of that answer
 // marked as replayed.
@@ -186,6 +195,9 @@ func (s *service) Exec(ctx context.Context, req *forwardpb.ExecRequest) (*forwar
 	if req.GetStatement() == nil {
 		return nil, status.Error(codes.InvalidArgument, "forward: exec without a statement")
 	}
+	if err := x.checkSize(ctx, req); err != nil {
+		return nil, err
+	}
 	e, prev, err := x.admitOrReplay(ctx, req.GetUnit())
 	if err != nil || prev != nil {
 		resp, _ := prev.(*forwardpb.ExecResponse)
@@ -235,6 +247,9 @@ func (x *Executor) runExec(ctx context.Context, c *pgx.Conn, st *forwardpb.State
 func (s *service) Call(ctx context.Context, req *forwardpb.CallRequest) (*forwardpb.CallResponse, error) {
 	x := s.x
 	if err := x.authorize(ctx, forwardpb.Executor_Call_FullMethodName); err != nil {
+		return nil, err
+	}
+	if err := x.checkSize(ctx, req); err != nil {
 		return nil, err
 	}
 	e, prev, err := x.admitOrReplay(ctx, req.GetUnit())

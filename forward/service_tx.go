@@ -7,8 +7,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/flypg/flypg/forward/forwardpb"
 	"github.com/flypg/flypg/forward/internal/wire"
@@ -27,6 +29,10 @@ func (s *service) Tx(stream forwardpb.Executor_TxServer) error {
 	first, err := stream.Recv()
 	if err != nil {
 		return err
+	}
+	if n := proto.Size(first); n > x.cfg.MaxRequestBytes {
+		stream.SetTrailer(trailer(outcomeNotRun, 0))
+		return status.Errorf(codes.ResourceExhausted, "forward: message of %d bytes exceeds the executor's MaxRequestBytes (%d); nothing ran", n, x.cfg.MaxRequestBytes)
 	}
 	b := first.GetBegin()
 	if b == nil || b.GetFirst() == nil {
@@ -137,6 +143,9 @@ func (t *txRun) run(ctx context.Context, begin string, first *forwardpb.Statemen
 			return t.end(ctx, status.FromContextError(ctx.Err()).Err())
 		}
 		idle.Reset(x.cfg.TxIdleTimeout)
+		if n := proto.Size(m); n > x.cfg.MaxRequestBytes {
+			return t.end(ctx, status.Errorf(codes.ResourceExhausted, "forward: message of %d bytes exceeds the executor's MaxRequestBytes (%d); the transaction rolled back", n, x.cfg.MaxRequestBytes))
+		}
 		switch op := m.GetOp().(type) {
 		case *forwardpb.TxRequest_Statement:
 			res, serr := x.statement(ctx, t.conn, op.Statement)
@@ -202,6 +211,12 @@ func (t *txRun) commit(ctx context.Context, res *forwardpb.Result) error {
 	case serr != nil && serr.kind == kindPg:
 		x.ledger.finish(t.entry, notCommitted, 0, nil, time.Now())
 		return t.send(&forwardpb.TxResponse{Outcome: &forwardpb.TxResponse_Error{Error: wire.PgErrorToProto(serr.pg)}})
+	case serr != nil && pgconn.SafeToRetry(serr.err):
+		// COMMIT never left (the connection was already closed): the
+		// transaction is gone with its connection.
+		x.ledger.finish(t.entry, notCommitted, 0, nil, time.Now())
+		t.stream.SetTrailer(trailer(outcomeNotRun, 0))
+		return status.Errorf(codes.Unavailable, "forward: primary connection lost before COMMIT; the transaction rolled back: %v", serr.err)
 	case serr != nil:
 		x.ledger.finish(t.entry, unknown, 0, nil, time.Now())
 		t.stream.SetTrailer(trailer(outcomeUnknown, 0))

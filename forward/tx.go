@@ -85,15 +85,12 @@ func (t *clientTx) statement(ctx context.Context, st *forwardpb.Statement) (*for
 		return t.single(ctx, st)
 	case t.stream == nil:
 		if err := t.open(ctx, st, last); err != nil {
-			var na *noAnswer
-			if errors.As(err, &na) {
-				return t.settle(ctx, "tx", na.err)
-			}
 			return nil, err
 		}
 	case last:
 		if err := t.stream.Send(&forwardpb.TxRequest{Op: &forwardpb.TxRequest_Last{Last: st}}); err != nil {
-			return t.settle(ctx, "tx", withCtxErr(t.recvError(err), ctx, t.ctx))
+			// Not transmitted: no COMMIT reached the executor.
+			return nil, t.breakOff("tx", ErrTxAborted, withCtxErr(t.recvError(err), ctx, t.ctx))
 		}
 	default:
 		if err := t.stream.Send(&forwardpb.TxRequest{Op: &forwardpb.TxRequest_Statement{Statement: st}}); err != nil {
@@ -277,20 +274,13 @@ func (t *clientTx) open(ctx context.Context, st *forwardpb.Statement, last bool)
 	t.resps = make(chan txReply, 1)
 	t.reader = make(chan struct{})
 	go t.read()
+	// A failed Send transmitted nothing: the executor never saw a COMMIT
+	// and rolls back whatever it began when the stream ends.
 	if err := t.stream.Send(&forwardpb.TxRequest{Op: &forwardpb.TxRequest_Begin{Begin: begin}}); err != nil {
-		if last {
-			return &noAnswer{withCtxErr(t.recvError(err), ctx, t.ctx)}
-		}
 		return t.breakOff("tx", ErrTxAborted, withCtxErr(t.recvError(err), ctx, t.ctx))
 	}
 	return nil
 }
-
-// noAnswer is a failure to send a message that carried COMMIT: whether it
-// arrived is for settle to find out.
-type noAnswer struct{ err error }
-
-func (e *noAnswer) Error() string { return e.err.Error() }
 
 // read receives the stream's replies until it ends; one reply is pending
 // at a time, since the client waits for each before sending the next.
@@ -420,8 +410,8 @@ func (t *clientTx) Commit() error {
 	c := t.cn.c
 	rcpt := ReceiptFrom(t.ctx)
 	if err := t.stream.Send(&forwardpb.TxRequest{Op: &forwardpb.TxRequest_Commit{Commit: &forwardpb.TxCommit{}}}); err != nil {
-		_, err := t.settle(t.ctx, "commit", withCtxErr(t.recvError(err), t.ctx))
-		return err
+		// Not transmitted: the executor rolls back when the stream ends.
+		return t.fail("commit", ErrTxAborted, withCtxErr(t.recvError(err), t.ctx))
 	}
 	c.rpcs.Add(1)
 	rcpt.roundTrip()

@@ -1,0 +1,469 @@
+package integration
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"gorm.io/gorm"
+
+	"github.com/flypg/flypg"
+	"github.com/flypg/flypg/forward"
+	"github.com/flypg/flypg/forward/forwardpb"
+)
+
+// Limits of the executor of TestFaultBadInput.
+const (
+	inputMaxRequest  = 256 << 10
+	inputMaxResponse = 256 << 10
+	inputStmtTimeout = time.Second
+)
+
+// headerCapture records the authorization headers the executor receives,
+// as someone on the network path would.
+type headerCapture struct {
+	mu   sync.Mutex
+	seen map[string]string // the last header per method
+}
+
+func (h *headerCapture) record(ctx context.Context, method string) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if v := md.Get(authHeader); len(v) > 0 {
+		h.mu.Lock()
+		h.seen[method] = v[0]
+		h.mu.Unlock()
+	}
+}
+
+func (h *headerCapture) last(method string) string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.seen[method]
+}
+
+func (h *headerCapture) options() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+			h.record(ctx, info.FullMethod)
+			return handler(ctx, req)
+		}),
+		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+			h.record(ss.Context(), info.FullMethod)
+			return handler(srv, ss)
+		}),
+	}
+}
+
+// insertStmt is a valid forwarded INSERT of key.
+func insertStmt(key string) *forwardpb.Statement {
+	return &forwardpb.Statement{
+		Sql:  "INSERT INTO fault_writes (key) VALUES ($1)",
+		Args: []*forwardpb.Value{{Kind: &forwardpb.Value_Text{Text: key}}},
+		Exec: true,
+	}
+}
+
+func newUnit() *forwardpb.Unit {
+	id := make([]byte, 16)
+	rand.Read(id)
+	return &forwardpb.Unit{RequestId: id, Attempt: 1}
+}
+
+// TestFaultBadInput sends the executor what a correct client never would —
+// bad or replayed credentials, another protocol version, garbage bytes,
+// malformed messages, oversized requests — and what applications get wrong
+// — unknown functions, SQL syntax errors, statements past the timeout,
+// results past the size limit, cancelled calls. Each gets a clear, typed
+// error (a forward sentinel, a *pgconn.PgError, or the gRPC status code for
+// raw calls), writes nothing, and leaves the executor healthy: the health
+// service says SERVING and a normal write succeeds right after.
+func TestFaultBadInput(t *testing.T) {
+	t.Parallel()
+	capture := &headerCapture{seen: map[string]string{}}
+	e := newFaultEnv(t, faultConfig{executor: forward.ExecutorConfig{
+		MaxRequestBytes:  inputMaxRequest,
+		MaxResponseBytes: inputMaxResponse,
+		StatementTimeout: inputStmtTimeout,
+		ServerOptions:    capture.options(),
+	}})
+	e.mustWrite("warm-up")
+	ctx := context.Background()
+	minter := newCredMinter(t, testSecret)
+	raw := newRawExecutor(t, e.execAddr)
+	execMethod := forwardpb.Executor_Exec_FullMethodName
+
+	// absent checks that a refused write left nothing on the primary.
+	absent := func(t *testing.T, key string) {
+		t.Helper()
+		if n := e.at(t).onPrimary(key); n != 0 {
+			t.Fatalf("refused write %s is on the primary %d times", key, n)
+		}
+	}
+
+	t.Run("wrong or missing secret", func(t *testing.T) {
+		e := e.at(t)
+		for _, secret := range []string{"another-secret-0123456789", ""} {
+			c, err := forward.NewClient(forward.ClientConfig{Target: e.execAddr, Secret: secret, Timeout: 2 * time.Second})
+			noErr(t, err)
+			db := c.OpenDB()
+			_, err = db.ExecContext(ctx, "INSERT INTO fault_writes (key) VALUES ('intruder')")
+			db.Close()
+			c.Close()
+			if !errors.Is(err, forward.ErrUnauthenticated) || !errors.Is(err, flypg.ErrUnauthenticated) {
+				t.Errorf("secret %q: %v, want ErrUnauthenticated", secret, err)
+			}
+			if err != nil && strings.Contains(err.Error(), testSecret) {
+				t.Error("the secret appears in the error")
+			}
+		}
+		_, err := raw.api.Exec(callCtx(ctx, "", forward.ProtocolVersion), &forwardpb.ExecRequest{Unit: newUnit(), Statement: insertStmt("intruder")})
+		if status.Code(err) != codes.Unauthenticated {
+			t.Errorf("raw call without credentials: %v, want Unauthenticated", err)
+		}
+		_, err = raw.api.Exec(callCtx(ctx, "flypg-hmac v1 ts=1,nonce=x,mac=y", forward.ProtocolVersion), &forwardpb.ExecRequest{Unit: newUnit(), Statement: insertStmt("intruder")})
+		if status.Code(err) != codes.Unauthenticated {
+			t.Errorf("raw call with a forged header: %v, want Unauthenticated", err)
+		}
+		absent(t, "intruder")
+		e.healthy(t.Name())
+	})
+
+	t.Run("replayed credentials", func(t *testing.T) {
+		e := e.at(t)
+		// A header seen on the wire, from a real write that succeeded.
+		e.mustWrite("genuine")
+		seen := capture.last(execMethod)
+		if seen == "" {
+			t.Fatal("no authorization header captured")
+		}
+		for _, method := range []string{execMethod, forwardpb.Executor_Call_FullMethodName} {
+			var err error
+			if method == execMethod {
+				_, err = raw.api.Exec(callCtx(ctx, seen, forward.ProtocolVersion), &forwardpb.ExecRequest{Unit: newUnit(), Statement: insertStmt("replayed")})
+			} else {
+				_, err = raw.api.Call(callCtx(ctx, seen, forward.ProtocolVersion), &forwardpb.CallRequest{Unit: newUnit(), Name: "nothing"})
+			}
+			if status.Code(err) != codes.Unauthenticated {
+				t.Errorf("replay of a captured header on %s: %v, want Unauthenticated", method, err)
+			}
+		}
+		// A fresh header works once, and only once.
+		fresh := minter.header(execMethod)
+		if _, err := raw.api.Exec(callCtx(ctx, fresh, forward.ProtocolVersion), &forwardpb.ExecRequest{Unit: newUnit(), Statement: insertStmt("fresh-once")}); err != nil {
+			t.Fatalf("fresh header: %v", err)
+		}
+		_, err := raw.api.Exec(callCtx(ctx, fresh, forward.ProtocolVersion), &forwardpb.ExecRequest{Unit: newUnit(), Statement: insertStmt("fresh-twice")})
+		if status.Code(err) != codes.Unauthenticated {
+			t.Errorf("second use of a header: %v, want Unauthenticated", err)
+		}
+		absent(t, "replayed")
+		absent(t, "fresh-twice")
+		if e.onPrimary("fresh-once") != 1 {
+			t.Error("the write with a fresh header is missing")
+		}
+		e.healthy(t.Name())
+	})
+
+	t.Run("other protocol version", func(t *testing.T) {
+		e := e.at(t)
+		// A client that speaks protocol 2.
+		v2 := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+			md, _ := metadata.FromOutgoingContext(ctx)
+			md = md.Copy()
+			md.Set(protocolHeader, "2")
+			return invoker(metadata.NewOutgoingContext(ctx, md), method, req, reply, cc, opts...)
+		}
+		c, err := forward.NewClient(forward.ClientConfig{Target: e.execAddr, Secret: testSecret, Timeout: 2 * time.Second,
+			DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(v2)}})
+		noErr(t, err)
+		defer c.Close()
+		db := c.OpenDB()
+		defer db.Close()
+		_, err = db.ExecContext(ctx, "INSERT INTO fault_writes (key) VALUES ('v2')")
+		if !errors.Is(err, forward.ErrProtocol) || !strings.Contains(err.Error(), "2") {
+			t.Errorf("protocol 2 client: %v, want ErrProtocol naming the version", err)
+		}
+		for _, version := range []string{"2", "", "0"} {
+			_, err := raw.api.Exec(callCtx(ctx, minter.header(execMethod), version), &forwardpb.ExecRequest{Unit: newUnit(), Statement: insertStmt("v2")})
+			if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "protocol") {
+				t.Errorf("raw call with protocol %q: %v, want FailedPrecondition about the protocol", version, err)
+			}
+		}
+		absent(t, "v2")
+		e.healthy(t.Name())
+	})
+
+	t.Run("garbage bytes", func(t *testing.T) {
+		e := e.at(t)
+		r := mrand.New(mrand.NewPCG(1, 2))
+		methods := []string{execMethod, forwardpb.Executor_Call_FullMethodName, forwardpb.Executor_Resolve_FullMethodName}
+		for i := 0; i < 60; i++ {
+			method := methods[i%len(methods)]
+			payload := make([]byte, 1+r.IntN(200))
+			for j := range payload {
+				payload[j] = byte(r.UintN(256))
+			}
+			var reply []byte
+			err := raw.cc.Invoke(callCtx(ctx, minter.header(method), forward.ProtocolVersion), method, &payload, &reply, grpc.ForceCodec(rawBytes{}))
+			switch status.Code(err) {
+			case codes.Internal, codes.InvalidArgument:
+			default:
+				t.Fatalf("%d random bytes to %s: %v, want Internal (unparsable) or InvalidArgument", len(payload), method, err)
+			}
+		}
+		// And on the transaction stream.
+		stream, err := raw.cc.NewStream(callCtx(ctx, minter.header(forwardpb.Executor_Tx_FullMethodName), forward.ProtocolVersion),
+			&forwardpb.Executor_ServiceDesc.Streams[0], forwardpb.Executor_Tx_FullMethodName, grpc.ForceCodec(rawBytes{}))
+		noErr(t, err)
+		junk := []byte{0xff, 0xff, 0xff, 0x01, 0x02}
+		stream.SendMsg(&junk)
+		var reply []byte
+		if err := stream.RecvMsg(&reply); status.Code(err) != codes.Internal && status.Code(err) != codes.InvalidArgument {
+			t.Errorf("garbage on the transaction stream: %v", err)
+		}
+		e.healthy(t.Name())
+	})
+
+	t.Run("malformed messages", func(t *testing.T) {
+		e := e.at(t)
+		exec := func(req *forwardpb.ExecRequest) (*forwardpb.ExecResponse, error) {
+			var md metadata.MD
+			resp, err := raw.api.Exec(callCtx(ctx, minter.header(execMethod), forward.ProtocolVersion), req, grpc.Trailer(&md))
+			if status.Code(err) == codes.InvalidArgument {
+				if got := md.Get("flypg-outcome"); len(got) > 0 && got[0] != "not-committed" {
+					t.Errorf("a refused request says outcome %v", got)
+				}
+			}
+			return resp, err
+		}
+		shortID := newUnit()
+		shortID.RequestId = shortID.RequestId[:5]
+		noKind := insertStmt("malformed-nokind")
+		noKind.Args = []*forwardpb.Value{{}}
+		tooFew := insertStmt("malformed-few")
+		tooFew.Args = nil
+		tooMany := insertStmt("malformed-many")
+		tooMany.Args = append(tooMany.Args, &forwardpb.Value{Kind: &forwardpb.Value_Int64{Int64: 1}})
+		badTime := insertStmt("malformed-time")
+		badTime.Args = []*forwardpb.Value{{Kind: &forwardpb.Value_Time{Time: &forwardpb.Time{Seconds: 1, Nanos: -5, Offset: 1 << 30}}}}
+		emptyArray := insertStmt("malformed-array")
+		emptyArray.Args = []*forwardpb.Value{{Kind: &forwardpb.Value_Array{Array: &forwardpb.Array{}}}}
+		for _, tc := range []struct {
+			name string
+			req  *forwardpb.ExecRequest
+		}{
+			{"no unit", &forwardpb.ExecRequest{Statement: insertStmt("malformed-nounit")}},
+			{"short request ID", &forwardpb.ExecRequest{Unit: shortID, Statement: insertStmt("malformed-shortid")}},
+			{"no statement", &forwardpb.ExecRequest{Unit: newUnit()}},
+			{"argument without a kind", &forwardpb.ExecRequest{Unit: newUnit(), Statement: noKind}},
+			{"too few arguments", &forwardpb.ExecRequest{Unit: newUnit(), Statement: tooFew}},
+			{"too many arguments", &forwardpb.ExecRequest{Unit: newUnit(), Statement: tooMany}},
+			{"garbage time", &forwardpb.ExecRequest{Unit: newUnit(), Statement: badTime}},
+			{"empty array", &forwardpb.ExecRequest{Unit: newUnit(), Statement: emptyArray}},
+		} {
+			resp, err := exec(tc.req)
+			switch {
+			case status.Code(err) == codes.InvalidArgument:
+			case err == nil && resp.GetError() != nil:
+				// Passed on, and PostgreSQL refused it.
+			default:
+				t.Errorf("%s: %v %v, want InvalidArgument (or PostgreSQL's refusal)", tc.name, err, resp)
+			}
+		}
+		for _, k := range []string{"malformed-nounit", "malformed-shortid", "malformed-nokind", "malformed-few", "malformed-many", "malformed-time", "malformed-array"} {
+			absent(t, k)
+		}
+
+		// A transaction stream that does not start with BEGIN, or asks for
+		// an isolation level that does not exist.
+		for _, tc := range []struct {
+			name  string
+			first *forwardpb.TxRequest
+		}{
+			{"statement before BEGIN", &forwardpb.TxRequest{Op: &forwardpb.TxRequest_Statement{Statement: insertStmt("malformed-tx1")}}},
+			{"BEGIN without a statement", &forwardpb.TxRequest{Op: &forwardpb.TxRequest_Begin{Begin: &forwardpb.TxBegin{Unit: newUnit()}}}},
+			{"unknown isolation", &forwardpb.TxRequest{Op: &forwardpb.TxRequest_Begin{Begin: &forwardpb.TxBegin{Unit: newUnit(), Isolation: "chaotic; DROP TABLE fault_writes", First: insertStmt("malformed-tx2")}}}},
+		} {
+			stream, err := raw.api.Tx(callCtx(ctx, minter.header(forwardpb.Executor_Tx_FullMethodName), forward.ProtocolVersion))
+			noErr(t, err)
+			noErr(t, stream.Send(tc.first))
+			if _, err := stream.Recv(); status.Code(err) != codes.InvalidArgument {
+				t.Errorf("%s: %v, want InvalidArgument", tc.name, err)
+			}
+		}
+		absent(t, "malformed-tx1")
+		absent(t, "malformed-tx2")
+		e.healthy(t.Name())
+	})
+
+	t.Run("oversized request", func(t *testing.T) {
+		e := e.at(t)
+		big := strings.Repeat("x", 2*inputMaxRequest)
+		_, err := raw.api.Exec(callCtx(ctx, minter.header(execMethod), forward.ProtocolVersion), &forwardpb.ExecRequest{Unit: newUnit(), Statement: insertStmt(big)})
+		if status.Code(err) != codes.ResourceExhausted {
+			t.Errorf("raw oversized request: %v, want ResourceExhausted", err)
+		}
+		err = e.replica.Exec("INSERT INTO fault_writes (key, note) VALUES (?, ?)", "oversized", big).Error
+		if n := e.onPrimary("oversized"); n != 0 {
+			t.Fatalf("an oversized request ran: %d rows", n)
+		}
+		e.healthy(t.Name())
+		if !errors.Is(err, forward.ErrTooLarge) {
+			if errors.Is(err, forward.ErrInDoubt) {
+				t.Fatalf("a request over the executor's MaxRequestBytes, refused by its gRPC server before anything ran, is reported as forward.ErrInDoubt (\"may have committed\") instead of ErrTooLarge (\"nothing was committed\"): %v", err)
+			}
+			t.Fatalf("oversized request: %v, want ErrTooLarge", err)
+		}
+	})
+
+	t.Run("unknown function", func(t *testing.T) {
+		e := e.at(t)
+		_, err := flypg.Call[int](ctx, e.replica, "no_such_function", map[string]int{"x": 1})
+		if !errors.Is(err, flypg.ErrUnknownFunction) || !strings.Contains(err.Error(), "no_such_function") {
+			t.Errorf("Call of an unknown function: %v, want ErrUnknownFunction naming it", err)
+		}
+		e.healthy(t.Name())
+	})
+
+	t.Run("syntax error", func(t *testing.T) {
+		e := e.at(t)
+		err := e.replica.Exec("INSERT INTO fault_writes (key) VALUESS (?)", "syntax").Error
+		if sqlState(err) != "42601" {
+			t.Errorf("syntax error: %v, want SQLSTATE 42601", err)
+		}
+		err = e.replica.Transaction(func(tx *gorm.DB) error {
+			if err := tx.Create(&faultWrite{Key: "syntax-tx"}).Error; err != nil {
+				return err
+			}
+			return tx.Exec("UPDATE fault_writes SETT key = 'x'").Error
+		})
+		if sqlState(err) != "42601" {
+			t.Errorf("syntax error in a transaction: %v, want SQLSTATE 42601", err)
+		}
+		absent(t, "syntax")
+		absent(t, "syntax-tx")
+		e.healthy(t.Name())
+	})
+
+	t.Run("statement timeout", func(t *testing.T) {
+		e := e.at(t)
+		start := time.Now()
+		err := e.replica.Exec("INSERT INTO fault_writes (key) SELECT ? FROM pg_sleep(10)", "slow").Error
+		took := time.Since(start)
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "57014" {
+			t.Errorf("statement past the executor's StatementTimeout: %v, want SQLSTATE 57014", err)
+		}
+		if took > inputStmtTimeout+3*time.Second {
+			t.Errorf("statement timeout %s took %s", inputStmtTimeout, took)
+		}
+		err = e.replica.Transaction(func(tx *gorm.DB) error {
+			if err := tx.Create(&faultWrite{Key: "slow-tx"}).Error; err != nil {
+				return err
+			}
+			return tx.Exec("SELECT pg_sleep(10)").Error
+		})
+		if sqlState(err) != "57014" {
+			t.Errorf("statement timeout in a transaction: %v, want SQLSTATE 57014", err)
+		}
+		absent(t, "slow")
+		absent(t, "slow-tx")
+		e.healthy(t.Name())
+	})
+
+	t.Run("result over MaxResponseBytes", func(t *testing.T) {
+		e := e.at(t)
+		const huge = "SELECT repeat('x', 1000) FROM generate_series(1, 1000)"
+		var rows []string
+		err := e.replica.Transaction(func(tx *gorm.DB) error {
+			if err := tx.Create(&faultWrite{Key: "huge-tx"}).Error; err != nil {
+				return err
+			}
+			return tx.Raw(huge).Scan(&rows).Error
+		})
+		// The transaction is rolled back: ErrTxAborted, whose cause names
+		// the limit, says so as well as ErrTooLarge would.
+		if !(errors.Is(err, forward.ErrTooLarge) || errors.Is(err, forward.ErrTxAborted)) || !strings.Contains(err.Error(), "limit") {
+			t.Errorf("huge result in a transaction: %v, want ErrTooLarge or ErrTxAborted naming the limit", err)
+		}
+		absent(t, "huge-tx")
+		// On its own a statement commits before its result is read, so
+		// the error says it committed (here a read: nothing to commit).
+		err = e.replica.Clauses(flypg.UsePrimary).Raw(huge).Scan(&rows).Error
+		var ce *forward.CommittedError
+		if !errors.As(err, &ce) && !errors.Is(err, forward.ErrTooLarge) {
+			t.Errorf("huge result of a statement: %v, want a *forward.CommittedError or ErrTooLarge", err)
+		}
+		e.healthy(t.Name())
+	})
+
+	t.Run("cancelled call", func(t *testing.T) {
+		e := e.at(t)
+		for _, tc := range []struct {
+			name, query string
+			run         func(ctx context.Context) error
+		}{
+			{"statement", "pg_sleep(30.1)", func(ctx context.Context) error {
+				// Its own unit; SET LOCAL lifts the executor's statement
+				// timeout for this implicit transaction only.
+				return e.replica.WithContext(ctx).Exec("SET LOCAL statement_timeout = 0; INSERT INTO fault_writes (key) SELECT 'cancel-stmt' FROM pg_sleep(30.1)").Error
+			}},
+			{"transaction", "pg_sleep(30.2)", func(ctx context.Context) error {
+				return e.replica.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+					if err := tx.Exec("SET LOCAL statement_timeout = 0").Error; err != nil {
+						return err
+					}
+					if err := tx.Create(&faultWrite{Key: "cancel-tx"}).Error; err != nil {
+						return err
+					}
+					return tx.Exec("SELECT pg_sleep(30.2)").Error
+				})
+			}},
+		} {
+			cctx, cancel := context.WithCancel(ctx)
+			res := make(chan error, 1)
+			go func() { res <- tc.run(cctx) }()
+			faultEventually(t, 10*time.Second, tc.name+" running on the primary", func() bool {
+				return e.sleepingOnPrimary(tc.query) > 0
+			})
+			start := time.Now()
+			cancel()
+			err := <-res
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("cancelled %s: %v, want context.Canceled", tc.name, err)
+			}
+			if o := classifyWrite(err); o == outcomeUntyped || o == outcomeOK {
+				t.Errorf("cancelled %s: %v is not a typed forwarding error", tc.name, err)
+			}
+			if d := time.Since(start); d > 3*time.Second {
+				t.Errorf("cancelled %s returned after %s", tc.name, d)
+			}
+			faultEventually(t, 5*time.Second, "the cancelled query to leave the primary", func() bool {
+				return e.activeOnPrimary("%", tc.query) == 0
+			})
+		}
+		absent(t, "cancel-stmt")
+		absent(t, "cancel-tx")
+		e.healthy(t.Name())
+	})
+
+	// After all of it, a last look: every refused key is absent, and the
+	// executor still serves.
+	var n int64
+	ok(t, e.plain.Table("fault_writes").Where("key LIKE 'malformed-%' OR key IN ?", []string{"intruder", "replayed", "v2", "oversized", "syntax", "slow"}).Count(&n))
+	if n != 0 {
+		t.Errorf("%d rows of refused requests on the primary", n)
+	}
+	e.healthy(fmt.Sprintf("%s end", t.Name()))
+}
