@@ -138,7 +138,17 @@ func (x *Executor) pipeline(ctx context.Context, c *pgx.Conn, begin string, st *
 	return res, lsnText, nil
 }
 
-const lsnSQL = `SELECT pg_current_wal_insert_lsn()::text`
+// lsnSQL reads the position a lone statement's commit is replicated by.
+// The insert position is always at or past the commit record, but it also
+// covers WAL other sessions inserted and have not flushed yet (an aborted
+// transaction's, an asynchronous commit's), which no replica receives
+// until the WAL writer flushes it, up to wal_writer_delay later. Under
+// synchronous_commit (anything but off) the statement's own commit was
+// flushed before it returned, so the flush position covers it and waits
+// for nobody else's WAL. (Only for lone statements: a transaction may have
+// turned synchronous_commit off for itself with SET LOCAL, which is gone
+// by the time this runs; transactions use the insert position.)
+const lsnSQL = `SELECT CASE WHEN current_setting('synchronous_commit') = 'off' THEN pg_current_wal_insert_lsn() ELSE pg_current_wal_flush_lsn() END::text`
 
 // simple runs argument-less SQL, possibly several statements, with the
 // simple protocol (after begin, when it opens a transaction), then reads
