@@ -65,6 +65,9 @@ type ClientConfig struct {
 	MaxRecvBytes int
 	// DialOptions are appended to the client's own gRPC dial options.
 	DialOptions []grpc.DialOption
+	// NoSessions sends every lone statement as a call of its own instead of
+	// as a message of a long-lived session stream.
+	NoSessions bool
 	// Logger receives connection events at debug level. Nil: silent.
 	Logger *slog.Logger
 }
@@ -82,6 +85,12 @@ type Client struct {
 	readyEpoch atomic.Uint64          // counts transitions to READY
 
 	rpcs, units, retries atomic.Uint64
+
+	sessionsOff atomic.Bool // the executor has no Session method
+	sessMu      sync.Mutex
+	sess        [sessionCount]*session
+	sessNext    int
+	baseCtx     context.Context // lives until Close
 
 	stop      context.CancelFunc
 	wg        sync.WaitGroup
@@ -133,7 +142,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		return nil, fmt.Errorf("forward: client: %s: %w", cfg.Target, err)
 	}
 	ctx, stop := context.WithCancel(context.Background())
-	c := &Client{cfg: cfg, cc: cc, api: forwardpb.NewExecutorClient(cc), health: healthpb.NewHealthClient(cc), log: cfg.Logger, stop: stop}
+	c := &Client{cfg: cfg, cc: cc, api: forwardpb.NewExecutorClient(cc), health: healthpb.NewHealthClient(cc), log: cfg.Logger, stop: stop, baseCtx: ctx}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
@@ -161,6 +170,13 @@ func (c *Client) Close() error {
 	var err error
 	c.closeOnce.Do(func() {
 		c.stop()
+		c.sessMu.Lock()
+		for _, s := range c.sess {
+			if s != nil {
+				s.fail(ErrClosed)
+			}
+		}
+		c.sessMu.Unlock()
 		err = c.cc.Close()
 		c.wg.Wait()
 	})
@@ -310,7 +326,7 @@ func (c *Client) do(ctx context.Context, op string, id []byte, rcpt *Receipt, tr
 			return nil
 		}
 		lastErr = err
-		never := c.neverSent(before)
+		never := c.neverSent(before) || errors.As(err, new(notSent))
 		if !never {
 			sentOnce = true
 		}

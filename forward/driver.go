@@ -204,7 +204,11 @@ func (c *Client) execUnit(ctx context.Context, op string, st *forwardpb.Statemen
 	err := c.do(ctx, op, id, rcpt, func(ctx context.Context, u *forwardpb.Unit, md *metadata.MD) (int, error) {
 		req := &forwardpb.ExecRequest{Unit: u, Statement: st}
 		var err error
-		resp, err = c.api.Exec(ctx, req, grpc.Trailer(md))
+		if s := c.session(ctx); s != nil {
+			resp, err = s.exec(ctx, req, md)
+		} else {
+			resp, err = c.api.Exec(ctx, req, grpc.Trailer(md))
+		}
 		return proto.Size(req), err
 	})
 	var committed *CommittedError

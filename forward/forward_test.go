@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"errors"
+	"fmt"
+	"sync"
 	"strings"
 	"testing"
 	"time"
@@ -417,5 +419,59 @@ func TestMultiStatementExec(t *testing.T) {
 	var pe *pgconn.PgError
 	if !errors.As(err, &pe) || pe.Code != "42601" {
 		t.Fatalf("syntax error: %v", err)
+	}
+}
+
+// TestCallsAndSessions runs lone statements both ways a client can send
+// them — as messages of a session (the default) and as calls of their own
+// — with the same results, errors and cancellation.
+func TestCallsAndSessions(t *testing.T) {
+	for _, noSessions := range []bool{false, true} {
+		name := "session"
+		if noSessions {
+			name = "call"
+		}
+		t.Run(name, func(t *testing.T) {
+			e := startEnv(t, func(_ *forward.ExecutorConfig, c *forward.ClientConfig) { c.NoSessions = noSessions })
+			ctx, rcpt := forward.WithReceipt(context.Background())
+			var id int64
+			if err := e.db.QueryRowContext(ctx, `INSERT INTO items (name) VALUES ($1) RETURNING id`, name).Scan(&id); err != nil || id == 0 {
+				t.Fatalf("insert: %v", err)
+			}
+			if rcpt.LSN() == 0 {
+				t.Fatal("no commit LSN")
+			}
+			var pe *pgconn.PgError
+			if _, err := e.db.ExecContext(ctx, `INSERT INTO items (name) VALUES ($1)`, name); !errors.As(err, &pe) || pe.Code != "23505" {
+				t.Fatalf("duplicate: %v", err)
+			}
+			cctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+			defer cancel()
+			if _, err := e.db.ExecContext(cctx, `SELECT pg_sleep(5)`); !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("cancelled: %v", err)
+			}
+			// Many at once share the session(s) without mixing answers.
+			var wg sync.WaitGroup
+			errs := make(chan error, 50)
+			for i := 0; i < 50; i++ {
+				wg.Add(1)
+				go func(i int) {
+					defer wg.Done()
+					var got string
+					err := e.db.QueryRowContext(ctx, `INSERT INTO items (name) VALUES ($1) RETURNING name`, fmt.Sprintf("%s-%d", name, i)).Scan(&got)
+					if err == nil && got != fmt.Sprintf("%s-%d", name, i) {
+						err = fmt.Errorf("answer for %d was %q", i, got)
+					}
+					errs <- err
+				}(i)
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
 	}
 }

@@ -40,6 +40,22 @@ func trailer(outcome string, lsn uint64) metadata.MD {
 	return md
 }
 
+// trailerSink receives what a unit would set as gRPC trailers when it runs
+// inside a Session, which has no trailers per statement.
+type trailerSink struct{ md metadata.MD }
+
+type trailerSinkKey struct{}
+
+// setTrailer sets md as the call's trailer, or records it for the Session
+// that runs the unit.
+func setTrailer(ctx context.Context, md metadata.MD) {
+	if sink, ok := ctx.Value(trailerSinkKey{}).(*trailerSink); ok {
+		sink.md = metadata.Join(sink.md, md)
+		return
+	}
+	grpc.SetTrailer(ctx, md)
+}
+
 type service struct {
 	forwardpb.UnimplementedExecutorServer
 	x *Executor
@@ -74,14 +90,14 @@ func (x *Executor) admit(ctx context.Context, u *forwardpb.Unit) (e *ledgerEntry
 		// A retry of a unit this process has never seen, whose first
 		// attempt went to another instance (or to this node before a
 		// restart): running it could apply it twice.
-		grpc.SetTrailer(ctx, trailer(outcomeUnknown, 0))
+		setTrailer(ctx, trailer(outcomeUnknown, 0))
 		return nil, false, status.Errorf(codes.FailedPrecondition,
 			"forward: in doubt: request %x is unknown to executor %s; its first attempt went to executor %q", u.GetRequestId(), x.instance, u.GetInstance())
 	}
 	for {
 		e, fresh, err = x.ledger.begin(id, now)
 		if errors.Is(err, errLedgerFull) {
-			grpc.SetTrailer(ctx, trailer(outcomeNotRun, 0))
+			setTrailer(ctx, trailer(outcomeNotRun, 0))
 			return nil, false, status.Errorf(codes.ResourceExhausted, "forward: executor busy: %v", err)
 		}
 		if fresh {
@@ -103,7 +119,7 @@ func (x *Executor) admit(ctx context.Context, u *forwardpb.Unit) (e *ledgerEntry
 // checkSize refuses a request over MaxRequestBytes before anything runs.
 func (x *Executor) checkSize(ctx context.Context, m proto.Message) error {
 	if n := proto.Size(m); n > x.cfg.MaxRequestBytes {
-		grpc.SetTrailer(ctx, trailer(outcomeNotRun, 0))
+		setTrailer(ctx, trailer(outcomeNotRun, 0))
 		return status.Errorf(codes.ResourceExhausted, "forward: request of %d bytes exceeds the executor's MaxRequestBytes (%d); nothing ran", n, x.cfg.MaxRequestBytes)
 	}
 	return nil
@@ -137,10 +153,10 @@ func (x *Executor) replay(ctx context.Context, e *ledgerEntry) (proto.Message, e
 	case e.answer != nil:
 		return e.answer, nil
 	case e.state == committed:
-		grpc.SetTrailer(ctx, trailer(outcomeCommitted, e.lsn))
+		setTrailer(ctx, trailer(outcomeCommitted, e.lsn))
 		return nil, status.Errorf(codes.AlreadyExists, "forward: committed at LSN %d; the result was too large to keep for a retry", e.lsn)
 	default:
-		grpc.SetTrailer(ctx, trailer(outcomeUnknown, 0))
+		setTrailer(ctx, trailer(outcomeUnknown, 0))
 		return nil, status.Error(codes.FailedPrecondition, "forward: in doubt: the first attempt lost its primary connection during COMMIT")
 	}
 }
@@ -150,12 +166,12 @@ func (x *Executor) replay(ctx context.Context, e *ledgerEntry) (proto.Message, e
 func (x *Executor) startUnit(ctx context.Context, e *ledgerEntry) (release func(), conn *pgxpool.Conn, err error) {
 	if x.pool == nil {
 		x.ledger.forget(e, time.Now())
-		grpc.SetTrailer(ctx, trailer(outcomeNotRun, 0))
+		setTrailer(ctx, trailer(outcomeNotRun, 0))
 		return nil, nil, status.Error(codes.FailedPrecondition, "forward: this node does not forward SQL (no primary configured)")
 	}
 	if err := x.acquireSlot(ctx); err != nil {
 		x.ledger.forget(e, time.Now())
-		grpc.SetTrailer(ctx, trailer(outcomeNotRun, 0))
+		setTrailer(ctx, trailer(outcomeNotRun, 0))
 		if errors.Is(err, errBusy) {
 			return nil, nil, status.Errorf(codes.ResourceExhausted, "forward: executor busy: %d units running for %v", x.cfg.MaxConcurrent, x.cfg.QueueTimeout)
 		}
@@ -165,7 +181,7 @@ func (x *Executor) startUnit(ctx context.Context, e *ledgerEntry) (release func(
 	if err != nil {
 		x.releaseSlot()
 		x.ledger.forget(e, time.Now())
-		grpc.SetTrailer(ctx, trailer(outcomeNotRun, 0))
+		setTrailer(ctx, trailer(outcomeNotRun, 0))
 		if ctx.Err() != nil {
 			return nil, nil, status.FromContextError(ctx.Err()).Err()
 		}
@@ -188,10 +204,14 @@ func statusOf(serr *stmtError) error {
 }
 
 func (s *service) Exec(ctx context.Context, req *forwardpb.ExecRequest) (*forwardpb.ExecResponse, error) {
-	x := s.x
-	if err := x.authorize(ctx, forwardpb.Executor_Exec_FullMethodName); err != nil {
+	if err := s.x.authorize(ctx, forwardpb.Executor_Exec_FullMethodName); err != nil {
 		return nil, err
 	}
+	return s.x.exec(ctx, req)
+}
+
+// exec runs one statement unit, for Exec and Session.
+func (x *Executor) exec(ctx context.Context, req *forwardpb.ExecRequest) (*forwardpb.ExecResponse, error) {
 	if req.GetStatement() == nil {
 		return nil, status.Error(codes.InvalidArgument, "forward: exec without a statement")
 	}
@@ -217,9 +237,9 @@ func (s *service) Exec(ctx context.Context, req *forwardpb.ExecRequest) (*forwar
 	if err != nil {
 		switch state {
 		case unknown:
-			grpc.SetTrailer(ctx, trailer(outcomeUnknown, 0))
+			setTrailer(ctx, trailer(outcomeUnknown, 0))
 		case notCommitted:
-			grpc.SetTrailer(ctx, trailer(outcomeNotRun, 0))
+			setTrailer(ctx, trailer(outcomeNotRun, 0))
 		}
 		return nil, err
 	}
@@ -236,7 +256,7 @@ func (x *Executor) runExec(ctx context.Context, c *pgx.Conn, st *forwardpb.State
 	case kindPg:
 		return &forwardpb.ExecResponse{Error: wire.PgErrorToProto(serr.pg), Instance: x.instance}, notCommitted, 0, nil
 	case kindTooLargeCommitted:
-		grpc.SetTrailer(ctx, trailer(outcomeCommitted, lsn))
+		setTrailer(ctx, trailer(outcomeCommitted, lsn))
 		return nil, committed, lsn, status.Errorf(codes.ResourceExhausted, "forward: the statement committed, but %v", serr.err)
 	case kindConnInDoubt:
 		return nil, unknown, 0, status.Errorf(codes.Unavailable, "forward: in doubt: primary connection failed after the statement was sent: %v", serr.err)
@@ -264,7 +284,7 @@ func (s *service) Call(ctx context.Context, req *forwardpb.CallRequest) (*forwar
 	}
 	if err := x.acquireSlot(ctx); err != nil {
 		x.ledger.forget(e, time.Now())
-		grpc.SetTrailer(ctx, trailer(outcomeNotRun, 0))
+		setTrailer(ctx, trailer(outcomeNotRun, 0))
 		if errors.Is(err, errBusy) {
 			return nil, status.Errorf(codes.ResourceExhausted, "forward: executor busy")
 		}

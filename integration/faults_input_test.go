@@ -184,8 +184,14 @@ func TestFaultBadInput(t *testing.T) {
 			md.Set(protocolHeader, "2")
 			return invoker(metadata.NewOutgoingContext(ctx, md), method, req, reply, cc, opts...)
 		}
+		v2Stream := func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+			md, _ := metadata.FromOutgoingContext(ctx)
+			md = md.Copy()
+			md.Set(protocolHeader, "2")
+			return streamer(metadata.NewOutgoingContext(ctx, md), desc, cc, method, opts...)
+		}
 		c, err := forward.NewClient(forward.ClientConfig{Target: e.execAddr, Secret: testSecret, Timeout: 2 * time.Second,
-			DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(v2)}})
+			DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(v2), grpc.WithChainStreamInterceptor(v2Stream)}})
 		noErr(t, err)
 		defer c.Close()
 		db := c.OpenDB()

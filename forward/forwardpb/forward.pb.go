@@ -102,7 +102,7 @@ func (x Array_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Array_Kind.Descriptor instead.
 func (Array_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_forward_proto_rawDescGZIP(), []int{4, 0}
+	return file_forward_proto_rawDescGZIP(), []int{7, 0}
 }
 
 type ResolveResponse_Outcome int32
@@ -162,7 +162,212 @@ func (x ResolveResponse_Outcome) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ResolveResponse_Outcome.Descriptor instead.
 func (ResolveResponse_Outcome) EnumDescriptor() ([]byte, []int) {
-	return file_forward_proto_rawDescGZIP(), []int{21, 0}
+	return file_forward_proto_rawDescGZIP(), []int{24, 0}
+}
+
+type SessionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The client's number for the statement, echoed in its answer.
+	Seq uint64 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The statement, exactly as for Exec.
+	Exec *ExecRequest `protobuf:"bytes,2,opt,name=exec,proto3" json:"exec,omitempty"`
+	// Time the statement may take, in microseconds (the caller's deadline);
+	// 0: none beyond the stream's.
+	TimeoutMicros int64 `protobuf:"varint,3,opt,name=timeout_micros,json=timeoutMicros,proto3" json:"timeout_micros,omitempty"`
+	// Instead of a statement: the caller gave up on statement seq; cancel
+	// it if it runs.
+	Cancel        bool `protobuf:"varint,4,opt,name=cancel,proto3" json:"cancel,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionRequest) Reset() {
+	*x = SessionRequest{}
+	mi := &file_forward_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionRequest) ProtoMessage() {}
+
+func (x *SessionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_forward_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionRequest.ProtoReflect.Descriptor instead.
+func (*SessionRequest) Descriptor() ([]byte, []int) {
+	return file_forward_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *SessionRequest) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *SessionRequest) GetExec() *ExecRequest {
+	if x != nil {
+		return x.Exec
+	}
+	return nil
+}
+
+func (x *SessionRequest) GetTimeoutMicros() int64 {
+	if x != nil {
+		return x.TimeoutMicros
+	}
+	return 0
+}
+
+func (x *SessionRequest) GetCancel() bool {
+	if x != nil {
+		return x.Cancel
+	}
+	return false
+}
+
+type SessionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Seq   uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The answer, as Exec's; unset when status is set.
+	Exec *ExecResponse `protobuf:"bytes,2,opt,name=exec,proto3" json:"exec,omitempty"`
+	// The failure Exec would have returned as a gRPC status, with what its
+	// trailer would have said.
+	Status        *SessionStatus `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionResponse) Reset() {
+	*x = SessionResponse{}
+	mi := &file_forward_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionResponse) ProtoMessage() {}
+
+func (x *SessionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_forward_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionResponse.ProtoReflect.Descriptor instead.
+func (*SessionResponse) Descriptor() ([]byte, []int) {
+	return file_forward_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SessionResponse) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *SessionResponse) GetExec() *ExecResponse {
+	if x != nil {
+		return x.Exec
+	}
+	return nil
+}
+
+func (x *SessionResponse) GetStatus() *SessionStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+type SessionStatus struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Code          int32                  `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"` // a gRPC status code
+	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	Outcome       string                 `protobuf:"bytes,3,opt,name=outcome,proto3" json:"outcome,omitempty"`                       // as the flypg-outcome trailer
+	CommitLsn     uint64                 `protobuf:"varint,4,opt,name=commit_lsn,json=commitLsn,proto3" json:"commit_lsn,omitempty"` // as the flypg-commit-lsn trailer
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionStatus) Reset() {
+	*x = SessionStatus{}
+	mi := &file_forward_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionStatus) ProtoMessage() {}
+
+func (x *SessionStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_forward_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionStatus.ProtoReflect.Descriptor instead.
+func (*SessionStatus) Descriptor() ([]byte, []int) {
+	return file_forward_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *SessionStatus) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *SessionStatus) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *SessionStatus) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+func (x *SessionStatus) GetCommitLsn() uint64 {
+	if x != nil {
+		return x.CommitLsn
+	}
+	return 0
 }
 
 // Unit identifies one forwarded unit of work for exactly-once execution.
@@ -183,7 +388,7 @@ type Unit struct {
 
 func (x *Unit) Reset() {
 	*x = Unit{}
-	mi := &file_forward_proto_msgTypes[0]
+	mi := &file_forward_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -195,7 +400,7 @@ func (x *Unit) String() string {
 func (*Unit) ProtoMessage() {}
 
 func (x *Unit) ProtoReflect() protoreflect.Message {
-	mi := &file_forward_proto_msgTypes[0]
+	mi := &file_forward_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -208,7 +413,7 @@ func (x *Unit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Unit.ProtoReflect.Descriptor instead.
 func (*Unit) Descriptor() ([]byte, []int) {
-	return file_forward_proto_rawDescGZIP(), []int{0}
+	return file_forward_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Unit) GetRequestId() []byte {
@@ -255,7 +460,7 @@ type Value struct {
 
 func (x *Value) Reset() {
 	*x = Value{}
-	mi := &file_forward_proto_msgTypes[1]
+	mi := &file_forward_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -267,7 +472,7 @@ func (x *Value) String() string {
 func (*Value) ProtoMessage() {}
 
 func (x *Value) ProtoReflect() protoreflect.Message {
-	mi := &file_forward_proto_msgTypes[1]
+	mi := &file_forward_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -280,7 +485,7 @@ func (x *Value) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Value.ProtoReflect.Descriptor instead.
 func (*Value) Descriptor() ([]byte, []int) {
-	return file_forward_proto_rawDescGZIP(), []int{1}
+	return file_forward_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Value) GetKind() isValue_Kind {
@@ -468,7 +673,7 @@ type Null struct {
 
 func (x *Null) Reset() {
 	*x = Null{}
-	mi := &file_forward_proto_msgTypes[2]
+	mi := &file_forward_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -480,7 +685,7 @@ func (x *Null) String() string {
 func (*Null) ProtoMessage() {}
 
 func (x *Null) ProtoReflect() protoreflect.Message {
-	mi := &file_forward_proto_msgTypes[2]
+	mi := &file_forward_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -493,7 +698,7 @@ func (x *Null) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Null.ProtoReflect.Descriptor instead.
 func (*Null) Descriptor() ([]byte, []int) {
-	return file_forward_proto_rawDescGZIP(), []int{2}
+	return file_forward_proto_rawDescGZIP(), []int{5}
 }
 
 // Time keeps the instant and the zone offset, so that the wall-clock fields
@@ -511,7 +716,7 @@ type Time struct {
 
 func (x *Time) Reset() {
 	*x = Time{}
-	mi := &file_forward_proto_msgTypes[3]
+	mi := &file_forward_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -523,7 +728,7 @@ func (x *Time) String() string {
 func (*Time) ProtoMessage() {}
 
 func (x *Time) ProtoReflect() protoreflect.Message {
-	mi := &file_forward_proto_msgTypes[3]
+	mi := &file_forward_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -536,7 +741,7 @@ func (x *Time) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Time.ProtoReflect.Descriptor instead.
 func (*Time) Descriptor() ([]byte, []int) {
-	return file_forward_proto_rawDescGZIP(), []int{3}
+	return file_forward_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Time) GetSeconds() int64 {
@@ -586,7 +791,7 @@ type Array struct {
 
 func (x *Array) Reset() {
 	*x = Array{}
-	mi := &file_forward_proto_msgTypes[4]
+	mi := &file_forward_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -598,7 +803,7 @@ func (x *Array) String() string {
 func (*Array) ProtoMessage() {}
 
 func (x *Array) ProtoReflect() protoreflect.Message {
-	mi := &file_forward_proto_msgTypes[4]
+	mi := &file_forward_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -611,7 +816,7 @@ func (x *Array) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Array.ProtoReflect.Descriptor instead.
 func (*Array) Descriptor() ([]byte, []int) {
-	return file_forward_proto_rawDescGZIP(), []int{4}
+	return file_forward_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Array) GetElemKind() Array_Kind {
@@ -643,7 +848,7 @@ type Statement struct {
 
 func (x *Statement) Reset() {
 	*x = Statement{}
-	mi := &file_forward_proto_msgTypes[5]
+	mi := &file_forward_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -655,7 +860,7 @@ func (x *Statement) String() string {
 func (*Statement) ProtoMessage() {}
 
 func (x *Statement) ProtoReflect() protoreflect.Message {
-	mi := &file_forward_proto_msgTypes[5]
+	mi := &file_forward_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -668,7 +873,7 @@ func (x *Statement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Statement.ProtoReflect.Descriptor instead.
 func (*Statement) Descriptor() ([]byte, []int) {
-	return file_forward_proto_rawDescGZIP(), []int{5}
+	return file_forward_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Statement) GetSql() string {
@@ -708,7 +913,7 @@ type Column struct {
 
 func (x *Column) Reset() {
 	*x = Column{}
-	mi := &file_forward_proto_msgTypes[6]
+	mi := &file_forward_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -720,7 +925,7 @@ func (x *Column) String() string {
 func (*Column) ProtoMessage() {}
 
 func (x *Column) ProtoReflect() protoreflect.Message {
-	mi := &file_forward_proto_msgTypes[6]
+	mi := &file_forward_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -733,7 +938,7 @@ func (x *Column) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Column.ProtoReflect.Descriptor instead.
 func (*Column) Descriptor() ([]byte, []int) {
-	return file_forward_proto_rawDescGZIP(), []int{6}
+	return file_forward_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Column) GetName() string {
@@ -801,7 +1006,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_forward_proto_msgTypes[7]
+	mi := &file_forward_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -813,7 +1018,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_forward_proto_msgTypes[7]
+	mi := &file_forward_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -826,7 +1031,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_forward_proto_rawDescGZIP(), []int{7}
+	return file_forward_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Result) GetColumns() []*Column {
@@ -891,7 +1096,7 @@ type PgError struct {
 
 func (x *PgError) Reset() {
 	*x = PgError{}
-	mi := &file_forward_proto_msgTypes[8]
+	mi := &file_forward_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -903,7 +1108,7 @@ func (x *PgError) String() string {
 func (*PgError) ProtoMessage() {}
 
 func (x *PgError) ProtoReflect() protoreflect.Message {
-	mi := &file_forward_proto_msgTypes[8]
+	mi := &file_forward_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -916,7 +1121,7 @@ func (x *PgError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PgError.ProtoReflect.Descriptor instead.
 func (*PgError) Descriptor() ([]byte, []int) {
-	return file_forward_proto_rawDescGZIP(), []int{8}
+	return file_forward_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PgError) GetSeverity() string {
@@ -1055,7 +1260,7 @@ type ExecRequest struct {
 
 func (x *ExecRequest) Reset() {
 	*x = ExecRequest{}
-	mi := &file_forward_proto_msgTypes[9]
+	mi := &file_forward_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1067,7 +1272,7 @@ func (x *ExecRequest) String() string {
 func (*ExecRequest) ProtoMessage() {}
 
 func (x *ExecRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_forward_proto_msgTypes[9]
+	mi := &file_forward_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1080,7 +1285,7 @@ func (x *ExecRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecRequest.ProtoReflect.Descriptor instead.
 func (*ExecRequest) Descriptor() ([]byte, []int) {
-	return file_forward_proto_rawDescGZIP(), []int{9}
+	return file_forward_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ExecRequest) GetUnit() *Unit {
@@ -1117,7 +1322,7 @@ type ExecResponse struct {
 
 func (x *ExecResponse) Reset() {
 	*x = ExecResponse{}
-	mi := &file_forward_proto_msgTypes[10]
+	mi := &file_forward_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1129,7 +1334,7 @@ func (x *ExecResponse) String() string {
 func (*ExecResponse) ProtoMessage() {}
 
 func (x *ExecResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_forward_proto_msgTypes[10]
+	mi := &file_forward_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1142,7 +1347,7 @@ func (x *ExecResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecResponse.ProtoReflect.Descriptor instead.
 func (*ExecResponse) Descriptor() ([]byte, []int) {
-	return file_forward_proto_rawDescGZIP(), []int{10}
+	return file_forward_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ExecResponse) GetResult() *Result {
@@ -1199,7 +1404,7 @@ type TxBegin struct {
 
 func (x *TxBegin) Reset() {
 	*x = TxBegin{}
-	mi := &file_forward_proto_msgTypes[11]
+	mi := &file_forward_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1211,7 +1416,7 @@ func (x *TxBegin) String() string {
 func (*TxBegin) ProtoMessage() {}
 
 func (x *TxBegin) ProtoReflect() protoreflect.Message {
-	mi := &file_forward_proto_msgTypes[11]
+	mi := &file_forward_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1224,7 +1429,7 @@ func (x *TxBegin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxBegin.ProtoReflect.Descriptor instead.
 func (*TxBegin) Descriptor() ([]byte, []int) {
-	return file_forward_proto_rawDescGZIP(), []int{11}
+	return file_forward_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TxBegin) GetUnit() *Unit {
@@ -1277,7 +1482,7 @@ type TxCommit struct {
 
 func (x *TxCommit) Reset() {
 	*x = TxCommit{}
-	mi := &file_forward_proto_msgTypes[12]
+	mi := &file_forward_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1289,7 +1494,7 @@ func (x *TxCommit) String() string {
 func (*TxCommit) ProtoMessage() {}
 
 func (x *TxCommit) ProtoReflect() protoreflect.Message {
-	mi := &file_forward_proto_msgTypes[12]
+	mi := &file_forward_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1302,7 +1507,7 @@ func (x *TxCommit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxCommit.ProtoReflect.Descriptor instead.
 func (*TxCommit) Descriptor() ([]byte, []int) {
-	return file_forward_proto_rawDescGZIP(), []int{12}
+	return file_forward_proto_rawDescGZIP(), []int{15}
 }
 
 type TxRollback struct {
@@ -1313,7 +1518,7 @@ type TxRollback struct {
 
 func (x *TxRollback) Reset() {
 	*x = TxRollback{}
-	mi := &file_forward_proto_msgTypes[13]
+	mi := &file_forward_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1325,7 +1530,7 @@ func (x *TxRollback) String() string {
 func (*TxRollback) ProtoMessage() {}
 
 func (x *TxRollback) ProtoReflect() protoreflect.Message {
-	mi := &file_forward_proto_msgTypes[13]
+	mi := &file_forward_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1338,7 +1543,7 @@ func (x *TxRollback) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxRollback.ProtoReflect.Descriptor instead.
 func (*TxRollback) Descriptor() ([]byte, []int) {
-	return file_forward_proto_rawDescGZIP(), []int{13}
+	return file_forward_proto_rawDescGZIP(), []int{16}
 }
 
 type TxRequest struct {
@@ -1357,7 +1562,7 @@ type TxRequest struct {
 
 func (x *TxRequest) Reset() {
 	*x = TxRequest{}
-	mi := &file_forward_proto_msgTypes[14]
+	mi := &file_forward_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1369,7 +1574,7 @@ func (x *TxRequest) String() string {
 func (*TxRequest) ProtoMessage() {}
 
 func (x *TxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_forward_proto_msgTypes[14]
+	mi := &file_forward_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1382,7 +1587,7 @@ func (x *TxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxRequest.ProtoReflect.Descriptor instead.
 func (*TxRequest) Descriptor() ([]byte, []int) {
-	return file_forward_proto_rawDescGZIP(), []int{14}
+	return file_forward_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TxRequest) GetOp() isTxRequest_Op {
@@ -1485,7 +1690,7 @@ type TxCommitted struct {
 
 func (x *TxCommitted) Reset() {
 	*x = TxCommitted{}
-	mi := &file_forward_proto_msgTypes[15]
+	mi := &file_forward_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1497,7 +1702,7 @@ func (x *TxCommitted) String() string {
 func (*TxCommitted) ProtoMessage() {}
 
 func (x *TxCommitted) ProtoReflect() protoreflect.Message {
-	mi := &file_forward_proto_msgTypes[15]
+	mi := &file_forward_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1510,7 +1715,7 @@ func (x *TxCommitted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxCommitted.ProtoReflect.Descriptor instead.
 func (*TxCommitted) Descriptor() ([]byte, []int) {
-	return file_forward_proto_rawDescGZIP(), []int{15}
+	return file_forward_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TxCommitted) GetResult() *Result {
@@ -1544,7 +1749,7 @@ type TxResponse struct {
 
 func (x *TxResponse) Reset() {
 	*x = TxResponse{}
-	mi := &file_forward_proto_msgTypes[16]
+	mi := &file_forward_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1556,7 +1761,7 @@ func (x *TxResponse) String() string {
 func (*TxResponse) ProtoMessage() {}
 
 func (x *TxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_forward_proto_msgTypes[16]
+	mi := &file_forward_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1569,7 +1774,7 @@ func (x *TxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxResponse.ProtoReflect.Descriptor instead.
 func (*TxResponse) Descriptor() ([]byte, []int) {
-	return file_forward_proto_rawDescGZIP(), []int{16}
+	return file_forward_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TxResponse) GetOutcome() isTxResponse_Outcome {
@@ -1682,7 +1887,7 @@ type CallRequest struct {
 
 func (x *CallRequest) Reset() {
 	*x = CallRequest{}
-	mi := &file_forward_proto_msgTypes[17]
+	mi := &file_forward_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1694,7 +1899,7 @@ func (x *CallRequest) String() string {
 func (*CallRequest) ProtoMessage() {}
 
 func (x *CallRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_forward_proto_msgTypes[17]
+	mi := &file_forward_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1707,7 +1912,7 @@ func (x *CallRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallRequest.ProtoReflect.Descriptor instead.
 func (*CallRequest) Descriptor() ([]byte, []int) {
-	return file_forward_proto_rawDescGZIP(), []int{17}
+	return file_forward_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CallRequest) GetUnit() *Unit {
@@ -1745,7 +1950,7 @@ type CallResponse struct {
 
 func (x *CallResponse) Reset() {
 	*x = CallResponse{}
-	mi := &file_forward_proto_msgTypes[18]
+	mi := &file_forward_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1757,7 +1962,7 @@ func (x *CallResponse) String() string {
 func (*CallResponse) ProtoMessage() {}
 
 func (x *CallResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_forward_proto_msgTypes[18]
+	mi := &file_forward_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1770,7 +1975,7 @@ func (x *CallResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallResponse.ProtoReflect.Descriptor instead.
 func (*CallResponse) Descriptor() ([]byte, []int) {
-	return file_forward_proto_rawDescGZIP(), []int{18}
+	return file_forward_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CallResponse) GetPayload() []byte {
@@ -1823,7 +2028,7 @@ type CallError struct {
 
 func (x *CallError) Reset() {
 	*x = CallError{}
-	mi := &file_forward_proto_msgTypes[19]
+	mi := &file_forward_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1835,7 +2040,7 @@ func (x *CallError) String() string {
 func (*CallError) ProtoMessage() {}
 
 func (x *CallError) ProtoReflect() protoreflect.Message {
-	mi := &file_forward_proto_msgTypes[19]
+	mi := &file_forward_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1848,7 +2053,7 @@ func (x *CallError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallError.ProtoReflect.Descriptor instead.
 func (*CallError) Descriptor() ([]byte, []int) {
-	return file_forward_proto_rawDescGZIP(), []int{19}
+	return file_forward_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CallError) GetMessage() string {
@@ -1888,7 +2093,7 @@ type ResolveRequest struct {
 
 func (x *ResolveRequest) Reset() {
 	*x = ResolveRequest{}
-	mi := &file_forward_proto_msgTypes[20]
+	mi := &file_forward_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1900,7 +2105,7 @@ func (x *ResolveRequest) String() string {
 func (*ResolveRequest) ProtoMessage() {}
 
 func (x *ResolveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_forward_proto_msgTypes[20]
+	mi := &file_forward_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1913,7 +2118,7 @@ func (x *ResolveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveRequest.ProtoReflect.Descriptor instead.
 func (*ResolveRequest) Descriptor() ([]byte, []int) {
-	return file_forward_proto_rawDescGZIP(), []int{20}
+	return file_forward_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ResolveRequest) GetUnit() *Unit {
@@ -1937,7 +2142,7 @@ type ResolveResponse struct {
 
 func (x *ResolveResponse) Reset() {
 	*x = ResolveResponse{}
-	mi := &file_forward_proto_msgTypes[21]
+	mi := &file_forward_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1949,7 +2154,7 @@ func (x *ResolveResponse) String() string {
 func (*ResolveResponse) ProtoMessage() {}
 
 func (x *ResolveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_forward_proto_msgTypes[21]
+	mi := &file_forward_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1962,7 +2167,7 @@ func (x *ResolveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveResponse.ProtoReflect.Descriptor instead.
 func (*ResolveResponse) Descriptor() ([]byte, []int) {
-	return file_forward_proto_rawDescGZIP(), []int{21}
+	return file_forward_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ResolveResponse) GetOutcome() ResolveResponse_Outcome {
@@ -1997,7 +2202,22 @@ var File_forward_proto protoreflect.FileDescriptor
 
 const file_forward_proto_rawDesc = "" +
 	"\n" +
-	"\rforward.proto\x12\x10flypg.forward.v1\"[\n" +
+	"\rforward.proto\x12\x10flypg.forward.v1\"\x94\x01\n" +
+	"\x0eSessionRequest\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x121\n" +
+	"\x04exec\x18\x02 \x01(\v2\x1d.flypg.forward.v1.ExecRequestR\x04exec\x12%\n" +
+	"\x0etimeout_micros\x18\x03 \x01(\x03R\rtimeoutMicros\x12\x16\n" +
+	"\x06cancel\x18\x04 \x01(\bR\x06cancel\"\x90\x01\n" +
+	"\x0fSessionResponse\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x122\n" +
+	"\x04exec\x18\x02 \x01(\v2\x1e.flypg.forward.v1.ExecResponseR\x04exec\x127\n" +
+	"\x06status\x18\x03 \x01(\v2\x1f.flypg.forward.v1.SessionStatusR\x06status\"v\n" +
+	"\rSessionStatus\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12\x18\n" +
+	"\aoutcome\x18\x03 \x01(\tR\aoutcome\x12\x1d\n" +
+	"\n" +
+	"commit_lsn\x18\x04 \x01(\x04R\tcommitLsn\"[\n" +
 	"\x04Unit\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\fR\trequestId\x12\x18\n" +
@@ -2162,12 +2382,13 @@ const file_forward_proto_rawDesc = "" +
 	"\x0fOUTCOME_RUNNING\x10\x01\x12\x15\n" +
 	"\x11OUTCOME_COMMITTED\x10\x02\x12\x19\n" +
 	"\x15OUTCOME_NOT_COMMITTED\x10\x03\x12\x13\n" +
-	"\x0fOUTCOME_UNKNOWN\x10\x042\xad\x02\n" +
+	"\x0fOUTCOME_UNKNOWN\x10\x042\x81\x03\n" +
 	"\bExecutor\x12E\n" +
 	"\x04Exec\x12\x1d.flypg.forward.v1.ExecRequest\x1a\x1e.flypg.forward.v1.ExecResponse\x12C\n" +
 	"\x02Tx\x12\x1b.flypg.forward.v1.TxRequest\x1a\x1c.flypg.forward.v1.TxResponse(\x010\x01\x12E\n" +
 	"\x04Call\x12\x1d.flypg.forward.v1.CallRequest\x1a\x1e.flypg.forward.v1.CallResponse\x12N\n" +
-	"\aResolve\x12 .flypg.forward.v1.ResolveRequest\x1a!.flypg.forward.v1.ResolveResponseB*Z(github.com/flypg/flypg/forward/forwardpbb\x06proto3"
+	"\aResolve\x12 .flypg.forward.v1.ResolveRequest\x1a!.flypg.forward.v1.ResolveResponse\x12R\n" +
+	"\aSession\x12 .flypg.forward.v1.SessionRequest\x1a!.flypg.forward.v1.SessionResponse(\x010\x01B*Z(github.com/flypg/flypg/forward/forwardpbb\x06proto3"
 
 var (
 	file_forward_proto_rawDescOnce sync.Once
@@ -2182,76 +2403,84 @@ func file_forward_proto_rawDescGZIP() []byte {
 }
 
 var file_forward_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_forward_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_forward_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_forward_proto_goTypes = []any{
 	(Array_Kind)(0),              // 0: flypg.forward.v1.Array.Kind
 	(ResolveResponse_Outcome)(0), // 1: flypg.forward.v1.ResolveResponse.Outcome
-	(*Unit)(nil),                 // 2: flypg.forward.v1.Unit
-	(*Value)(nil),                // 3: flypg.forward.v1.Value
-	(*Null)(nil),                 // 4: flypg.forward.v1.Null
-	(*Time)(nil),                 // 5: flypg.forward.v1.Time
-	(*Array)(nil),                // 6: flypg.forward.v1.Array
-	(*Statement)(nil),            // 7: flypg.forward.v1.Statement
-	(*Column)(nil),               // 8: flypg.forward.v1.Column
-	(*Result)(nil),               // 9: flypg.forward.v1.Result
-	(*PgError)(nil),              // 10: flypg.forward.v1.PgError
-	(*ExecRequest)(nil),          // 11: flypg.forward.v1.ExecRequest
-	(*ExecResponse)(nil),         // 12: flypg.forward.v1.ExecResponse
-	(*TxBegin)(nil),              // 13: flypg.forward.v1.TxBegin
-	(*TxCommit)(nil),             // 14: flypg.forward.v1.TxCommit
-	(*TxRollback)(nil),           // 15: flypg.forward.v1.TxRollback
-	(*TxRequest)(nil),            // 16: flypg.forward.v1.TxRequest
-	(*TxCommitted)(nil),          // 17: flypg.forward.v1.TxCommitted
-	(*TxResponse)(nil),           // 18: flypg.forward.v1.TxResponse
-	(*CallRequest)(nil),          // 19: flypg.forward.v1.CallRequest
-	(*CallResponse)(nil),         // 20: flypg.forward.v1.CallResponse
-	(*CallError)(nil),            // 21: flypg.forward.v1.CallError
-	(*ResolveRequest)(nil),       // 22: flypg.forward.v1.ResolveRequest
-	(*ResolveResponse)(nil),      // 23: flypg.forward.v1.ResolveResponse
+	(*SessionRequest)(nil),       // 2: flypg.forward.v1.SessionRequest
+	(*SessionResponse)(nil),      // 3: flypg.forward.v1.SessionResponse
+	(*SessionStatus)(nil),        // 4: flypg.forward.v1.SessionStatus
+	(*Unit)(nil),                 // 5: flypg.forward.v1.Unit
+	(*Value)(nil),                // 6: flypg.forward.v1.Value
+	(*Null)(nil),                 // 7: flypg.forward.v1.Null
+	(*Time)(nil),                 // 8: flypg.forward.v1.Time
+	(*Array)(nil),                // 9: flypg.forward.v1.Array
+	(*Statement)(nil),            // 10: flypg.forward.v1.Statement
+	(*Column)(nil),               // 11: flypg.forward.v1.Column
+	(*Result)(nil),               // 12: flypg.forward.v1.Result
+	(*PgError)(nil),              // 13: flypg.forward.v1.PgError
+	(*ExecRequest)(nil),          // 14: flypg.forward.v1.ExecRequest
+	(*ExecResponse)(nil),         // 15: flypg.forward.v1.ExecResponse
+	(*TxBegin)(nil),              // 16: flypg.forward.v1.TxBegin
+	(*TxCommit)(nil),             // 17: flypg.forward.v1.TxCommit
+	(*TxRollback)(nil),           // 18: flypg.forward.v1.TxRollback
+	(*TxRequest)(nil),            // 19: flypg.forward.v1.TxRequest
+	(*TxCommitted)(nil),          // 20: flypg.forward.v1.TxCommitted
+	(*TxResponse)(nil),           // 21: flypg.forward.v1.TxResponse
+	(*CallRequest)(nil),          // 22: flypg.forward.v1.CallRequest
+	(*CallResponse)(nil),         // 23: flypg.forward.v1.CallResponse
+	(*CallError)(nil),            // 24: flypg.forward.v1.CallError
+	(*ResolveRequest)(nil),       // 25: flypg.forward.v1.ResolveRequest
+	(*ResolveResponse)(nil),      // 26: flypg.forward.v1.ResolveResponse
 }
 var file_forward_proto_depIdxs = []int32{
-	4,  // 0: flypg.forward.v1.Value.null:type_name -> flypg.forward.v1.Null
-	5,  // 1: flypg.forward.v1.Value.time:type_name -> flypg.forward.v1.Time
-	6,  // 2: flypg.forward.v1.Value.array:type_name -> flypg.forward.v1.Array
-	0,  // 3: flypg.forward.v1.Array.elem_kind:type_name -> flypg.forward.v1.Array.Kind
-	3,  // 4: flypg.forward.v1.Array.elems:type_name -> flypg.forward.v1.Value
-	3,  // 5: flypg.forward.v1.Statement.args:type_name -> flypg.forward.v1.Value
-	8,  // 6: flypg.forward.v1.Result.columns:type_name -> flypg.forward.v1.Column
-	2,  // 7: flypg.forward.v1.ExecRequest.unit:type_name -> flypg.forward.v1.Unit
-	7,  // 8: flypg.forward.v1.ExecRequest.statement:type_name -> flypg.forward.v1.Statement
-	9,  // 9: flypg.forward.v1.ExecResponse.result:type_name -> flypg.forward.v1.Result
-	10, // 10: flypg.forward.v1.ExecResponse.error:type_name -> flypg.forward.v1.PgError
-	2,  // 11: flypg.forward.v1.TxBegin.unit:type_name -> flypg.forward.v1.Unit
-	7,  // 12: flypg.forward.v1.TxBegin.first:type_name -> flypg.forward.v1.Statement
-	13, // 13: flypg.forward.v1.TxRequest.begin:type_name -> flypg.forward.v1.TxBegin
-	7,  // 14: flypg.forward.v1.TxRequest.statement:type_name -> flypg.forward.v1.Statement
-	14, // 15: flypg.forward.v1.TxRequest.commit:type_name -> flypg.forward.v1.TxCommit
-	15, // 16: flypg.forward.v1.TxRequest.rollback:type_name -> flypg.forward.v1.TxRollback
-	7,  // 17: flypg.forward.v1.TxRequest.last:type_name -> flypg.forward.v1.Statement
-	9,  // 18: flypg.forward.v1.TxCommitted.result:type_name -> flypg.forward.v1.Result
-	9,  // 19: flypg.forward.v1.TxResponse.result:type_name -> flypg.forward.v1.Result
-	10, // 20: flypg.forward.v1.TxResponse.error:type_name -> flypg.forward.v1.PgError
-	15, // 21: flypg.forward.v1.TxResponse.rolled_back:type_name -> flypg.forward.v1.TxRollback
-	17, // 22: flypg.forward.v1.TxResponse.committed:type_name -> flypg.forward.v1.TxCommitted
-	2,  // 23: flypg.forward.v1.CallRequest.unit:type_name -> flypg.forward.v1.Unit
-	21, // 24: flypg.forward.v1.CallResponse.error:type_name -> flypg.forward.v1.CallError
-	10, // 25: flypg.forward.v1.CallError.pg_error:type_name -> flypg.forward.v1.PgError
-	2,  // 26: flypg.forward.v1.ResolveRequest.unit:type_name -> flypg.forward.v1.Unit
-	1,  // 27: flypg.forward.v1.ResolveResponse.outcome:type_name -> flypg.forward.v1.ResolveResponse.Outcome
-	9,  // 28: flypg.forward.v1.ResolveResponse.result:type_name -> flypg.forward.v1.Result
-	11, // 29: flypg.forward.v1.Executor.Exec:input_type -> flypg.forward.v1.ExecRequest
-	16, // 30: flypg.forward.v1.Executor.Tx:input_type -> flypg.forward.v1.TxRequest
-	19, // 31: flypg.forward.v1.Executor.Call:input_type -> flypg.forward.v1.CallRequest
-	22, // 32: flypg.forward.v1.Executor.Resolve:input_type -> flypg.forward.v1.ResolveRequest
-	12, // 33: flypg.forward.v1.Executor.Exec:output_type -> flypg.forward.v1.ExecResponse
-	18, // 34: flypg.forward.v1.Executor.Tx:output_type -> flypg.forward.v1.TxResponse
-	20, // 35: flypg.forward.v1.Executor.Call:output_type -> flypg.forward.v1.CallResponse
-	23, // 36: flypg.forward.v1.Executor.Resolve:output_type -> flypg.forward.v1.ResolveResponse
-	33, // [33:37] is the sub-list for method output_type
-	29, // [29:33] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	14, // 0: flypg.forward.v1.SessionRequest.exec:type_name -> flypg.forward.v1.ExecRequest
+	15, // 1: flypg.forward.v1.SessionResponse.exec:type_name -> flypg.forward.v1.ExecResponse
+	4,  // 2: flypg.forward.v1.SessionResponse.status:type_name -> flypg.forward.v1.SessionStatus
+	7,  // 3: flypg.forward.v1.Value.null:type_name -> flypg.forward.v1.Null
+	8,  // 4: flypg.forward.v1.Value.time:type_name -> flypg.forward.v1.Time
+	9,  // 5: flypg.forward.v1.Value.array:type_name -> flypg.forward.v1.Array
+	0,  // 6: flypg.forward.v1.Array.elem_kind:type_name -> flypg.forward.v1.Array.Kind
+	6,  // 7: flypg.forward.v1.Array.elems:type_name -> flypg.forward.v1.Value
+	6,  // 8: flypg.forward.v1.Statement.args:type_name -> flypg.forward.v1.Value
+	11, // 9: flypg.forward.v1.Result.columns:type_name -> flypg.forward.v1.Column
+	5,  // 10: flypg.forward.v1.ExecRequest.unit:type_name -> flypg.forward.v1.Unit
+	10, // 11: flypg.forward.v1.ExecRequest.statement:type_name -> flypg.forward.v1.Statement
+	12, // 12: flypg.forward.v1.ExecResponse.result:type_name -> flypg.forward.v1.Result
+	13, // 13: flypg.forward.v1.ExecResponse.error:type_name -> flypg.forward.v1.PgError
+	5,  // 14: flypg.forward.v1.TxBegin.unit:type_name -> flypg.forward.v1.Unit
+	10, // 15: flypg.forward.v1.TxBegin.first:type_name -> flypg.forward.v1.Statement
+	16, // 16: flypg.forward.v1.TxRequest.begin:type_name -> flypg.forward.v1.TxBegin
+	10, // 17: flypg.forward.v1.TxRequest.statement:type_name -> flypg.forward.v1.Statement
+	17, // 18: flypg.forward.v1.TxRequest.commit:type_name -> flypg.forward.v1.TxCommit
+	18, // 19: flypg.forward.v1.TxRequest.rollback:type_name -> flypg.forward.v1.TxRollback
+	10, // 20: flypg.forward.v1.TxRequest.last:type_name -> flypg.forward.v1.Statement
+	12, // 21: flypg.forward.v1.TxCommitted.result:type_name -> flypg.forward.v1.Result
+	12, // 22: flypg.forward.v1.TxResponse.result:type_name -> flypg.forward.v1.Result
+	13, // 23: flypg.forward.v1.TxResponse.error:type_name -> flypg.forward.v1.PgError
+	18, // 24: flypg.forward.v1.TxResponse.rolled_back:type_name -> flypg.forward.v1.TxRollback
+	20, // 25: flypg.forward.v1.TxResponse.committed:type_name -> flypg.forward.v1.TxCommitted
+	5,  // 26: flypg.forward.v1.CallRequest.unit:type_name -> flypg.forward.v1.Unit
+	24, // 27: flypg.forward.v1.CallResponse.error:type_name -> flypg.forward.v1.CallError
+	13, // 28: flypg.forward.v1.CallError.pg_error:type_name -> flypg.forward.v1.PgError
+	5,  // 29: flypg.forward.v1.ResolveRequest.unit:type_name -> flypg.forward.v1.Unit
+	1,  // 30: flypg.forward.v1.ResolveResponse.outcome:type_name -> flypg.forward.v1.ResolveResponse.Outcome
+	12, // 31: flypg.forward.v1.ResolveResponse.result:type_name -> flypg.forward.v1.Result
+	14, // 32: flypg.forward.v1.Executor.Exec:input_type -> flypg.forward.v1.ExecRequest
+	19, // 33: flypg.forward.v1.Executor.Tx:input_type -> flypg.forward.v1.TxRequest
+	22, // 34: flypg.forward.v1.Executor.Call:input_type -> flypg.forward.v1.CallRequest
+	25, // 35: flypg.forward.v1.Executor.Resolve:input_type -> flypg.forward.v1.ResolveRequest
+	2,  // 36: flypg.forward.v1.Executor.Session:input_type -> flypg.forward.v1.SessionRequest
+	15, // 37: flypg.forward.v1.Executor.Exec:output_type -> flypg.forward.v1.ExecResponse
+	21, // 38: flypg.forward.v1.Executor.Tx:output_type -> flypg.forward.v1.TxResponse
+	23, // 39: flypg.forward.v1.Executor.Call:output_type -> flypg.forward.v1.CallResponse
+	26, // 40: flypg.forward.v1.Executor.Resolve:output_type -> flypg.forward.v1.ResolveResponse
+	3,  // 41: flypg.forward.v1.Executor.Session:output_type -> flypg.forward.v1.SessionResponse
+	37, // [37:42] is the sub-list for method output_type
+	32, // [32:37] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_forward_proto_init() }
@@ -2259,7 +2488,7 @@ func file_forward_proto_init() {
 	if File_forward_proto != nil {
 		return
 	}
-	file_forward_proto_msgTypes[1].OneofWrappers = []any{
+	file_forward_proto_msgTypes[4].OneofWrappers = []any{
 		(*Value_Null)(nil),
 		(*Value_Bool)(nil),
 		(*Value_Int64)(nil),
@@ -2272,14 +2501,14 @@ func file_forward_proto_init() {
 		(*Value_Array)(nil),
 		(*Value_Duration)(nil),
 	}
-	file_forward_proto_msgTypes[14].OneofWrappers = []any{
+	file_forward_proto_msgTypes[17].OneofWrappers = []any{
 		(*TxRequest_Begin)(nil),
 		(*TxRequest_Statement)(nil),
 		(*TxRequest_Commit)(nil),
 		(*TxRequest_Rollback)(nil),
 		(*TxRequest_Last)(nil),
 	}
-	file_forward_proto_msgTypes[16].OneofWrappers = []any{
+	file_forward_proto_msgTypes[19].OneofWrappers = []any{
 		(*TxResponse_Result)(nil),
 		(*TxResponse_Error)(nil),
 		(*TxResponse_CommitLsn)(nil),
@@ -2292,7 +2521,7 @@ func file_forward_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_forward_proto_rawDesc), len(file_forward_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   22,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -31,6 +31,7 @@ const (
 	Executor_Tx_FullMethodName      = "/flypg.forward.v1.Executor/Tx"
 	Executor_Call_FullMethodName    = "/flypg.forward.v1.Executor/Call"
 	Executor_Resolve_FullMethodName = "/flypg.forward.v1.Executor/Resolve"
+	Executor_Session_FullMethodName = "/flypg.forward.v1.Executor/Session"
 )
 
 // ExecutorClient is the client API for Executor service.
@@ -52,6 +53,11 @@ type ExecutorClient interface {
 	// Resolve reports the outcome of a unit (Exec, Tx or Call) whose reply
 	// was lost, by request ID.
 	Resolve(ctx context.Context, in *ResolveRequest, opts ...grpc.CallOption) (*ResolveResponse, error)
+	// Session carries many independent statements, each as on Exec, as
+	// messages of one long-lived stream instead of one call each, which
+	// costs both sides far less per statement. Answers come back in any
+	// order, matched by seq. The stream is authenticated once, when it opens.
+	Session(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SessionRequest, SessionResponse], error)
 }
 
 type executorClient struct {
@@ -105,6 +111,19 @@ func (c *executorClient) Resolve(ctx context.Context, in *ResolveRequest, opts .
 	return out, nil
 }
 
+func (c *executorClient) Session(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SessionRequest, SessionResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Executor_ServiceDesc.Streams[1], Executor_Session_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SessionRequest, SessionResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Executor_SessionClient = grpc.BidiStreamingClient[SessionRequest, SessionResponse]
+
 // ExecutorServer is the server API for Executor service.
 // All implementations must embed UnimplementedExecutorServer
 // for forward compatibility.
@@ -124,6 +143,11 @@ type ExecutorServer interface {
 	// Resolve reports the outcome of a unit (Exec, Tx or Call) whose reply
 	// was lost, by request ID.
 	Resolve(context.Context, *ResolveRequest) (*ResolveResponse, error)
+	// Session carries many independent statements, each as on Exec, as
+	// messages of one long-lived stream instead of one call each, which
+	// costs both sides far less per statement. Answers come back in any
+	// order, matched by seq. The stream is authenticated once, when it opens.
+	Session(grpc.BidiStreamingServer[SessionRequest, SessionResponse]) error
 	mustEmbedUnimplementedExecutorServer()
 }
 
@@ -145,6 +169,9 @@ func (UnimplementedExecutorServer) Call(context.Context, *CallRequest) (*CallRes
 }
 func (UnimplementedExecutorServer) Resolve(context.Context, *ResolveRequest) (*ResolveResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Resolve not implemented")
+}
+func (UnimplementedExecutorServer) Session(grpc.BidiStreamingServer[SessionRequest, SessionResponse]) error {
+	return status.Error(codes.Unimplemented, "method Session not implemented")
 }
 func (UnimplementedExecutorServer) mustEmbedUnimplementedExecutorServer() {}
 func (UnimplementedExecutorServer) testEmbeddedByValue()                  {}
@@ -228,6 +255,13 @@ func _Executor_Resolve_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Executor_Session_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ExecutorServer).Session(&grpc.GenericServerStream[SessionRequest, SessionResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Executor_SessionServer = grpc.BidiStreamingServer[SessionRequest, SessionResponse]
+
 // Executor_ServiceDesc is the grpc.ServiceDesc for Executor service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -252,6 +286,12 @@ var Executor_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Tx",
 			Handler:       _Executor_Tx_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "Session",
+			Handler:       _Executor_Session_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
 		},

@@ -1,0 +1,201 @@
+package forward
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/flypg/flypg/forward/forwardpb"
+)
+
+// A session carries lone statements to the executor as messages of one
+// long-lived stream (Executor.Session) instead of one call each: a call
+// costs both sides a new HTTP/2 stream, its headers and its authentication,
+// a message only its bytes. Exactly-once works as for Exec: each statement
+// keeps its request ID, and when the session breaks its statements are
+// asked again, with the same IDs, on a new session or a call.
+type session struct {
+	c      *Client
+	stream forwardpb.Executor_SessionClient
+	cancel context.CancelFunc
+
+	sendMu sync.Mutex // gRPC allows one sender at a time
+
+	mu      sync.Mutex
+	pending map[uint64]chan *forwardpb.SessionResponse
+	seq     uint64
+	dead    error         // set once the stream failed
+	done    chan struct{} // closed when the reader has ended
+}
+
+var errSessionGone = errors.New("session ended")
+
+// sessionCount is how many sessions a client spreads statements over:
+// messages of one stream travel in order, so a large result on one session
+// delays the others' answers only on that session.
+const sessionCount = 4
+
+// session returns one of the client's live sessions, opening it if needed,
+// or nil when sessions are off or one cannot be opened now (the caller then
+// makes a call instead).
+func (c *Client) session(ctx context.Context) *session {
+	if c.cfg.NoSessions || c.sessionsOff.Load() {
+		return nil
+	}
+	c.sessMu.Lock()
+	defer c.sessMu.Unlock()
+	c.sessNext = (c.sessNext + 1) % sessionCount
+	slot := &c.sess[c.sessNext]
+	if s := *slot; s != nil && s.alive() {
+		return s
+	}
+	sctx, cancel := context.WithCancel(c.baseCtx)
+	st, err := c.api.Session(sctx)
+	if err != nil {
+		cancel()
+		return nil
+	}
+	s := &session{c: c, stream: st, cancel: cancel, pending: map[uint64]chan *forwardpb.SessionResponse{}, done: make(chan struct{})}
+	c.wg.Add(1)
+	go s.read()
+	*slot = s
+	return s
+}
+
+// notSent marks a session failure that happened before the statement left.
+type notSent struct{ error }
+
+func (e notSent) Unwrap() error { return e.error }
+
+func (s *session) alive() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.dead == nil
+}
+
+// read delivers answers until the stream ends, then fails what is pending.
+func (s *session) read() {
+	defer s.c.wg.Done()
+	defer close(s.done)
+	for {
+		r, err := s.stream.Recv()
+		if err != nil {
+			s.fail(err)
+			return
+		}
+		s.mu.Lock()
+		ch := s.pending[r.GetSeq()]
+		delete(s.pending, r.GetSeq())
+		s.mu.Unlock()
+		if ch != nil {
+			ch <- r
+		}
+	}
+}
+
+// fail ends the session: every statement still pending learns that its
+// answer will not come (each channel holds one value, so this never
+// blocks).
+func (s *session) fail(err error) {
+	s.mu.Lock()
+	if s.dead == nil {
+		s.dead = err
+	}
+	pending := s.pending
+	s.pending = map[uint64]chan *forwardpb.SessionResponse{}
+	s.mu.Unlock()
+	for _, ch := range pending {
+		ch <- nil
+	}
+	s.cancel()
+}
+
+// close ends the session and waits for its reader.
+func (s *session) close() {
+	s.fail(errSessionGone)
+	<-s.done
+}
+
+// exec sends one statement and waits for its answer. A failure comes back
+// as the status and trailer a call of Exec would have given, so that the
+// caller classifies both alike; a session that breaks, and a ctx that ends
+// after the statement left, say that it may have been sent.
+func (s *session) exec(ctx context.Context, req *forwardpb.ExecRequest, md *metadata.MD) (*forwardpb.ExecResponse, error) {
+	ch := make(chan *forwardpb.SessionResponse, 1)
+	s.mu.Lock()
+	if s.dead != nil {
+		s.mu.Unlock()
+		return nil, notSent{status.Error(codes.Unavailable, "forward: session ended before the statement was sent")}
+	}
+	s.seq++
+	seq := s.seq
+	s.pending[seq] = ch
+	s.mu.Unlock()
+
+	m := &forwardpb.SessionRequest{Seq: seq, Exec: req}
+	if d, ok := ctx.Deadline(); ok {
+		m.TimeoutMicros = max(1, time.Until(d).Microseconds())
+	}
+	s.sendMu.Lock()
+	err := s.stream.Send(m)
+	s.sendMu.Unlock()
+	if err != nil {
+		// gRPC transmitted nothing.
+		s.fail(err)
+		return nil, notSent{status.Errorf(codes.Unavailable, "forward: session send: %v", err)}
+	}
+	select {
+	case r := <-ch:
+		if r == nil {
+			return nil, s.endedErr()
+		}
+		if st := r.GetStatus(); st != nil {
+			*md = metadata.MD{}
+			if st.GetOutcome() != "" {
+				md.Set(trailerOutcome, st.GetOutcome())
+			}
+			if st.GetCommitLsn() != 0 {
+				md.Set(trailerLSN, strconv.FormatUint(st.GetCommitLsn(), 10))
+			}
+			return nil, status.Error(codes.Code(st.GetCode()), st.GetMessage())
+		}
+		return r.GetExec(), nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		delete(s.pending, seq)
+		s.mu.Unlock()
+		// Tell the executor to stop it; the outcome is for the caller's
+		// retry logic (or Resolve) to learn.
+		s.sendMu.Lock()
+		s.stream.Send(&forwardpb.SessionRequest{Seq: seq, Cancel: true})
+		s.sendMu.Unlock()
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+}
+
+// endedErr explains a session that ended while a statement waited. A
+// session refused when it opened (bad credentials, another protocol, an
+// executor without sessions) processed nothing: its status is the answer,
+// and it was not sent. Otherwise the statement may have run.
+func (s *session) endedErr() error {
+	s.mu.Lock()
+	dead := s.dead
+	s.mu.Unlock()
+	st, ok := status.FromError(dead)
+	if ok {
+		switch st.Code() {
+		case codes.Unimplemented:
+			s.c.sessionsOff.Store(true) // an older executor: make calls
+			return notSent{status.Error(codes.Unavailable, "forward: the executor has no sessions")}
+		case codes.Unauthenticated, codes.PermissionDenied, codes.FailedPrecondition:
+			return notSent{dead}
+		}
+	}
+	return status.Errorf(codes.Unavailable, "forward: session ended before the answer: %v", dead)
+}
