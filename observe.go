@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
@@ -167,3 +168,31 @@ func tracingServer(tp trace.TracerProvider) grpc.ServerOption {
 }
 
 const tracerName = "github.com/flypg/flypg"
+
+// sessionHeaders carries the trace context of a statement that travels on
+// a session, where no per-call metadata exists.
+func sessionHeaders(ctx context.Context) map[string]string {
+	carrier := propagation.MapCarrier{}
+	propagation.TraceContext{}.Inject(ctx, carrier)
+	if len(carrier) == 0 {
+		return nil
+	}
+	return carrier
+}
+
+// sessionUnit gives each statement that arrives on a session the server
+// span a call would have had, as a child of the caller's trace.
+func sessionUnit(tp trace.TracerProvider) func(context.Context, map[string]string) (context.Context, func(error)) {
+	tracer := tp.Tracer(tracerName)
+	return func(ctx context.Context, headers map[string]string) (context.Context, func(error)) {
+		ctx = propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier(headers))
+		ctx, span := tracer.Start(ctx, "flypg.forward.v1.Executor/Exec", trace.WithSpanKind(trace.SpanKindServer))
+		return ctx, func(err error) {
+			if err != nil {
+				span.RecordError(err)
+				span.SetStatus(codes.Error, status.Convert(err).Message())
+			}
+			span.End()
+		}
+	}
+}

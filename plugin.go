@@ -140,6 +140,7 @@ func (p *Plugin) clientConfig(target string) forward.ClientConfig {
 	}
 	if cfg.TracerProvider != nil {
 		cc.DialOptions = append(cc.DialOptions, tracingClient(cfg.TracerProvider))
+		cc.SessionHeaders = sessionHeaders
 	}
 	return cc
 }
@@ -293,6 +294,7 @@ func (p *Plugin) executorInstance() (*forward.Executor, error) {
 	xc.DSN, xc.Pool = "", nil
 	if p.cfg.TracerProvider != nil {
 		xc.ServerOptions = append(xc.ServerOptions, tracingServer(p.cfg.TracerProvider))
+		xc.SessionUnit = sessionUnit(p.cfg.TracerProvider)
 	}
 	if p.primary {
 		dsn := p.primaryDSN()

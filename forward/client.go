@@ -68,6 +68,10 @@ type ClientConfig struct {
 	// NoSessions sends every lone statement as a call of its own instead of
 	// as a message of a long-lived session stream.
 	NoSessions bool
+	// SessionHeaders, if set, returns headers to send with a statement that
+	// travels on a session, where a call would carry them as metadata (the
+	// W3C trace context, for one); see ExecutorConfig.SessionUnit.
+	SessionHeaders func(ctx context.Context) map[string]string
 	// Logger receives connection events at debug level. Nil: silent.
 	Logger *slog.Logger
 }

@@ -115,6 +115,13 @@ type ExecutorConfig struct {
 	// ServerOptions are added to those of Serve's gRPC server, e.g. a
 	// stats handler for tracing.
 	ServerOptions []grpc.ServerOption
+
+	// SessionUnit, if set, wraps every statement that arrives on a session
+	// (where a stats handler sees only the stream): it gets the headers the
+	// client sent with it (ClientConfig.SessionHeaders) and returns the
+	// context to run it in and a function called with its outcome — for a
+	// tracing span per statement, say.
+	SessionUnit func(ctx context.Context, headers map[string]string) (context.Context, func(error))
 }
 
 // Executor runs forwarded work on the primary. It implements the

@@ -85,7 +85,7 @@ func (s *service) Session(stream forwardpb.Executor_SessionServer) error {
 			continue
 		}
 		wg.Add(1)
-		go func(req *forwardpb.ExecRequest) {
+		go func(req *forwardpb.ExecRequest, headers map[string]string) {
 			defer wg.Done()
 			defer func() {
 				mu.Lock()
@@ -94,7 +94,15 @@ func (s *service) Session(stream forwardpb.Executor_SessionServer) error {
 				cancel()
 			}()
 			sink := &trailerSink{}
-			resp, err := x.exec(context.WithValue(uctx, trailerSinkKey{}, sink), req)
+			ectx := context.WithValue(uctx, trailerSinkKey{}, sink)
+			var end func(error)
+			if x.cfg.SessionUnit != nil {
+				ectx, end = x.cfg.SessionUnit(ectx, headers)
+			}
+			resp, err := x.exec(ectx, req)
+			if end != nil {
+				end(err)
+			}
 			r := &forwardpb.SessionResponse{Seq: seq, Exec: resp}
 			if err != nil {
 				st := status.Convert(err)
@@ -105,6 +113,6 @@ func (s *service) Session(stream forwardpb.Executor_SessionServer) error {
 				r.Exec, r.Status = nil, ss
 			}
 			send(r)
-		}(m.GetExec())
+		}(m.GetExec(), m.GetHeaders())
 	}
 }

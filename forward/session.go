@@ -139,6 +139,9 @@ func (s *session) exec(ctx context.Context, req *forwardpb.ExecRequest, md *meta
 	s.mu.Unlock()
 
 	m := &forwardpb.SessionRequest{Seq: seq, Exec: req}
+	if h := s.c.cfg.SessionHeaders; h != nil {
+		m.Headers = h(ctx)
+	}
 	if d, ok := ctx.Deadline(); ok {
 		m.TimeoutMicros = max(1, time.Until(d).Microseconds())
 	}

@@ -176,7 +176,11 @@ type SessionRequest struct {
 	TimeoutMicros int64 `protobuf:"varint,3,opt,name=timeout_micros,json=timeoutMicros,proto3" json:"timeout_micros,omitempty"`
 	// Instead of a statement: the caller gave up on statement seq; cancel
 	// it if it runs.
-	Cancel        bool `protobuf:"varint,4,opt,name=cancel,proto3" json:"cancel,omitempty"`
+	Cancel bool `protobuf:"varint,4,opt,name=cancel,proto3" json:"cancel,omitempty"`
+	// Request-scoped headers a call would carry as metadata, such as the W3C
+	// trace context (traceparent), so that tracing crosses regions per
+	// statement.
+	Headers       map[string]string `protobuf:"bytes,5,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -237,6 +241,13 @@ func (x *SessionRequest) GetCancel() bool {
 		return x.Cancel
 	}
 	return false
+}
+
+func (x *SessionRequest) GetHeaders() map[string]string {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
 }
 
 type SessionResponse struct {
@@ -2202,12 +2213,16 @@ var File_forward_proto protoreflect.FileDescriptor
 
 const file_forward_proto_rawDesc = "" +
 	"\n" +
-	"\rforward.proto\x12\x10flypg.forward.v1\"\x94\x01\n" +
+	"\rforward.proto\x12\x10flypg.forward.v1\"\x99\x02\n" +
 	"\x0eSessionRequest\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x121\n" +
 	"\x04exec\x18\x02 \x01(\v2\x1d.flypg.forward.v1.ExecRequestR\x04exec\x12%\n" +
 	"\x0etimeout_micros\x18\x03 \x01(\x03R\rtimeoutMicros\x12\x16\n" +
-	"\x06cancel\x18\x04 \x01(\bR\x06cancel\"\x90\x01\n" +
+	"\x06cancel\x18\x04 \x01(\bR\x06cancel\x12G\n" +
+	"\aheaders\x18\x05 \x03(\v2-.flypg.forward.v1.SessionRequest.HeadersEntryR\aheaders\x1a:\n" +
+	"\fHeadersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x90\x01\n" +
 	"\x0fSessionResponse\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x122\n" +
 	"\x04exec\x18\x02 \x01(\v2\x1e.flypg.forward.v1.ExecResponseR\x04exec\x127\n" +
@@ -2403,7 +2418,7 @@ func file_forward_proto_rawDescGZIP() []byte {
 }
 
 var file_forward_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_forward_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_forward_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_forward_proto_goTypes = []any{
 	(Array_Kind)(0),              // 0: flypg.forward.v1.Array.Kind
 	(ResolveResponse_Outcome)(0), // 1: flypg.forward.v1.ResolveResponse.Outcome
@@ -2432,55 +2447,57 @@ var file_forward_proto_goTypes = []any{
 	(*CallError)(nil),            // 24: flypg.forward.v1.CallError
 	(*ResolveRequest)(nil),       // 25: flypg.forward.v1.ResolveRequest
 	(*ResolveResponse)(nil),      // 26: flypg.forward.v1.ResolveResponse
+	nil,                          // 27: flypg.forward.v1.SessionRequest.HeadersEntry
 }
 var file_forward_proto_depIdxs = []int32{
 	14, // 0: flypg.forward.v1.SessionRequest.exec:type_name -> flypg.forward.v1.ExecRequest
-	15, // 1: flypg.forward.v1.SessionResponse.exec:type_name -> flypg.forward.v1.ExecResponse
-	4,  // 2: flypg.forward.v1.SessionResponse.status:type_name -> flypg.forward.v1.SessionStatus
-	7,  // 3: flypg.forward.v1.Value.null:type_name -> flypg.forward.v1.Null
-	8,  // 4: flypg.forward.v1.Value.time:type_name -> flypg.forward.v1.Time
-	9,  // 5: flypg.forward.v1.Value.array:type_name -> flypg.forward.v1.Array
-	0,  // 6: flypg.forward.v1.Array.elem_kind:type_name -> flypg.forward.v1.Array.Kind
-	6,  // 7: flypg.forward.v1.Array.elems:type_name -> flypg.forward.v1.Value
-	6,  // 8: flypg.forward.v1.Statement.args:type_name -> flypg.forward.v1.Value
-	11, // 9: flypg.forward.v1.Result.columns:type_name -> flypg.forward.v1.Column
-	5,  // 10: flypg.forward.v1.ExecRequest.unit:type_name -> flypg.forward.v1.Unit
-	10, // 11: flypg.forward.v1.ExecRequest.statement:type_name -> flypg.forward.v1.Statement
-	12, // 12: flypg.forward.v1.ExecResponse.result:type_name -> flypg.forward.v1.Result
-	13, // 13: flypg.forward.v1.ExecResponse.error:type_name -> flypg.forward.v1.PgError
-	5,  // 14: flypg.forward.v1.TxBegin.unit:type_name -> flypg.forward.v1.Unit
-	10, // 15: flypg.forward.v1.TxBegin.first:type_name -> flypg.forward.v1.Statement
-	16, // 16: flypg.forward.v1.TxRequest.begin:type_name -> flypg.forward.v1.TxBegin
-	10, // 17: flypg.forward.v1.TxRequest.statement:type_name -> flypg.forward.v1.Statement
-	17, // 18: flypg.forward.v1.TxRequest.commit:type_name -> flypg.forward.v1.TxCommit
-	18, // 19: flypg.forward.v1.TxRequest.rollback:type_name -> flypg.forward.v1.TxRollback
-	10, // 20: flypg.forward.v1.TxRequest.last:type_name -> flypg.forward.v1.Statement
-	12, // 21: flypg.forward.v1.TxCommitted.result:type_name -> flypg.forward.v1.Result
-	12, // 22: flypg.forward.v1.TxResponse.result:type_name -> flypg.forward.v1.Result
-	13, // 23: flypg.forward.v1.TxResponse.error:type_name -> flypg.forward.v1.PgError
-	18, // 24: flypg.forward.v1.TxResponse.rolled_back:type_name -> flypg.forward.v1.TxRollback
-	20, // 25: flypg.forward.v1.TxResponse.committed:type_name -> flypg.forward.v1.TxCommitted
-	5,  // 26: flypg.forward.v1.CallRequest.unit:type_name -> flypg.forward.v1.Unit
-	24, // 27: flypg.forward.v1.CallResponse.error:type_name -> flypg.forward.v1.CallError
-	13, // 28: flypg.forward.v1.CallError.pg_error:type_name -> flypg.forward.v1.PgError
-	5,  // 29: flypg.forward.v1.ResolveRequest.unit:type_name -> flypg.forward.v1.Unit
-	1,  // 30: flypg.forward.v1.ResolveResponse.outcome:type_name -> flypg.forward.v1.ResolveResponse.Outcome
-	12, // 31: flypg.forward.v1.ResolveResponse.result:type_name -> flypg.forward.v1.Result
-	14, // 32: flypg.forward.v1.Executor.Exec:input_type -> flypg.forward.v1.ExecRequest
-	19, // 33: flypg.forward.v1.Executor.Tx:input_type -> flypg.forward.v1.TxRequest
-	22, // 34: flypg.forward.v1.Executor.Call:input_type -> flypg.forward.v1.CallRequest
-	25, // 35: flypg.forward.v1.Executor.Resolve:input_type -> flypg.forward.v1.ResolveRequest
-	2,  // 36: flypg.forward.v1.Executor.Session:input_type -> flypg.forward.v1.SessionRequest
-	15, // 37: flypg.forward.v1.Executor.Exec:output_type -> flypg.forward.v1.ExecResponse
-	21, // 38: flypg.forward.v1.Executor.Tx:output_type -> flypg.forward.v1.TxResponse
-	23, // 39: flypg.forward.v1.Executor.Call:output_type -> flypg.forward.v1.CallResponse
-	26, // 40: flypg.forward.v1.Executor.Resolve:output_type -> flypg.forward.v1.ResolveResponse
-	3,  // 41: flypg.forward.v1.Executor.Session:output_type -> flypg.forward.v1.SessionResponse
-	37, // [37:42] is the sub-list for method output_type
-	32, // [32:37] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	27, // 1: flypg.forward.v1.SessionRequest.headers:type_name -> flypg.forward.v1.SessionRequest.HeadersEntry
+	15, // 2: flypg.forward.v1.SessionResponse.exec:type_name -> flypg.forward.v1.ExecResponse
+	4,  // 3: flypg.forward.v1.SessionResponse.status:type_name -> flypg.forward.v1.SessionStatus
+	7,  // 4: flypg.forward.v1.Value.null:type_name -> flypg.forward.v1.Null
+	8,  // 5: flypg.forward.v1.Value.time:type_name -> flypg.forward.v1.Time
+	9,  // 6: flypg.forward.v1.Value.array:type_name -> flypg.forward.v1.Array
+	0,  // 7: flypg.forward.v1.Array.elem_kind:type_name -> flypg.forward.v1.Array.Kind
+	6,  // 8: flypg.forward.v1.Array.elems:type_name -> flypg.forward.v1.Value
+	6,  // 9: flypg.forward.v1.Statement.args:type_name -> flypg.forward.v1.Value
+	11, // 10: flypg.forward.v1.Result.columns:type_name -> flypg.forward.v1.Column
+	5,  // 11: flypg.forward.v1.ExecRequest.unit:type_name -> flypg.forward.v1.Unit
+	10, // 12: flypg.forward.v1.ExecRequest.statement:type_name -> flypg.forward.v1.Statement
+	12, // 13: flypg.forward.v1.ExecResponse.result:type_name -> flypg.forward.v1.Result
+	13, // 14: flypg.forward.v1.ExecResponse.error:type_name -> flypg.forward.v1.PgError
+	5,  // 15: flypg.forward.v1.TxBegin.unit:type_name -> flypg.forward.v1.Unit
+	10, // 16: flypg.forward.v1.TxBegin.first:type_name -> flypg.forward.v1.Statement
+	16, // 17: flypg.forward.v1.TxRequest.begin:type_name -> flypg.forward.v1.TxBegin
+	10, // 18: flypg.forward.v1.TxRequest.statement:type_name -> flypg.forward.v1.Statement
+	17, // 19: flypg.forward.v1.TxRequest.commit:type_name -> flypg.forward.v1.TxCommit
+	18, // 20: flypg.forward.v1.TxRequest.rollback:type_name -> flypg.forward.v1.TxRollback
+	10, // 21: flypg.forward.v1.TxRequest.last:type_name -> flypg.forward.v1.Statement
+	12, // 22: flypg.forward.v1.TxCommitted.result:type_name -> flypg.forward.v1.Result
+	12, // 23: flypg.forward.v1.TxResponse.result:type_name -> flypg.forward.v1.Result
+	13, // 24: flypg.forward.v1.TxResponse.error:type_name -> flypg.forward.v1.PgError
+	18, // 25: flypg.forward.v1.TxResponse.rolled_back:type_name -> flypg.forward.v1.TxRollback
+	20, // 26: flypg.forward.v1.TxResponse.committed:type_name -> flypg.forward.v1.TxCommitted
+	5,  // 27: flypg.forward.v1.CallRequest.unit:type_name -> flypg.forward.v1.Unit
+	24, // 28: flypg.forward.v1.CallResponse.error:type_name -> flypg.forward.v1.CallError
+	13, // 29: flypg.forward.v1.CallError.pg_error:type_name -> flypg.forward.v1.PgError
+	5,  // 30: flypg.forward.v1.ResolveRequest.unit:type_name -> flypg.forward.v1.Unit
+	1,  // 31: flypg.forward.v1.ResolveResponse.outcome:type_name -> flypg.forward.v1.ResolveResponse.Outcome
+	12, // 32: flypg.forward.v1.ResolveResponse.result:type_name -> flypg.forward.v1.Result
+	14, // 33: flypg.forward.v1.Executor.Exec:input_type -> flypg.forward.v1.ExecRequest
+	19, // 34: flypg.forward.v1.Executor.Tx:input_type -> flypg.forward.v1.TxRequest
+	22, // 35: flypg.forward.v1.Executor.Call:input_type -> flypg.forward.v1.CallRequest
+	25, // 36: flypg.forward.v1.Executor.Resolve:input_type -> flypg.forward.v1.ResolveRequest
+	2,  // 37: flypg.forward.v1.Executor.Session:input_type -> flypg.forward.v1.SessionRequest
+	15, // 38: flypg.forward.v1.Executor.Exec:output_type -> flypg.forward.v1.ExecResponse
+	21, // 39: flypg.forward.v1.Executor.Tx:output_type -> flypg.forward.v1.TxResponse
+	23, // 40: flypg.forward.v1.Executor.Call:output_type -> flypg.forward.v1.CallResponse
+	26, // 41: flypg.forward.v1.Executor.Resolve:output_type -> flypg.forward.v1.ResolveResponse
+	3,  // 42: flypg.forward.v1.Executor.Session:output_type -> flypg.forward.v1.SessionResponse
+	38, // [38:43] is the sub-list for method output_type
+	33, // [33:38] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_forward_proto_init() }
@@ -2521,7 +2538,7 @@ func file_forward_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_forward_proto_rawDesc), len(file_forward_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   25,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
