@@ -90,7 +90,8 @@ type Client struct {
 
 	rpcs, units, retries atomic.Uint64
 
-	sessionsOff atomic.Bool // the executor has no Session method
+	sessionsOff atomic.Bool  // the executor has no Session method
+	lastUnready atomic.Int64 // when awaitReady last gave up, in Unix nanoseconds
 	sessMu      sync.Mutex
 	sess        [sessionCount]*session
 	sessNext    int
@@ -258,6 +259,19 @@ func (c *Client) awaitReady(ctx context.Context) error {
 	if s == connectivity.Ready {
 		return nil
 	}
+	// database/sql tries a statement that failed with ErrBadConn twice more
+	// at once; waiting ConnectWait again each time would triple the stall.
+	if last := c.lastUnready.Load(); last != 0 && time.Since(time.Unix(0, last)) < c.cfg.ConnectWait {
+		return fmt.Errorf("no connection to the executor (state %s); it was not ready %v ago either", s, time.Since(time.Unix(0, last)).Round(time.Millisecond))
+	}
+	err := c.waitReady(ctx, s)
+	if err != nil {
+		c.lastUnready.Store(time.Now().UnixNano())
+	}
+	return err
+}
+
+func (c *Client) waitReady(ctx context.Context, s connectivity.State) error {
 	wctx, cancel := context.WithTimeout(ctx, c.cfg.ConnectWait)
 	defer cancel()
 	for {

@@ -147,8 +147,21 @@ func (e *faultsEnv) writer(ctx context.Context, id int, t0 time.Time, stop <-cha
 			e.checkReadYourWrite(wctx, key, log)
 		}
 		cancel()
+		if out == outFailed {
+			// Like an application would: pause before the next write
+			// rather than hammer an executor that just refused (a failed
+			// write fails fast while the executor is down).
+			select {
+			case <-time.After(faultsFailurePause):
+			case <-stop:
+			}
+		}
 	}
 }
+
+// faultsFailurePause is how long a writer pauses after a write that
+// certainly did not commit.
+const faultsFailurePause = 20 * time.Millisecond
 
 // checkReadYourWrite reads a nil-acked key on the local replica: nil
 // promises that the replica has replayed the commit.
