@@ -8,13 +8,15 @@
 //	go x.Serve(lis) // or x.Register(yourGRPCServer)
 //	defer x.Close()
 //
-// The executor runs each forwarded statement on the primary, reads
-// pg_current_wal_insert_lsn() after its commit (normalized with
-// lsn.LSN.Normalize's rule) and returns the rows, the command tag and that
-// commit LSN. A lone statement is one round trip to the primary (statement,
-// Sync, LSN query, Sync in one pipeline); a transaction is one gRPC stream
-// pinned to one primary connection, with BEGIN sent together with its first
-// statement and COMMIT together with the LSN query. It cancels the query on
+// The executor runs each forwarded statement on the primary, reads the WAL
+// position after its commit (normalized with lsn.LSN.Normalize's rule) and
+// returns the rows, the command tag and that commit LSN. A lone statement
+// is one round trip to the primary (statement, Sync, LSN query, Sync in one
+// pipeline); a transaction is one gRPC stream pinned to one primary
+// connection, with BEGIN sent together with its first statement, and COMMIT
+// together with its last statement (LastStatement) or with the LSN query.
+// Lone statements travel as messages of a few long-lived "session" streams
+// rather than as one call each, which costs both sides far less. It cancels the query on
 // the primary when the caller gives up, rolls back a transaction whose
 // stream breaks or idles, bounds request and result sizes, and reports
 // NOT_SERVING on the standard gRPC health service while the primary is
