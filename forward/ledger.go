@@ -164,9 +164,3 @@ func (e *ledgerEntry) wait(ctx context.Context) error {
 		return ctx.Err()
 	}
 }
-
-func (l *ledger) size() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.entries)
-}

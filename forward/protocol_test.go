@@ -248,7 +248,7 @@ func TestHealth(t *testing.T) {
 	}
 }
 
-type calls struct{ e *env }
+type calls struct{}
 
 func (c calls) HandleCall(ctx context.Context, name string, payload []byte) ([]byte, uint64, error) {
 	switch name {
@@ -261,8 +261,7 @@ func (c calls) HandleCall(ctx context.Context, name string, payload []byte) ([]b
 }
 
 func TestCall(t *testing.T) {
-	var e *env
-	e = startEnv(t, func(x *forward.ExecutorConfig, _ *forward.ClientConfig) { x.Calls = calls{} })
+	e := startEnv(t, func(x *forward.ExecutorConfig, _ *forward.ClientConfig) { x.Calls = calls{} })
 	out, _, err := e.client.Call(context.Background(), "echo", []byte("hi"))
 	if err != nil || string(out) != "echo:hi" {
 		t.Fatalf("echo: %q %v", out, err)

@@ -2,7 +2,6 @@ package forward
 
 import (
 	"context"
-	"errors"
 	"strconv"
 	"sync"
 	"time"
@@ -33,8 +32,6 @@ type session struct {
 	dead    error         // set once the stream failed
 	done    chan struct{} // closed when the reader has ended
 }
-
-var errSessionGone = errors.New("session ended")
 
 // sessionCount is how many sessions a client spreads statements over:
 // messages of one stream travel in order, so a large result on one session
@@ -114,12 +111,6 @@ func (s *session) fail(err error) {
 		ch <- nil
 	}
 	s.cancel()
-}
-
-// close ends the session and waits for its reader.
-func (s *session) close() {
-	s.fail(errSessionGone)
-	<-s.done
 }
 
 // exec sends one statement and waits for its answer. A failure comes back

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"fmt"
 	"testing"
 	"time"
 
@@ -235,5 +234,5 @@ func TestPageBoundaryWritesDoNotHang(t *testing.T) {
 			t.Fatalf("cycle %d (target %s): %v", i, target, err)
 		}
 	}
-	t.Log(fmt.Sprintf("%d of 3000 commit LSNs fell in a page header", normalized))
+	t.Logf("%d of 3000 commit LSNs fell in a page header", normalized)
 }

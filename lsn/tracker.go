@@ -322,7 +322,7 @@ func (t *Tracker) episode(timer *time.Timer) bool {
 	progressAt := time.Now()
 	failures := 0
 	for {
-		st, err, took := t.look()
+		st, took, err := t.look()
 		if t.ctx.Err() != nil {
 			return false
 		}
@@ -384,12 +384,12 @@ func (t *Tracker) episode(timer *time.Timer) bool {
 	}
 }
 
-func (t *Tracker) look() (Status, error, time.Duration) {
+func (t *Tracker) look() (Status, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(t.ctx, t.cfg.LookTimeout)
 	defer cancel()
 	start := time.Now()
 	st, err := t.cfg.Source.Replay(ctx, LSN(t.seen.Load()))
-	return st, err, time.Since(start)
+	return st, time.Since(start), err
 }
 
 // release ends every waiter whose target is at or below replayed. Caller

@@ -253,15 +253,6 @@ func (l *Link) hasToxics(name string) bool {
 	return l.proxy.Toxics.GetToxic(name+"_upstream") != nil
 }
 
-// removeToxics removes the toxics addToxics added under name, if present.
-func (l *Link) removeToxics(name string) {
-	ctx := nopLogContext()
-	for _, stream := range []string{"upstream", "downstream"} {
-		// The only possible error is "not found", which is fine.
-		_ = l.proxy.Toxics.RemoveToxic(ctx, name+"_"+stream)
-	}
-}
-
 // nopLogContext carries a no-op zerolog logger: toxiproxy logs toxic
 // removals through the logger found in the context.
 func nopLogContext() context.Context {
