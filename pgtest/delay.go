@@ -33,6 +33,10 @@ type chunk struct {
 	due  time.Time
 }
 
+// maxLateness bounds the wake-up lateness the line compensates for; later
+// wake-ups (a busy machine) are not the usual case and are not learned.
+const maxLateness = time.Millisecond
+
 // lineDepth bounds the chunks in flight on one direction of a connection;
 // a full line blocks the sender, as a full socket buffer would.
 const lineDepth = 1024
@@ -64,9 +68,19 @@ func (d *delayLine) close() {
 func (d *delayLine) run() {
 	defer close(d.done)
 	defer d.timer.close()
+	var late time.Duration // moving average of how late wake-ups come
 	for c := range d.queue {
 		if !c.due.IsZero() {
-			d.timer.sleepUntil(c.due)
+			// Wake early by the usual lateness, so that the simulated
+			// latency is the nominal one on average rather than the
+			// nominal one plus this process's own wake-up time, which a
+			// real network does not add.
+			d.timer.sleepUntil(c.due.Add(-late))
+			if lag := time.Since(c.due) + late; lag > 0 && lag < maxLateness {
+				late += (lag - late) / 8
+			} else if lag <= 0 {
+				late -= late / 8
+			}
 		}
 		if d.failed {
 			continue // drain: see pipeEnd.Write
