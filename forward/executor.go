@@ -105,6 +105,16 @@ type ExecutorConfig struct {
 	DedupMaxEntries int
 	MaxReplayBytes  int
 
+	// DurableDedup also records the request ID of every committed unit in
+	// a table on the primary (DedupTable, created if missing; rows kept for
+	// DedupRetention), in the unit's own transaction. Exactly-once then
+	// holds across executor restarts and between executor instances, where
+	// the in-memory ledger alone answers "in doubt"; it costs one more row
+	// written per unit. See durable.go.
+	DurableDedup   bool
+	DedupTable     string
+	DedupRetention time.Duration
+
 	// HealthInterval is how often the executor checks the primary for the
 	// gRPC health service.
 	HealthInterval time.Duration
@@ -136,6 +146,8 @@ type Executor struct {
 	slots    chan struct{}
 	health   *health.Server
 	log      *slog.Logger
+
+	durable *durable // nil without DurableDedup
 
 	walSegSize atomic.Uint64
 	inFlight   atomic.Int64
@@ -193,6 +205,20 @@ func NewExecutor(ctx context.Context, cfg ExecutorConfig) (*Executor, error) {
 		}
 	}
 	x.slots = make(chan struct{}, x.cfg.MaxConcurrent)
+	if cfg.DurableDedup {
+		table := cfg.DedupTable
+		if table == "" {
+			table = DefaultDedupTable
+		}
+		if !identRE.MatchString(table) {
+			return nil, fmt.Errorf("forward: executor: DedupTable %q is not a plain lower-case identifier", table)
+		}
+		retention := cfg.DedupRetention
+		if retention <= 0 {
+			retention = DefaultDedupRetention
+		}
+		x.durable = &durable{table: table, retention: retention}
+	}
 	var id [8]byte
 	rand.Read(id[:])
 	x.instance = hex.EncodeToString(id[:])
@@ -202,6 +228,10 @@ func NewExecutor(ctx context.Context, cfg ExecutorConfig) (*Executor, error) {
 	x.health.SetServingStatus(forwardpb.Executor_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
 	x.wg.Add(1)
 	go x.checkHealth()
+	if x.durable != nil && x.pool != nil {
+		x.wg.Add(1)
+		go x.sweep(x.durable)
+	}
 	return x, nil
 }
 

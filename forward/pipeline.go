@@ -21,8 +21,20 @@ import (
 // The statement commits before its result is read, so a result over the
 // size limit is reported as committed (a *CommittedError on the client),
 // never silently lost.
-func (x *Executor) runAutocommit(ctx context.Context, c *pgx.Conn, st *forwardpb.Statement) (*forwardpb.Result, uint64, *stmtError) {
-	res, lsnText, serr := x.pipeline(ctx, c, "", st, true)
+func (x *Executor) runAutocommit(ctx context.Context, c *pgx.Conn, st *forwardpb.Statement, id []byte) (*forwardpb.Result, uint64, *stmtError) {
+	var ledgerID []byte
+	if x.durable != nil {
+		if err := x.durable.ensure(ctx, c); err != nil {
+			return nil, 0, &stmtError{err: err, kind: kindConn}
+		}
+		ledgerID = id
+	}
+	res, lsnText, serr := x.pipeline(ctx, c, "", st, true, ledgerID)
+	if serr != nil && ledgerID != nil && serr.kind == kindPg && (serr.pg.Code == "25001" || serr.pg.Code == "25P01") {
+		// A statement that cannot share its transaction (VACUUM and the
+		// like) ran nothing: run it alone, without its ID.
+		res, lsnText, serr = x.pipeline(ctx, c, "", st, true, nil)
+	}
 	if serr != nil {
 		return nil, x.normalize(ctx, c, lsnText), serr
 	}
@@ -32,20 +44,24 @@ func (x *Executor) runAutocommit(ctx context.Context, c *pgx.Conn, st *forwardpb
 // beginWith runs BEGIN and a transaction's first statement in one round
 // trip.
 func (x *Executor) beginWith(ctx context.Context, c *pgx.Conn, begin string, st *forwardpb.Statement) (*forwardpb.Result, *stmtError) {
-	res, _, serr := x.pipeline(ctx, c, begin, st, false)
+	res, _, serr := x.pipeline(ctx, c, begin, st, false, nil)
 	return res, serr
 }
 
 // statement runs one statement inside the open transaction.
 func (x *Executor) statement(ctx context.Context, c *pgx.Conn, st *forwardpb.Statement) (*forwardpb.Result, *stmtError) {
-	res, _, serr := x.pipeline(ctx, c, "", st, false)
+	res, _, serr := x.pipeline(ctx, c, "", st, false, nil)
 	return res, serr
 }
 
 // pipeline sends [begin] statement Sync [LSN query Sync] in one write and
 // reads the answers. Results are asked for in the formats pgx's stdlib
 // driver uses, so that the client decodes exactly what stdlib would.
-func (x *Executor) pipeline(ctx context.Context, c *pgx.Conn, begin string, st *forwardpb.Statement, withLSN bool) (*forwardpb.Result, string, *stmtError) {
+//
+// ledgerID, for a lone statement under durable deduplication, is inserted
+// into the deduplication table first, in the statement's own transaction:
+// if an earlier attempt committed, that insert conflicts and nothing runs.
+func (x *Executor) pipeline(ctx context.Context, c *pgx.Conn, begin string, st *forwardpb.Statement, withLSN bool, ledgerID []byte) (*forwardpb.Result, string, *stmtError) {
 	args, err := decodeArgs(st.GetArgs())
 	if err != nil {
 		return nil, "", &stmtError{err: err, kind: kindBadArg}
@@ -57,7 +73,7 @@ func (x *Executor) pipeline(ctx context.Context, c *pgx.Conn, begin string, st *
 			// Not preparable, typically several statements: run it with
 			// the simple protocol, as pgx's Exec would. (A real syntax
 			// error fails there the same way.)
-			return x.simple(ctx, c, begin, st.GetSql(), withLSN)
+			return x.simple(ctx, c, begin, st.GetSql(), withLSN, ledgerID)
 		}
 		return nil, "", classify(err)
 	}
@@ -69,9 +85,14 @@ func (x *Executor) pipeline(ctx context.Context, c *pgx.Conn, begin string, st *
 		return nil, "", &stmtError{err: err, kind: kindBadArg}
 	}
 
-	var lsnSD *pgconn.StatementDescription
+	var lsnSD, ledgerSD *pgconn.StatementDescription
 	if withLSN {
 		if lsnSD, err = describe(ctx, c, lsnSQL); err != nil {
+			return nil, "", classify(err)
+		}
+	}
+	if ledgerID != nil {
+		if ledgerSD, err = describe(ctx, c, x.durable.insertSQL()); err != nil {
 			return nil, "", classify(err)
 		}
 	}
@@ -79,6 +100,9 @@ func (x *Executor) pipeline(ctx context.Context, c *pgx.Conn, begin string, st *
 	p := c.PgConn().StartPipeline(ctx)
 	if begin != "" {
 		p.SendQueryParams(begin, nil, nil, nil, nil)
+	}
+	if ledgerSD != nil {
+		p.SendQueryStatement(ledgerSD, [][]byte{ledgerID}, []int16{pgx.BinaryFormatCode}, nil)
 	}
 	p.SendQueryStatement(sd, eqb.ParamValues, eqb.ParamFormats, resultFormats(sd))
 	p.SendPipelineSync()
@@ -99,6 +123,15 @@ func (x *Executor) pipeline(ctx context.Context, c *pgx.Conn, begin string, st *
 	var stmtErr error
 	if begin != "" {
 		stmtErr = discardResult(p)
+	}
+	if ledgerSD != nil && stmtErr == nil {
+		if err := discardResult(p); err != nil {
+			p.Close()
+			if x.durable.isConflict(err) {
+				return x.earlier(ctx, c, ledgerID, err)
+			}
+			return nil, "", classify(err)
+		}
 	}
 	var res *forwardpb.Result
 	if stmtErr == nil {
@@ -153,12 +186,19 @@ const lsnSQL = `SELECT CASE WHEN current_setting('synchronous_commit') = 'off' T
 // simple runs argument-less SQL, possibly several statements, with the
 // simple protocol (after begin, when it opens a transaction), then reads
 // the insert LSN when the SQL ran in its own implicit transaction.
-func (x *Executor) simple(ctx context.Context, c *pgx.Conn, begin, sql string, withLSN bool) (*forwardpb.Result, string, *stmtError) {
+func (x *Executor) simple(ctx context.Context, c *pgx.Conn, begin, sql string, withLSN bool, ledgerID []byte) (*forwardpb.Result, string, *stmtError) {
 	q := sql
+	if ledgerID != nil {
+		// The simple protocol has no parameters; the ID is our own bytes.
+		q = fmt.Sprintf("INSERT INTO %s (id, committed) VALUES ('\\x%x', true);\n", x.durable.table, ledgerID) + q
+	}
 	if begin != "" {
-		q = begin + ";\n" + sql
+		q = begin + ";\n" + q
 	}
 	results, err := c.PgConn().Exec(ctx, q).ReadAll()
+	if err != nil && ledgerID != nil && x.durable.isConflict(err) {
+		return x.earlier(ctx, c, ledgerID, err)
+	}
 	if err != nil {
 		se := classify(err)
 		if se.kind == kindConn && withLSN {
@@ -180,6 +220,25 @@ func (x *Executor) simple(ctx context.Context, c *pgx.Conn, begin, sql string, w
 		return nil, "", &stmtError{err: fmt.Errorf("read commit LSN: %w", err), kind: kindConnInDoubt}
 	}
 	return res, text, nil
+}
+
+// earlier answers a lone statement whose request ID is already in the
+// deduplication table: an attempt this process never saw committed it (the
+// current LSN is at or past that commit), or a Resolve declared it not
+// committed (a tombstone), and it must not run now either.
+func (x *Executor) earlier(ctx context.Context, c *pgx.Conn, id []byte, conflict error) (*forwardpb.Result, string, *stmtError) {
+	done, err := x.durable.committedFlag(ctx, c, id)
+	if err != nil {
+		return nil, "", &stmtError{err: err, kind: kindConnInDoubt}
+	}
+	if !done {
+		return nil, "", &stmtError{err: conflict, kind: kindTombstoned}
+	}
+	var text string
+	if err := c.QueryRow(ctx, lsnSQL).Scan(&text); err != nil {
+		return nil, "", &stmtError{err: err, kind: kindConnInDoubt}
+	}
+	return nil, text, &stmtError{err: conflict, kind: kindCommittedEarlier}
 }
 
 // discardResult reads a result that carries nothing (BEGIN).

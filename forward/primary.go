@@ -57,6 +57,8 @@ const (
 	kindTooLargeCommitted                      // the result exceeded the limit after the statement committed
 	kindConn                                   // the primary connection failed; nothing committed
 	kindConnInDoubt                            // the primary connection failed; the statement may have committed
+	kindCommittedEarlier                       // durable deduplication: an earlier attempt committed it
+	kindTombstoned                             // durable deduplication: declared not committed by a Resolve
 )
 
 func classify(err error) *stmtError {
@@ -128,14 +130,34 @@ const commitSQL = `COMMIT; SELECT pg_current_wal_insert_lsn()::text`
 // in one round trip (a simple query of two statements: the SELECT runs
 // after COMMIT, outside the transaction). pg_current_wal_insert_lsn() read
 // after COMMIT returns is at or past the commit record.
-func (x *Executor) commit(ctx context.Context, c *pgx.Conn) (commitResult, *stmtError) {
-	results, err := c.PgConn().Exec(ctx, commitSQL).ReadAll()
+func (x *Executor) commit(ctx context.Context, c *pgx.Conn, id []byte) (commitResult, *stmtError) {
+	q, skip := commitSQL, 0
+	if x.durable != nil && id != nil {
+		if err := x.durable.ensure(ctx, c); err != nil {
+			return commitResult{}, &stmtError{err: err, kind: kindConn}
+		}
+		// The request ID commits with the transaction (see durable.go);
+		// the simple protocol has no parameters, and the ID is our bytes.
+		q, skip = fmt.Sprintf("INSERT INTO %s (id, committed) VALUES ('\\x%x', true); ", x.durable.table, id)+commitSQL, 1
+	}
+	results, err := c.PgConn().Exec(ctx, q).ReadAll()
 	if err != nil {
+		var pg *pgconn.PgError
+		if skip == 1 && (x.durable.isConflict(err) || errors.As(err, &pg) && pg.Code == "25P02") {
+			// A Resolve elsewhere declared the transaction not committed
+			// (a tombstone), or an earlier statement failed (what COMMIT
+			// alone would answer with ROLLBACK): it does not commit.
+			if _, rerr := c.PgConn().Exec(ctx, "ROLLBACK").ReadAll(); rerr != nil {
+				return commitResult{}, classify(rerr)
+			}
+			return commitResult{rolledBack: true}, nil
+		}
 		return commitResult{}, classify(err)
 	}
-	if len(results) != 2 {
-		return commitResult{}, &stmtError{err: fmt.Errorf("commit: %d results, want 2", len(results)), kind: kindConn}
+	if len(results) != 2+skip {
+		return commitResult{}, &stmtError{err: fmt.Errorf("commit: %d results, want %d", len(results), 2+skip), kind: kindConn}
 	}
+	results = results[skip:]
 	if results[0].CommandTag.String() == "ROLLBACK" {
 		// COMMIT of a transaction in which a statement failed.
 		return commitResult{rolledBack: true}, nil

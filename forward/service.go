@@ -86,7 +86,7 @@ func (x *Executor) admit(ctx context.Context, u *forwardpb.Unit) (e *ledgerEntry
 		return nil, false, err
 	}
 	now := time.Now()
-	if u.GetAttempt() > 1 && u.GetInstance() != x.instance && x.ledger.lookup(id, now) == nil {
+	if u.GetAttempt() > 1 && u.GetInstance() != x.instance && x.durable == nil && x.ledger.lookup(id, now) == nil {
 		// A retry of a unit this process has never seen, whose first
 		// attempt went to another instance (or to this node before a
 		// restart): running it could apply it twice.
@@ -228,7 +228,7 @@ func (x *Executor) exec(ctx context.Context, req *forwardpb.ExecRequest) (*forwa
 		return nil, err
 	}
 	defer release()
-	resp, state, lsn, err := x.runExec(ctx, c.Conn(), req.GetStatement())
+	resp, state, lsn, err := x.runExec(ctx, c.Conn(), req.GetStatement(), req.GetUnit().GetRequestId())
 	keep := proto.Message(resp)
 	if resp == nil || (state == notCommitted && ctx.Err() != nil) {
 		keep = nil // cancelled mid-way: a retry should run it
@@ -246,9 +246,10 @@ func (x *Executor) exec(ctx context.Context, req *forwardpb.ExecRequest) (*forwa
 	return resp, nil
 }
 
-// runExec runs one statement in its own transaction.
-func (x *Executor) runExec(ctx context.Context, c *pgx.Conn, st *forwardpb.Statement) (*forwardpb.ExecResponse, outcome, uint64, error) {
-	res, lsn, serr := x.runAutocommit(ctx, c, st)
+// runExec runs one statement in its own transaction; id is its request
+// ID, recorded with it under durable deduplication.
+func (x *Executor) runExec(ctx context.Context, c *pgx.Conn, st *forwardpb.Statement, id []byte) (*forwardpb.ExecResponse, outcome, uint64, error) {
+	res, lsn, serr := x.runAutocommit(ctx, c, st, id)
 	if serr == nil {
 		return &forwardpb.ExecResponse{Result: res, CommitLsn: lsn, Instance: x.instance}, committed, lsn, nil
 	}
@@ -258,6 +259,12 @@ func (x *Executor) runExec(ctx context.Context, c *pgx.Conn, st *forwardpb.State
 	case kindTooLargeCommitted:
 		setTrailer(ctx, trailer(outcomeCommitted, lsn))
 		return nil, committed, lsn, status.Errorf(codes.ResourceExhausted, "forward: the statement committed, but %v", serr.err)
+	case kindCommittedEarlier:
+		setTrailer(ctx, trailer(outcomeCommitted, lsn))
+		return nil, committed, lsn, status.Errorf(codes.AlreadyExists, "forward: an earlier attempt of this request committed (at most LSN %d); its result is not available here", lsn)
+	case kindTombstoned:
+		setTrailer(ctx, trailer(outcomeNotRun, 0))
+		return nil, notCommitted, 0, status.Error(codes.Aborted, "forward: this request was declared not committed (Resolve); it will not run")
 	case kindConnInDoubt:
 		return nil, unknown, 0, status.Errorf(codes.Unavailable, "forward: in doubt: primary connection failed after the statement was sent: %v", serr.err)
 	}
@@ -330,6 +337,9 @@ func (s *service) Resolve(ctx context.Context, req *forwardpb.ResolveRequest) (*
 	}
 	resp := &forwardpb.ResolveResponse{Instance: x.instance}
 	e := x.ledger.lookup(id, time.Now())
+	if e == nil && x.durable != nil && x.pool != nil {
+		return x.resolveDurable(ctx, []byte(id), resp)
+	}
 	if e == nil {
 		if req.GetUnit().GetInstance() == x.instance {
 			// Every unit this process received within the window is in the
@@ -356,5 +366,30 @@ func (s *service) Resolve(ctx context.Context, req *forwardpb.ResolveRequest) (*
 	default:
 		resp.Outcome = forwardpb.ResolveResponse_OUTCOME_UNKNOWN
 	}
+	return resp, nil
+}
+
+// resolveDurable answers Resolve for an ID this process does not hold,
+// from the deduplication table.
+func (x *Executor) resolveDurable(ctx context.Context, id []byte, resp *forwardpb.ResolveResponse) (*forwardpb.ResolveResponse, error) {
+	c, err := x.pool.Acquire(ctx)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "forward: primary unreachable: %v", err)
+	}
+	defer c.Release()
+	done, err := x.durable.resolve(ctx, c.Conn(), id)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "forward: resolve from the deduplication table: %v", err)
+	}
+	if !done {
+		resp.Outcome = forwardpb.ResolveResponse_OUTCOME_NOT_COMMITTED
+		return resp, nil
+	}
+	// The commit's own LSN is not kept; the current one is at or past it.
+	var text string
+	if err := c.QueryRow(ctx, lsnSQL).Scan(&text); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "forward: read LSN: %v", err)
+	}
+	resp.Outcome, resp.CommitLsn = forwardpb.ResolveResponse_OUTCOME_COMMITTED, x.normalize(ctx, c.Conn(), text)
 	return resp, nil
 }

@@ -205,7 +205,7 @@ func (t *txRun) commit(ctx context.Context, res *forwardpb.Result) error {
 	x := t.x
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
 	defer cancel()
-	cr, serr := x.commit(cctx, t.conn)
+	cr, serr := x.commit(cctx, t.conn, []byte(t.entry.id))
 	t.ended = true
 	switch {
 	case serr != nil && serr.kind == kindPg:
