@@ -112,6 +112,7 @@ type Config struct {
 //	FLYPG_AWAIT_TIMEOUT   AwaitTimeout (a Go duration, e.g. 5s)
 //	FLYPG_RPC_TIMEOUT     RPCTimeout
 //	FLYPG_INSECURE        Insecure ("true")
+//	FLYPG_DURABLE_DEDUP   Executor.DurableDedup ("true")
 //
 // Malformed values are reported by New's Initialize, not ignored.
 func ConfigFromEnv() Config {
@@ -124,6 +125,7 @@ func ConfigFromEnv() Config {
 		PrimaryDSN:    os.Getenv("FLYPG_PRIMARY_DSN"),
 		Insecure:      os.Getenv("FLYPG_INSECURE") == "true",
 	}
+	c.Executor.DurableDedup = os.Getenv("FLYPG_DURABLE_DEDUP") == "true"
 	var errs []error
 	if v := os.Getenv("FLYPG_PORT"); v != "" {
 		p, err := strconv.Atoi(v)

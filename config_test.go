@@ -70,11 +70,12 @@ func TestConfigFromEnv(t *testing.T) {
 	t.Setenv("FLYPG_PORT", "6000")
 	t.Setenv("FLYPG_AWAIT_TIMEOUT", "2s")
 	t.Setenv("FLYPG_RPC_TIMEOUT", "750ms")
+	t.Setenv("FLYPG_DURABLE_DEDUP", "true")
 	c, err := ConfigFromEnv().resolve()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Region != "syd" || c.PrimaryRegion != "iad" || c.Port != 6000 || c.AwaitTimeout != 2*time.Second || c.RPCTimeout != 750*time.Millisecond || c.PrimaryAddr != "dns:///iad.shop.internal:6000" {
+	if c.Region != "syd" || c.PrimaryRegion != "iad" || c.Port != 6000 || c.AwaitTimeout != 2*time.Second || c.RPCTimeout != 750*time.Millisecond || c.PrimaryAddr != "dns:///iad.shop.internal:6000" || !c.Executor.DurableDedup {
 		t.Fatalf("config from env: %+v", c)
 	}
 	if strings.Contains(strings.ToLower(strings.Join([]string{c.PrimaryAddr, c.AppName}, " ")), "env") {

@@ -2,8 +2,11 @@ package forward_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -12,11 +15,12 @@ import (
 
 	"github.com/flypg/flypg/forward"
 	"github.com/flypg/flypg/forward/forwardpb"
+	"github.com/flypg/flypg/pgtest"
 )
 
 // secondExecutor starts another executor on the same primary, as a restart
 // of the first or a second instance behind the same dns:/// name.
-func (e *env) secondExecutor(t *testing.T, cfg forward.ExecutorConfig) (forwardpb.ExecutorClient, *forward.Executor) {
+func (e *env) secondExecutor(t *testing.T, cfg forward.ExecutorConfig) (forwardpb.ExecutorClient, string) {
 	t.Helper()
 	x, err := forward.NewExecutor(context.Background(), cfg)
 	if err != nil {
@@ -29,7 +33,7 @@ func (e *env) secondExecutor(t *testing.T, cfg forward.ExecutorConfig) (forwardp
 	done := make(chan error, 1)
 	go func() { done <- x.Serve(lis) }()
 	t.Cleanup(func() { x.Close(); <-done })
-	return rawClient(t, lis.Addr().String(), secret), x
+	return rawClient(t, lis.Addr().String(), secret), lis.Addr().String()
 }
 
 func TestDurableDedup(t *testing.T) {
@@ -109,5 +113,103 @@ func TestDurableDedup(t *testing.T) {
 	}
 	if _, err := forward.NewExecutor(context.Background(), forward.ExecutorConfig{AllowUnauthenticated: true, DurableDedup: true, DedupTable: "bad name"}); err == nil {
 		t.Fatal("a table name that is not an identifier was accepted")
+	}
+}
+
+// TestDurableDedupSettlesBrokenPrimaryConnection breaks the executor's
+// primary connection while a statement runs on it, after it was sent:
+// the executor cannot know whether it committed. Without durable
+// deduplication that is in doubt; with it the client's retry carries the
+// same ID, whose row settles it: the write is reported committed (or runs
+// then, if the first attempt did not commit), and is there once.
+func TestDurableDedupSettlesBrokenPrimaryConnection(t *testing.T) {
+	e := startEnv(t)
+	for _, tc := range []struct {
+		durable bool
+		want    string
+	}{
+		{false, "in doubt"},
+		{true, "committed"},
+	} {
+		t.Run(tc.want, func(t *testing.T) {
+			link, err := pgtest.NewLink("executor-primary", e.cluster.Primary.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { link.Close() })
+			dsn := fmt.Sprintf("postgres://postgres@%s/postgres?sslmode=disable", link.Addr())
+			_, addr := e.secondExecutor(t, forward.ExecutorConfig{DSN: dsn, Secret: secret, DurableDedup: tc.durable})
+			c, err := forward.NewClient(forward.ClientConfig{Target: addr, Secret: secret, Timeout: 5 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+			db := c.OpenDB()
+			t.Cleanup(func() { db.Close() })
+
+			name := "broken-" + tc.want
+			done := make(chan error, 1)
+			go func() {
+				// Break the link once the statement is running on the primary.
+				deadline := time.Now().Add(5 * time.Second)
+				for {
+					var n int
+					if err := e.primary.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%pg_sleep(0.3)%' AND pid <> pg_backend_pid()`).Scan(&n); err != nil {
+						done <- err
+						return
+					}
+					if n > 0 {
+						break
+					}
+					if time.Now().After(deadline) {
+						done <- errors.New("the statement never ran")
+						return
+					}
+					time.Sleep(time.Millisecond)
+				}
+				if err := link.ResetPeer(); err != nil {
+					done <- err
+					return
+				}
+				done <- link.Clear()
+			}()
+			ctx, rcpt := forward.WithReceipt(context.Background())
+			_, err = db.ExecContext(ctx, `INSERT INTO items (name) SELECT $1 FROM pg_sleep(0.3)`, name)
+			if lerr := <-done; lerr != nil {
+				t.Fatal(lerr)
+			}
+			var ce *forward.CommittedError
+			switch {
+			case !tc.durable:
+				if !errors.Is(err, forward.ErrInDoubt) {
+					t.Fatalf("without durable deduplication: %v, want ErrInDoubt", err)
+				}
+			case err == nil || errors.As(err, &ce):
+				if rcpt.RPCs() < 2 {
+					t.Fatalf("%d round trips: the connection did not break mid-statement, the test proved nothing", rcpt.RPCs())
+				}
+			default:
+				t.Fatalf("with durable deduplication: %v, want success or a *CommittedError", err)
+			}
+			// The primary finishes the statement on its own; wait for it
+			// to be gone before counting.
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				var n int
+				if err := e.primary.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(0.3)%' AND state = 'active' AND pid <> pg_backend_pid()`).Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				if n == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("the statement is still running")
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			if n := e.count(t, "name = $1", name); n > 1 || (tc.durable && n != 1) {
+				t.Fatalf("%d rows, want 1", n)
+			}
+		})
 	}
 }

@@ -37,6 +37,11 @@ const (
 	committed            // committed at lsn
 	notCommitted         // failed or rolled back
 	unknown              // the primary connection broke during COMMIT
+	// recorded: the connection broke, but the unit's request ID went with
+	// it into the durable deduplication table, which settles the outcome:
+	// a retry runs it again (the ID's insert waits for, then refuses, a
+	// first attempt that committed) and Resolve asks the table.
+	recorded
 )
 
 type ledgerEntry struct {
@@ -46,6 +51,9 @@ type ledgerEntry struct {
 	answer   proto.Message // the reply to replay, if kept
 	finished time.Time
 	done     chan struct{} // closed when state leaves running
+	// was is the state a re-run started from: a re-run of a recorded
+	// entry that learns nothing leaves it recorded, never "not committed".
+	was outcome
 }
 
 var errLedgerFull = errors.New("too many recent units held for deduplication")
@@ -69,13 +77,15 @@ func newLedger(window time.Duration, maxEntries, maxReplay int) *ledger {
 // known and its unit may have had an effect (running, committed, unknown,
 // or failed with a kept answer) it returns that entry with fresh == false:
 // the caller must not run the unit again. An entry that finished without
-// committing and without a kept answer is run again.
+// committing and without a kept answer, or whose outcome the durable table
+// settles, is run again.
 func (l *ledger) begin(id string, now time.Time) (e *ledgerEntry, fresh bool, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.expire(now)
 	if e, ok := l.entries[id]; ok {
-		if e.state == notCommitted && e.answer == nil {
+		if (e.state == notCommitted && e.answer == nil) || e.state == recorded {
+			e.was = e.state
 			e.state = running
 			e.done = make(chan struct{})
 			return e, true, nil
@@ -110,6 +120,9 @@ func (l *ledger) finish(e *ledgerEntry, state outcome, lsn uint64, answer proto.
 		return
 	}
 	requeue := !e.finished.IsZero() // a re-run entry is already queued
+	if e.was == recorded && state == notCommitted && answer == nil {
+		state = recorded
+	}
 	e.state, e.lsn, e.answer, e.finished = state, lsn, answer, now
 	close(e.done)
 	if !requeue {
@@ -126,6 +139,9 @@ func (l *ledger) forget(e *ledgerEntry, now time.Time) {
 		return
 	}
 	e.state = notCommitted
+	if e.was == recorded {
+		e.state = recorded // the earlier attempt is still unsettled
+	}
 	close(e.done)
 	if e.finished.IsZero() && l.entries[e.id] == e {
 		delete(l.entries, e.id) // never queued: nothing else refers to it

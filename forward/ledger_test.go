@@ -66,3 +66,36 @@ func TestLedger(t *testing.T) {
 		t.Fatal("an answer over MaxReplayBytes was kept")
 	}
 }
+
+// TestLedgerRecorded: a unit whose outcome the durable table settles runs
+// again on a retry, and a re-run that learns nothing (refused, or failed
+// without an answer) leaves it recorded, never "not committed".
+func TestLedgerRecorded(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	for _, tc := range []struct {
+		name  string
+		end   func(l *ledger, e *ledgerEntry)
+		state outcome
+	}{
+		{"refused before running", func(l *ledger, e *ledgerEntry) { l.forget(e, t0) }, recorded},
+		{"failed with no answer", func(l *ledger, e *ledgerEntry) { l.finish(e, notCommitted, 0, nil, t0) }, recorded},
+		{"failed with PostgreSQL's answer", func(l *ledger, e *ledgerEntry) {
+			l.finish(e, notCommitted, 0, &forwardpb.ExecResponse{Error: &forwardpb.PgError{Code: "23505"}}, t0)
+		}, notCommitted},
+		{"committed", func(l *ledger, e *ledgerEntry) { l.finish(e, committed, 9, nil, t0) }, committed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newLedger(time.Minute, 10, 1024)
+			e, _, _ := l.begin("r", t0)
+			l.finish(e, recorded, 0, nil, t0)
+			again, fresh, err := l.begin("r", t0)
+			if err != nil || !fresh || again != e {
+				t.Fatalf("retry of a recorded unit: fresh=%v err=%v, want it to run", fresh, err)
+			}
+			tc.end(l, again)
+			if got := l.lookup("r", t0); got == nil || got.state != tc.state {
+				t.Fatalf("after the re-run: %v, want state %v", got, tc.state)
+			}
+		})
+	}
+}

@@ -57,8 +57,11 @@ func TestLostReplyAfterCommit(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		run  func(ctx context.Context, tx *sql.Tx, name string) (int64, error)
+		// resultGone: the result is over MaxReplayBytes, so the executor
+		// cannot give it again: the answer must be a *CommittedError.
+		resultGone bool
 	}{
-		{"last statement", func(ctx context.Context, tx *sql.Tx, name string) (int64, error) {
+		{name: "last statement", run: func(ctx context.Context, tx *sql.Tx, name string) (int64, error) {
 			var id int64
 			err := tx.QueryRowContext(forward.LastStatement(ctx), `INSERT INTO items (name) VALUES ($1) RETURNING id`, name).Scan(&id)
 			if err != nil {
@@ -66,7 +69,13 @@ func TestLostReplyAfterCommit(t *testing.T) {
 			}
 			return id, tx.Commit()
 		}},
-		{"explicit commit", func(ctx context.Context, tx *sql.Tx, name string) (int64, error) {
+		{name: "last statement, result not kept", resultGone: true, run: func(ctx context.Context, tx *sql.Tx, name string) (int64, error) {
+			var id int64
+			var pad string
+			err := tx.QueryRowContext(forward.LastStatement(ctx), `INSERT INTO items (name) VALUES ($1) RETURNING id, repeat('x', 32768)`, name).Scan(&id, &pad)
+			return id, err
+		}},
+		{name: "explicit commit", run: func(ctx context.Context, tx *sql.Tx, name string) (int64, error) {
 			var id int64
 			if err := tx.QueryRowContext(ctx, `INSERT INTO items (name) VALUES ($1) RETURNING id`, name).Scan(&id); err != nil {
 				return 0, err
@@ -100,9 +109,17 @@ func TestLostReplyAfterCommit(t *testing.T) {
 					t.Fatal("no RETURNING result after the reply was lost")
 				}
 			case errors.As(err, &ce):
-				// Committed, result not available: still truthful.
+				// Committed, result not available: still truthful. A
+				// rollback now (GORM's reaction to the error) says
+				// committed too, typed, not just "already committed".
+				if rerr := tx.Rollback(); !errors.As(rerr, new(*forward.CommittedError)) {
+					t.Fatalf("rollback after a CommittedError: %v, want a *CommittedError", rerr)
+				}
 			default:
 				t.Fatalf("lost reply after a commit reported as %v", err)
+			}
+			if tc.resultGone && ce == nil {
+				t.Fatalf("err = %v, want a *CommittedError: the result was too large to keep", err)
 			}
 			if errors.Is(err, forward.ErrTxAborted) {
 				t.Fatal("a committed transaction reported as aborted")

@@ -24,16 +24,17 @@ import (
 func (x *Executor) runAutocommit(ctx context.Context, c *pgx.Conn, st *forwardpb.Statement, id []byte) (*forwardpb.Result, uint64, *stmtError) {
 	var ledgerID []byte
 	if x.durable != nil {
-		if err := x.durable.ensure(ctx, c); err != nil {
-			return nil, 0, &stmtError{err: err, kind: kindConn}
-		}
 		ledgerID = id
 	}
 	res, lsnText, serr := x.pipeline(ctx, c, "", st, true, ledgerID)
 	if serr != nil && ledgerID != nil && serr.kind == kindPg && (serr.pg.Code == "25001" || serr.pg.Code == "25P01") {
 		// A statement that cannot share its transaction (VACUUM and the
 		// like) ran nothing: run it alone, without its ID.
+		ledgerID = nil
 		res, lsnText, serr = x.pipeline(ctx, c, "", st, true, nil)
+	}
+	if serr != nil && serr.kind == kindConnInDoubt && ledgerID != nil {
+		serr.kind = kindConnRecorded
 	}
 	if serr != nil {
 		return nil, x.normalize(ctx, c, lsnText), serr
@@ -130,7 +131,14 @@ func (x *Executor) pipeline(ctx context.Context, c *pgx.Conn, begin string, st *
 			if x.durable.isConflict(err) {
 				return x.earlier(ctx, c, ledgerID, err)
 			}
-			return nil, "", classify(err)
+			se := classify(err)
+			switch se.kind {
+			case kindPg:
+				se.kind = kindLedgerFailed
+			case kindConn:
+				se.kind = kindConnInDoubt // the statement was sent after it
+			}
+			return nil, "", se
 		}
 	}
 	var res *forwardpb.Result
@@ -187,10 +195,11 @@ const lsnSQL = `SELECT CASE WHEN current_setting('synchronous_commit') = 'off' T
 // simple protocol (after begin, when it opens a transaction), then reads
 // the insert LSN when the SQL ran in its own implicit transaction.
 func (x *Executor) simple(ctx context.Context, c *pgx.Conn, begin, sql string, withLSN bool, ledgerID []byte) (*forwardpb.Result, string, *stmtError) {
-	q := sql
+	q, prefix := sql, ""
 	if ledgerID != nil {
 		// The simple protocol has no parameters; the ID is our own bytes.
-		q = fmt.Sprintf("INSERT INTO %s (id, committed) VALUES ('\\x%x', true);\n", x.durable.table, ledgerID) + q
+		prefix = fmt.Sprintf("INSERT INTO %s (id, committed) VALUES ('\\x%x', true);\n", x.durable.table, ledgerID)
+		q = prefix + q
 	}
 	if begin != "" {
 		q = begin + ";\n" + q
@@ -203,6 +212,9 @@ func (x *Executor) simple(ctx context.Context, c *pgx.Conn, begin, sql string, w
 		se := classify(err)
 		if se.kind == kindConn && withLSN {
 			se.kind = kindConnInDoubt
+		}
+		if se.kind == kindPg && prefix != "" && !fromStatement(se.pg, x.durable.table, len(prefix)) {
+			se.kind = kindLedgerFailed
 		}
 		return nil, "", se
 	}
@@ -220,6 +232,13 @@ func (x *Executor) simple(ctx context.Context, c *pgx.Conn, begin, sql string, w
 		return nil, "", &stmtError{err: fmt.Errorf("read commit LSN: %w", err), kind: kindConnInDoubt}
 	}
 	return res, text, nil
+}
+
+// fromStatement reports whether a PostgreSQL error of SQL run after the
+// ID's insert (prefixLen bytes) surely came from that SQL, not the insert:
+// it points into the SQL, or names another table.
+func fromStatement(pg *pgconn.PgError, table string, prefixLen int) bool {
+	return int(pg.Position) > prefixLen || (pg.TableName != "" && pg.TableName != table)
 }
 
 // earlier answers a lone statement whose request ID is already in the

@@ -57,6 +57,8 @@ const (
 	kindTooLargeCommitted                      // the result exceeded the limit after the statement committed
 	kindConn                                   // the primary connection failed; nothing committed
 	kindConnInDoubt                            // the primary connection failed; the statement may have committed
+	kindConnRecorded                           // as kindConnInDoubt, but the request ID went with it: the durable table settles it
+	kindLedgerFailed                           // durable deduplication: the ID's insert failed (pg set); nothing ran now, but an earlier attempt may have
 	kindCommittedEarlier                       // durable deduplication: an earlier attempt committed it
 	kindTombstoned                             // durable deduplication: declared not committed by a Resolve
 )
@@ -133,9 +135,6 @@ const commitSQL = `COMMIT; SELECT pg_current_wal_insert_lsn()::text`
 func (x *Executor) commit(ctx context.Context, c *pgx.Conn, id []byte) (commitResult, *stmtError) {
 	q, skip := commitSQL, 0
 	if x.durable != nil && id != nil {
-		if err := x.durable.ensure(ctx, c); err != nil {
-			return commitResult{}, &stmtError{err: err, kind: kindConn}
-		}
 		// The request ID commits with the transaction (see durable.go);
 		// the simple protocol has no parameters, and the ID is our bytes.
 		q, skip = fmt.Sprintf("INSERT INTO %s (id, committed) VALUES ('\\x%x', true); ", x.durable.table, id)+commitSQL, 1

@@ -187,6 +187,17 @@ func (x *Executor) startUnit(ctx context.Context, e *ledgerEntry) (release func(
 		}
 		return nil, nil, status.Errorf(codes.Unavailable, "forward: primary unreachable: %v", err)
 	}
+	if x.durable != nil {
+		// On the unit's connection before it opens a transaction, so that
+		// the table never depends on the unit committing.
+		if err := x.durable.ensure(ctx, c.Conn()); err != nil {
+			c.Release()
+			x.releaseSlot()
+			x.ledger.forget(e, time.Now())
+			setTrailer(ctx, trailer(outcomeNotRun, 0))
+			return nil, nil, status.Errorf(codes.Unavailable, "forward: %v", err)
+		}
+	}
 	return func() { c.Release(); x.releaseSlot() }, c, nil
 }
 
@@ -228,7 +239,7 @@ func (x *Executor) exec(ctx context.Context, req *forwardpb.ExecRequest) (*forwa
 		return nil, err
 	}
 	defer release()
-	resp, state, lsn, err := x.runExec(ctx, c.Conn(), req.GetStatement(), req.GetUnit().GetRequestId())
+	resp, state, lsn, err := x.runExec(ctx, c.Conn(), req.GetStatement(), req.GetUnit())
 	keep := proto.Message(resp)
 	if resp == nil || (state == notCommitted && ctx.Err() != nil) {
 		keep = nil // cancelled mid-way: a retry should run it
@@ -246,12 +257,21 @@ func (x *Executor) exec(ctx context.Context, req *forwardpb.ExecRequest) (*forwa
 	return resp, nil
 }
 
-// runExec runs one statement in its own transaction; id is its request
-// ID, recorded with it under durable deduplication.
-func (x *Executor) runExec(ctx context.Context, c *pgx.Conn, st *forwardpb.Statement, id []byte) (*forwardpb.ExecResponse, outcome, uint64, error) {
-	res, lsn, serr := x.runAutocommit(ctx, c, st, id)
+// runExec runs one statement in its own transaction; its request ID is
+// recorded with it under durable deduplication.
+func (x *Executor) runExec(ctx context.Context, c *pgx.Conn, st *forwardpb.Statement, u *forwardpb.Unit) (*forwardpb.ExecResponse, outcome, uint64, error) {
+	res, lsn, serr := x.runAutocommit(ctx, c, st, u.GetRequestId())
 	if serr == nil {
 		return &forwardpb.ExecResponse{Result: res, CommitLsn: lsn, Instance: x.instance}, committed, lsn, nil
+	}
+	if x.durable != nil && u.GetAttempt() > 1 && (serr.kind == kindConn || serr.kind == kindLedgerFailed) {
+		// This attempt ran nothing, but it did not learn whether an
+		// earlier one committed (its ID's insert did not get through):
+		// only the table can say.
+		serr.kind = kindConnRecorded
+	}
+	if serr.kind == kindLedgerFailed {
+		serr.kind = kindPg // the first attempt: the insert's error is the answer
 	}
 	switch serr.kind {
 	case kindPg:
@@ -267,6 +287,10 @@ func (x *Executor) runExec(ctx context.Context, c *pgx.Conn, st *forwardpb.State
 		return nil, notCommitted, 0, status.Error(codes.Aborted, "forward: this request was declared not committed (Resolve); it will not run")
 	case kindConnInDoubt:
 		return nil, unknown, 0, status.Errorf(codes.Unavailable, "forward: in doubt: primary connection failed after the statement was sent: %v", serr.err)
+	case kindConnRecorded:
+		// No outcome trailer: the client asks again with the same ID, and
+		// the ID's row decides whether it runs.
+		return nil, recorded, 0, status.Errorf(codes.Unavailable, "forward: primary connection failed after the statement was sent; a retry with its request ID settles it: %v", serr.err)
 	}
 	return nil, notCommitted, 0, statusOf(serr)
 }
@@ -339,6 +363,11 @@ func (s *service) Resolve(ctx context.Context, req *forwardpb.ResolveRequest) (*
 	e := x.ledger.lookup(id, time.Now())
 	if e == nil && x.durable != nil && x.pool != nil {
 		return x.resolveDurable(ctx, []byte(id), resp)
+	}
+	if e != nil && x.durable != nil && x.pool != nil {
+		if err := e.wait(ctx); err == nil && e.state == recorded {
+			return x.resolveDurable(ctx, []byte(id), resp)
+		}
 	}
 	if e == nil {
 		if req.GetUnit().GetInstance() == x.instance {

@@ -217,6 +217,11 @@ func (t *txRun) commit(ctx context.Context, res *forwardpb.Result) error {
 		x.ledger.finish(t.entry, notCommitted, 0, nil, time.Now())
 		t.stream.SetTrailer(trailer(outcomeNotRun, 0))
 		return status.Errorf(codes.Unavailable, "forward: primary connection lost before COMMIT; the transaction rolled back: %v", serr.err)
+	case serr != nil && x.durable != nil:
+		// The request ID went with COMMIT: no outcome trailer, so the
+		// client asks Resolve, which reads the ID's row.
+		x.ledger.finish(t.entry, recorded, 0, nil, time.Now())
+		return status.Errorf(codes.Unavailable, "forward: primary connection failed during COMMIT; its request ID settles the outcome: %v", serr.err)
 	case serr != nil:
 		x.ledger.finish(t.entry, unknown, 0, nil, time.Now())
 		t.stream.SetTrailer(trailer(outcomeUnknown, 0))

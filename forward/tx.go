@@ -437,6 +437,13 @@ func (t *clientTx) Commit() error {
 func (t *clientTx) Rollback() error {
 	defer t.done()
 	if t.committed {
+		var ce *CommittedError
+		if errors.As(t.broken, &ce) {
+			// The last statement already failed with "committed"; say so
+			// again, typed: callers such as GORM keep only the last
+			// error's type when they join a statement's and a rollback's.
+			return t.broken
+		}
 		return t.fail("rollback", ErrAlreadyCommitted, nil)
 	}
 	if t.broken != nil || t.stream == nil {

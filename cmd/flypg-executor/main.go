@@ -40,6 +40,7 @@ func run() error {
 		maxConc  = flag.Int("max-concurrent", 0, "units run at once (0: the pool's size)")
 		insecure = flag.Bool("insecure", false, "serve without a secret (loopback only)")
 		debug    = flag.Bool("debug", false, "log each unit")
+		durable  = flag.Bool("durable-dedup", os.Getenv("FLYPG_DURABLE_DEDUP") == "true", "record committed request IDs on the primary, for exactly-once across restarts and instances (default $FLYPG_DURABLE_DEDUP)")
 	)
 	flag.Parse()
 	if *dsn == "" {
@@ -59,6 +60,7 @@ func run() error {
 		AllowUnauthenticated: *insecure,
 		StatementTimeout:     *stmt,
 		MaxConcurrent:        *maxConc,
+		DurableDedup:         *durable,
 		Logger:               log,
 	})
 	if err != nil {

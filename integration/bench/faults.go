@@ -44,7 +44,7 @@ const faultsStallLimit = faultsRPCTimeout + faultsAwaitTimeout + time.Second
 
 func runFaults(ctx context.Context, o options) (results, error) {
 	plan := faultsPlanFor(o.quick)
-	e, err := startFaultsEnv(ctx, plan.writers)
+	e, err := startFaultsEnv(ctx, plan.writers, o.durableDedup)
 	if err != nil {
 		return nil, err
 	}
@@ -58,7 +58,14 @@ func runFaults(ctx context.Context, o options) (results, error) {
 		return nil, err
 	}
 	o.logf("faults: load done; auditing the primary")
-	return e.audit(ctx, o, plan, logs, inj)
+	r, err := e.audit(ctx, o, plan, logs, inj)
+	if r != nil {
+		r["durable_dedup"] = 0
+		if o.durableDedup {
+			r["durable_dedup"] = 1
+		}
+	}
+	return r, err
 }
 
 // warmUp makes a few writes with no fault, which must all succeed: the

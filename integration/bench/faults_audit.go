@@ -258,9 +258,14 @@ func (t *writeTally) logProblems(o options, events []faultEvent) {
 
 // logInDoubt summarises the in-doubt writes by the faults they met and by
 // what became of them: in doubt is legitimate when the executor that ran
-// a unit is gone, suspicious when only a short reset happened.
+// a unit is gone, suspicious when only a short reset happened. Each group
+// shows one of its errors.
 func logInDoubt(o options, logs []*writerLog, counts map[string]int, events []faultEvent) {
-	by := map[string]int{}
+	type group struct {
+		n       int
+		example error
+	}
+	by := map[string]*group{}
 	for _, l := range logs {
 		for _, rec := range l.recs {
 			if rec.out != outInDoubt && rec.out != outUnclassified {
@@ -280,11 +285,15 @@ func logInDoubt(o options, logs []*writerLog, counts map[string]int, events []fa
 			if len(names) == 0 {
 				names = []string{"no fault"}
 			}
-			by[fmt.Sprintf("%s during %s", state, strings.Join(names, "+"))]++
+			k := fmt.Sprintf("%s during %s", state, strings.Join(names, "+"))
+			if by[k] == nil {
+				by[k] = &group{example: rec.err}
+			}
+			by[k].n++
 		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(by)) {
-		o.logf("faults: in doubt, %s: %d", k, by[k])
+		o.logf("faults: in doubt, %s: %d (e.g. %v)", k, by[k].n, by[k].example)
 	}
 }
 

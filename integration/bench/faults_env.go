@@ -15,6 +15,7 @@ import (
 	"gorm.io/gorm/logger"
 
 	"github.com/flypg/flypg"
+	"github.com/flypg/flypg/forward"
 	"github.com/flypg/flypg/pgtest"
 )
 
@@ -61,6 +62,7 @@ type faultsEnv struct {
 	execLink *pgtest.Link // replica-region app to the executor
 	execAddr string       // where every executor instance listens
 	conns    int          // primary connections per executor instance
+	durable  bool         // executors deduplicate durably
 
 	exec *faultsExecutor // the current primary-region app; swapped only by the injector
 
@@ -69,7 +71,7 @@ type faultsEnv struct {
 	appSQL  *sql.DB
 }
 
-func startFaultsEnv(ctx context.Context, writers int) (*faultsEnv, error) {
+func startFaultsEnv(ctx context.Context, writers int, durable bool) (*faultsEnv, error) {
 	c, err := pgtest.Start(ctx, pgtest.Options{
 		Replicas: 1, ReplicationLinks: true,
 		Settings: map[string]string{"max_connections": "200"},
@@ -77,7 +79,7 @@ func startFaultsEnv(ctx context.Context, writers int) (*faultsEnv, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &faultsEnv{cluster: c, replLink: c.ReplicationLink(0), conns: writers}
+	e := &faultsEnv{cluster: c, replLink: c.ReplicationLink(0), conns: writers, durable: durable}
 	fail := func(err error) (*faultsEnv, error) { e.close(); return nil, err }
 	if e.admin, _, err = openPlainGORM(c.Primary.DSN("")); err != nil {
 		return fail(err)
@@ -93,7 +95,7 @@ func startFaultsEnv(ctx context.Context, writers int) (*faultsEnv, error) {
 		return fail(err)
 	}
 	e.execAddr = lis.Addr().String()
-	if e.exec, err = startFaultsExecutor(lis, c.Primary.DSN(""), e.conns); err != nil {
+	if e.exec, err = startFaultsExecutor(lis, c.Primary.DSN(""), e.conns, e.durable); err != nil {
 		return fail(fmt.Errorf("primary region: %w", err))
 	}
 	if e.execLink, err = pgtest.NewLink("syd-executor", e.execAddr); err != nil {
@@ -172,7 +174,7 @@ func (e *faultsEnv) restartExecutor(ctx context.Context, down time.Duration) err
 	if err != nil {
 		return err
 	}
-	x, err := startFaultsExecutor(lis, e.cluster.Primary.DSN(""), e.conns)
+	x, err := startFaultsExecutor(lis, e.cluster.Primary.DSN(""), e.conns, e.durable)
 	if err != nil {
 		return err
 	}
@@ -202,7 +204,7 @@ type faultsExecutor struct {
 	stopOnce sync.Once
 }
 
-func startFaultsExecutor(lis net.Listener, dsn string, conns int) (*faultsExecutor, error) {
+func startFaultsExecutor(lis net.Listener, dsn string, conns int, durable bool) (*faultsExecutor, error) {
 	db, s, err := openPlainGORM(dsn)
 	if err != nil {
 		lis.Close()
@@ -214,6 +216,7 @@ func startFaultsExecutor(lis net.Listener, dsn string, conns int) (*faultsExecut
 		// A connection per writer: ErrBusy should come from faults, not
 		// from a pool smaller than the load.
 		PrimaryDSN: dsn + fmt.Sprintf("&pool_max_conns=%d", conns),
+		Executor:   forward.ExecutorConfig{DurableDedup: durable},
 	})
 	if err := db.Use(x.plug); err != nil {
 		lis.Close()

@@ -184,7 +184,7 @@ func (in *injector) clearAll() error {
 	if e.exec == nil {
 		lis, err := listenAgain(e.execAddr)
 		if err == nil {
-			e.exec, err = startFaultsExecutor(lis, e.cluster.Primary.DSN(""), e.conns)
+			e.exec, err = startFaultsExecutor(lis, e.cluster.Primary.DSN(""), e.conns, e.durable)
 		}
 		errs = append(errs, err)
 	}

@@ -33,7 +33,9 @@ type options struct {
 	quick bool          // fewer cycles, for smoke tests
 	out   string        // the output directory, for suites that write more than NAME.json
 	rtt   time.Duration // round-trip time of simulated cross-region links (peers)
-	logf  func(format string, args ...any)
+	// durableDedup turns on the executor's durable deduplication (faults).
+	durableDedup bool
+	logf         func(format string, args ...any)
 }
 
 func suites() map[string]suite {
@@ -52,6 +54,7 @@ func main() {
 		quick   = flag.Bool("quick", false, "fewer cycles (smoke test, figures not representative)")
 		cpuProf = flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
 		rtt     = flag.Duration("rtt", 20*time.Millisecond, "round-trip time added to every simulated cross-region link (peers)")
+		durable = flag.Bool("durable-dedup", false, "the executor records committed request IDs on the primary (faults)")
 	)
 	flag.Parse()
 	s, ok := suites()[*name]
@@ -61,7 +64,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	o := options{quick: *quick, out: *out, rtt: *rtt, logf: func(format string, args ...any) {
+	o := options{quick: *quick, out: *out, rtt: *rtt, durableDedup: *durable, logf: func(format string, args ...any) {
 		fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
 	}}
 	if *cpuProf != "" {
