@@ -511,7 +511,9 @@ func (o Outcome) String() string {
 // Resolve asks the executor what became of the unit with requestID (hex,
 // as in Error.RequestID). It is exact within the executor's DedupWindow
 // of the unit and on the same executor process; otherwise it answers
-// OutcomeUnknown.
+// OutcomeUnknown. Under durable deduplication it is exact on any executor
+// within DedupRetention of the unit, and an answer of OutcomeNotCommitted
+// is final: the unit can no longer commit.
 func (c *Client) Resolve(ctx context.Context, requestID string) (Outcome, uint64, error) {
 	id, err := hex.DecodeString(requestID)
 	if err != nil || len(id) != 16 {

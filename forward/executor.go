@@ -110,7 +110,9 @@ type ExecutorConfig struct {
 	// DedupRetention), in the unit's own transaction. Exactly-once then
 	// holds across executor restarts and between executor instances, where
 	// the in-memory ledger alone answers "in doubt"; it costs one more row
-	// written per unit. See durable.go.
+	// written per unit. DedupRetention must exceed the longest time a unit
+	// may be retried or resolved: an ID swept from the table is unknown,
+	// and Resolve would then declare it not committed. See durable.go.
 	DurableDedup   bool
 	DedupTable     string
 	DedupRetention time.Duration

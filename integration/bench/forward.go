@@ -31,7 +31,7 @@ type forwardEnv struct {
 	serve   chan error
 }
 
-func startForwardEnv(ctx context.Context) (*forwardEnv, error) {
+func startForwardEnv(ctx context.Context, durable bool) (*forwardEnv, error) {
 	c, err := pgtest.Start(ctx, pgtest.Options{Settings: map[string]string{"max_connections": "300"}})
 	if err != nil {
 		return nil, err
@@ -58,7 +58,7 @@ func startForwardEnv(ctx context.Context) (*forwardEnv, error) {
 	if err != nil {
 		return fail(err)
 	}
-	if e.exec, err = forward.NewExecutor(ctx, forward.ExecutorConfig{Pool: pool, Secret: benchSecret}); err != nil {
+	if e.exec, err = forward.NewExecutor(ctx, forward.ExecutorConfig{Pool: pool, Secret: benchSecret, DurableDedup: durable}); err != nil {
 		pool.Close()
 		return fail(err)
 	}
@@ -117,7 +117,7 @@ func (e *forwardEnv) close() {
 const insertSQL = `INSERT INTO bench (v) VALUES ($1)`
 
 func runForward(ctx context.Context, o options) (results, error) {
-	e, err := startForwardEnv(ctx)
+	e, err := startForwardEnv(ctx, o.durableDedup)
 	if err != nil {
 		return nil, err
 	}

@@ -33,7 +33,7 @@ type options struct {
 	quick bool          // fewer cycles, for smoke tests
 	out   string        // the output directory, for suites that write more than NAME.json
 	rtt   time.Duration // round-trip time of simulated cross-region links (peers)
-	// durableDedup turns on the executor's durable deduplication (faults).
+	// durableDedup turns on the executor's durable deduplication (forward, faults).
 	durableDedup bool
 	logf         func(format string, args ...any)
 }
@@ -54,7 +54,7 @@ func main() {
 		quick   = flag.Bool("quick", false, "fewer cycles (smoke test, figures not representative)")
 		cpuProf = flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
 		rtt     = flag.Duration("rtt", 20*time.Millisecond, "round-trip time added to every simulated cross-region link (peers)")
-		durable = flag.Bool("durable-dedup", false, "the executor records committed request IDs on the primary (faults)")
+		durable = flag.Bool("durable-dedup", false, "the executor records committed request IDs on the primary (forward, faults)")
 	)
 	flag.Parse()
 	s, ok := suites()[*name]
