@@ -108,7 +108,15 @@ func (x *Executor) pipeline(ctx context.Context, c *pgx.Conn, begin string, st *
 	p.SendQueryStatement(sd, eqb.ParamValues, eqb.ParamFormats, resultFormats(sd))
 	p.SendPipelineSync()
 	if withLSN {
-		p.SendQueryStatement(lsnSD, nil, nil, nil)
+		if ledgerSD != nil {
+			// When the ID's insert fails, the server skips the statement,
+			// but pgx keeps the skipped statement's description queued and
+			// would hand it to the next SendQueryStatement: send the LSN
+			// query by name, which uses no queued description.
+			p.SendQueryPrepared(lsnSD.Name, nil, nil, nil)
+		} else {
+			p.SendQueryStatement(lsnSD, nil, nil, nil)
+		}
 		p.SendPipelineSync()
 	}
 	if err := p.Flush(); err != nil {
