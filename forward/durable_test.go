@@ -3,10 +3,10 @@ package forward_test
 import (
 	"context"
 	"errors"
-	"log/slog"
-	"os"
 	"fmt"
+	"log/slog"
 	"net"
+	"os"
 	"testing"
 	"time"
 
