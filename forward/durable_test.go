@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
-	"os"
 	"testing"
 	"time"
 
@@ -153,7 +151,7 @@ func TestDurableDedupSettlesBrokenPrimaryConnection(t *testing.T) {
 			}
 			t.Cleanup(func() { link.Close() })
 			dsn := fmt.Sprintf("postgres://postgres@%s/postgres?sslmode=disable", link.Addr())
-			_, addr := e.secondExecutor(t, forward.ExecutorConfig{DSN: dsn, Secret: secret, DurableDedup: tc.durable, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+			_, addr := e.secondExecutor(t, forward.ExecutorConfig{DSN: dsn, Secret: secret, DurableDedup: tc.durable})
 			c, err := forward.NewClient(forward.ClientConfig{Target: addr, Secret: secret, Timeout: 5 * time.Second})
 			if err != nil {
 				t.Fatal(err)
