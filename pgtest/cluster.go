@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -77,6 +78,9 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	c := &Cluster{logf: opts.Logf}
 	if c.logf == nil {
 		c.logf = func(string, ...any) {}
+	}
+	for _, dir := range removeStale(os.TempDir(), time.Now()) {
+		c.logf("pgtest: removed %s, left by a process that died", dir)
 	}
 	ok := false
 	defer func() {

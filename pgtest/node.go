@@ -39,9 +39,13 @@ type Node struct {
 }
 
 func newNode(r *runner, name string) (*Node, error) {
-	dir, err := r.mkdirTemp("pgtest-" + name + "-")
+	dir, err := r.mkdirTemp(dirPrefix + name + "-")
 	if err != nil {
 		return nil, fmt.Errorf("pgtest: %s: create directory: %w", name, err)
+	}
+	if err := markOwner(dir); err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, fmt.Errorf("pgtest: %s: %w", name, err)
 	}
 	port, err := freePort()
 	if err != nil {
