@@ -226,10 +226,14 @@ func NewExecutor(ctx context.Context, cfg ExecutorConfig) (*Executor, error) {
 	x.instance = hex.EncodeToString(id[:])
 	x.ledger = newLedger(cfg.DedupWindow, cfg.DedupMaxEntries, cfg.MaxReplayBytes)
 
-	x.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
-	x.health.SetServingStatus(forwardpb.Executor_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
+	// The first look at the primary happens before NewExecutor returns, so
+	// that a client connecting right after it finds the status it will
+	// keep, not a NOT_SERVING that only means "not looked yet".
+	first := x.probe()
+	x.health.SetServingStatus("", first)
+	x.health.SetServingStatus(forwardpb.Executor_ServiceDesc.ServiceName, first)
 	x.wg.Add(1)
-	go x.checkHealth()
+	go x.checkHealth(first)
 	if x.durable != nil && x.pool != nil {
 		x.wg.Add(1)
 		go x.sweep(x.durable)
@@ -354,22 +358,21 @@ func (x *Executor) Close() error {
 
 // checkHealth keeps the health service's status in step with the primary:
 // SERVING only while it answers and is not in recovery.
-func (x *Executor) checkHealth() {
+func (x *Executor) checkHealth(last healthpb.HealthCheckResponse_ServingStatus) {
 	defer x.wg.Done()
 	t := time.NewTicker(x.cfg.HealthInterval)
 	defer t.Stop()
-	last := healthpb.HealthCheckResponse_UNKNOWN
 	for {
+		select {
+		case <-t.C:
+		case <-x.stop:
+			return
+		}
 		st := x.probe()
 		if st != last {
 			x.health.SetServingStatus("", st)
 			x.health.SetServingStatus(forwardpb.Executor_ServiceDesc.ServiceName, st)
 			last = st
-		}
-		select {
-		case <-t.C:
-		case <-x.stop:
-			return
 		}
 	}
 }
