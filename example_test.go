@@ -3,6 +3,7 @@ package flypg_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log"
 	"net"
 
@@ -92,9 +93,32 @@ func ExampleCall() {
 	_ = balance // the local replica has replayed the transfer by now
 }
 
-// Statements the routing rules would misjudge can be routed by hand.
+// Statements the routing rules would misjudge — a function of your own
+// that writes — can be routed by hand.
 func ExampleUsePrimary() {
 	var db *gorm.DB // with the plugin installed
 	var next int64
-	db.Clauses(flypg.UsePrimary).Raw("SELECT nextval('ticket_seq')").Scan(&next)
+	db.Clauses(flypg.UsePrimary).Raw("SELECT next_ticket_number()").Scan(&next)
+}
+
+// database/sql code next to GORM (sqlc, hand-written repositories) uses the
+// plugin's *sql.DB: the same routing and the same waits as GORM's
+// statements. The write is forwarded to the primary; the read that follows
+// runs on the local replica and sees it.
+func ExamplePlugin_DB() {
+	var db *gorm.DB // with the plugin installed
+	plugin, _ := flypg.FromDB(db)
+	sqlDB, err := plugin.DB()
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := sqlDB.ExecContext(ctx, "INSERT INTO accounts (owner, balance) VALUES ($1, $2)", "grace", 10); err != nil {
+		log.Fatal(err)
+	}
+	var balance int64
+	if err := sqlDB.QueryRowContext(ctx, "SELECT balance FROM accounts WHERE owner = $1", "grace").Scan(&balance); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(balance)
 }

@@ -34,6 +34,7 @@ type Plugin struct {
 
 	client  *forward.Client // to the primary region's executor
 	fwdDB   *sql.DB
+	routed  *sql.DB // Plugin.DB in a replica region
 	source  *lsn.ReplaySource
 	tracker *lsn.Tracker
 	router  *callbacks.Router
@@ -127,7 +128,11 @@ func (p *Plugin) startReplica(db *gorm.DB) error {
 	if cfg.TracerProvider != nil {
 		p.router.Tracer = cfg.TracerProvider.Tracer(tracerName)
 	}
-	return p.router.Register(db)
+	if err := p.router.Register(db); err != nil {
+		return err
+	}
+	p.routed = p.router.OpenDB()
+	return nil
 }
 
 // clientConfig is the forwarding client configuration for target, with
@@ -156,6 +161,9 @@ func (p *Plugin) observe(ctx context.Context, ev callbacks.Event) {
 }
 
 func (p *Plugin) stopReplica() {
+	if p.routed != nil {
+		p.routed.Close()
+	}
 	if p.tracker != nil {
 		p.tracker.Close()
 	}
@@ -206,6 +214,30 @@ func (p *Plugin) Config() Config {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.cfg
+}
+
+// DB returns a *sql.DB for code that uses database/sql next to GORM (sqlc,
+// hand-written repositories). It routes and waits like the plugin's GORM
+// callbacks: in a replica region, reads run on the local replica, every
+// Exec and every other statement runs on the primary and then waits until
+// the local replica has replayed it, and transactions are forwarded whole
+// (see callbacks.Router.OpenDB for the details). In the primary region it
+// is the *gorm.DB's own *sql.DB. (db.DB() keeps returning the local
+// *sql.DB, on which writes fail in a replica region.)
+//
+// The plugin owns it: do not Close it; Close closes it.
+func (p *Plugin) DB() (*sql.DB, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.closed:
+		return nil, errors.New("flypg: the plugin is closed")
+	case p.db == nil:
+		return nil, errors.New("flypg: DB before db.Use(plugin)")
+	case p.primary:
+		return p.local, nil
+	}
+	return p.routed, nil
 }
 
 // Tracker returns the replication tracker of a replica-region plugin, nil

@@ -1,6 +1,7 @@
 package callbacks
 
 import (
+	"database/sql"
 	"errors"
 	"fmt"
 	"time"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/flypg/flypg/fly"
 	"github.com/flypg/flypg/forward"
+	"github.com/flypg/flypg/lsn"
 )
 
 // Route is an explicit routing decision for one statement, given with
@@ -51,9 +53,21 @@ type state struct {
 	op    string
 	start time.Time
 	span  trace.Span // nil without a Tracer
+
+	// The chain's error just before GORM's commit or rollback: the one
+	// that decided it, before a rollback's own error joins it.
+	pending  error
+	recorded bool
 }
 
 const stateKey = "flypg:state"
+
+func stateOf(stmt *gorm.Statement) *state {
+	if v, ok := stmt.Settings.Load(stateKey); ok {
+		return v.(*state)
+	}
+	return nil
+}
 
 // Register installs the router in db: its connection pool and its
 // callbacks. db must be a replica-region *gorm.DB opened on the local
@@ -62,6 +76,7 @@ func (r *Router) Register(db *gorm.DB) error {
 	if r.Local == nil || r.Forward == nil || r.Tracker == nil {
 		return errors.New("flypg: callbacks: Router needs Local, Forward and Tracker")
 	}
+	r.fwdPool = &forwardPool{r: r}
 	cb := db.Callback()
 	regs := []struct {
 		name string
@@ -76,6 +91,9 @@ func (r *Router) Register(db *gorm.DB) error {
 		{"create last", cb.Create().Before("gorm:create").Register("flypg:last_statement", r.markLast("create"))},
 		{"update last", cb.Update().Before("gorm:update").Register("flypg:last_statement", r.markLast("update"))},
 		{"delete last", cb.Delete().Before("gorm:delete").Register("flypg:last_statement", r.markLast("delete"))},
+		{"create outcome", cb.Create().Before("gorm:commit_or_rollback_transaction").Register("flypg:outcome", recordOutcome)},
+		{"update outcome", cb.Update().Before("gorm:commit_or_rollback_transaction").Register("flypg:outcome", recordOutcome)},
+		{"delete outcome", cb.Delete().Before("gorm:commit_or_rollback_transaction").Register("flypg:outcome", recordOutcome)},
 		{"create await", cb.Create().After("*").Register("flypg:await", r.await)},
 		{"update await", cb.Update().After("*").Register("flypg:await", r.await)},
 		{"delete await", cb.Delete().After("*").Register("flypg:await", r.await)},
@@ -95,19 +113,40 @@ func (r *Router) Register(db *gorm.DB) error {
 }
 
 // route is the first callback of every chain: it points the statement at
-// the forwarding pool when it must run on the primary.
+// the forwarding pool when it must run on the primary, and refuses what
+// cannot run where the statement's connection is.
 func (r *Router) route(op string) func(*gorm.DB) {
 	return func(db *gorm.DB) {
 		stmt := db.Statement
 		if db.Error != nil || fly.IsLocal(stmt.Context) {
 			return
 		}
-		if _, inTx := stmt.ConnPool.(gorm.TxCommitter); inTx {
-			return // the transaction owns its connection
-		}
 		write, primary := decide(op, stmt)
+		switch conn := connOf(stmt.ConnPool).(type) {
+		case *Tx:
+			return // a forwarded transaction: everything in it runs on the primary
+		case *localTx:
+			// A read-only transaction on the local replica: PostgreSQL
+			// refuses its writes as the primary would, but it would grant
+			// advisory locks against the replica's sessions alone.
+			if !conn.untouched && locks(stmt) != 0 {
+				db.AddError(localLockError())
+			}
+			return
+		case gorm.TxCommitter, *sql.Conn:
+			// A db.Connection block, or a transaction begun in one: both
+			// hold one connection to the local replica.
+			if primary {
+				db.AddError(fmt.Errorf("%w (%s)", ErrPinnedConnection, op))
+			}
+			return
+		}
 		if !primary {
 			r.debug("flypg: route local", "op", op, "table", stmt.Table)
+			return
+		}
+		if locks(stmt).has(sqlFnSessionLock) {
+			db.AddError(sessionLockError())
 			return
 		}
 		st := &state{op: op, start: time.Now()}
@@ -120,10 +159,19 @@ func (r *Router) route(op string) func(*gorm.DB) {
 			stmt.Context = ctx
 			st.rcpt = rcpt
 		}
-		stmt.ConnPool = r.Forward
+		stmt.ConnPool = r.fwdPool
 		stmt.Settings.Store(stateKey, st)
 		r.debug("flypg: route primary", "op", op, "table", stmt.Table, "write", write)
 	}
+}
+
+// connOf returns the connection pool under GORM's prepared-statement
+// wrapper for transactions.
+func connOf(pool gorm.ConnPool) gorm.ConnPool {
+	if p, ok := pool.(*gorm.PreparedStmtTX); ok && p.Tx != nil {
+		return p.Tx
+	}
+	return pool
 }
 
 // decide returns whether the statement writes and whether it runs on the
@@ -134,19 +182,25 @@ func decide(op string, stmt *gorm.Statement) (write, primary bool) {
 		return false, false
 	case RoutePrimary:
 		// Raw SQL sent to the primary by hand may well write through a
-		// function (SELECT nextval(...), SELECT my_fn()): wait for it like
-		// any write. A query GORM builds only reads: no wait.
-		write = op == "create" || op == "update" || op == "delete" || stmt.SQL.Len() > 0
+		// function (SELECT my_fn()): wait for it like any write. A query
+		// GORM builds only reads: no wait.
+		write = op == "create" || op == "update" || op == "delete" || op == "raw" || stmt.SQL.Len() > 0
 		return write, true
 	}
 	switch op {
-	case "create", "update", "delete":
+	case "create", "update", "delete", "raw":
+		// db.Exec is not used to read: even an Exec of a SELECT runs for
+		// its effect (SELECT setval(...), SELECT my_write_fn()).
 		return true, true
 	}
 	if stmt.SQL.Len() > 0 {
 		// Raw SQL, or a statement GORM built already.
 		read := IsRead(stmt.SQL.String())
 		return !read, !read
+	}
+	if builtCalls(stmt) != 0 {
+		// A built query selecting nextval(...) or the like: it may write.
+		return true, true
 	}
 	if _, locks := stmt.Clauses["FOR"]; locks {
 		// SELECT ... FOR UPDATE/SHARE takes row locks, which a hot
@@ -156,9 +210,66 @@ func decide(op string, stmt *gorm.Statement) (write, primary bool) {
 	return false, false
 }
 
+// locks returns the advisory lock functions the statement calls.
+func locks(stmt *gorm.Statement) sqlCalls {
+	var calls sqlCalls
+	if stmt.SQL.Len() > 0 {
+		calls = callsIn(stmt.SQL.String())
+	} else {
+		calls = builtCalls(stmt)
+	}
+	return calls & (1<<sqlFnXactLock | 1<<sqlFnSessionLock)
+}
+
+// builtCalls returns the listed functions that a query GORM has yet to
+// build calls in its SELECT list or WHERE conditions.
+func builtCalls(stmt *gorm.Statement) sqlCalls {
+	var calls sqlCalls
+	for _, s := range stmt.Selects {
+		calls |= callsIn(s)
+	}
+	for _, name := range []string{"SELECT", "WHERE"} {
+		if c, ok := stmt.Clauses[name]; ok {
+			calls |= exprCalls(c.Expression)
+		}
+	}
+	return calls
+}
+
+func exprCalls(e clause.Expression) sqlCalls {
+	switch x := e.(type) {
+	case clause.Expr:
+		return callsIn(x.SQL)
+	case clause.NamedExpr:
+		return callsIn(x.SQL)
+	case clause.Select:
+		return exprCalls(x.Expression)
+	case clause.Where:
+		var calls sqlCalls
+		for _, w := range x.Exprs {
+			calls |= exprCalls(w)
+		}
+		return calls
+	case clause.AndConditions:
+		var calls sqlCalls
+		for _, w := range x.Exprs {
+			calls |= exprCalls(w)
+		}
+		return calls
+	case clause.OrConditions:
+		var calls sqlCalls
+		for _, w := range x.Exprs {
+			calls |= exprCalls(w)
+		}
+		return calls
+	}
+	return 0
+}
+
 // markLast runs just before GORM's own statement callback. When that
-// statement is the last of GORM's implicit transaction (nothing runs after
-// it but the commit), the driver sends it together with COMMIT.
+// statement is the last of GORM's implicit transaction (nothing that can
+// fail or write runs after it but the commit), the driver sends it
+// together with COMMIT.
 func (r *Router) markLast(op string) func(*gorm.DB) {
 	return func(db *gorm.DB) {
 		if db.Error != nil {
@@ -167,18 +278,28 @@ func (r *Router) markLast(op string) func(*gorm.DB) {
 		if _, ok := db.InstanceGet("gorm:started_transaction"); !ok {
 			return // not GORM's implicit transaction
 		}
-		if _, ok := db.Statement.Settings.Load(stateKey); !ok {
+		if stateOf(db.Statement) == nil {
 			return // not a statement flypg forwarded
 		}
-		if workAfter(op, db.Statement) {
+		if !r.commitMayTravel(op, db) {
 			return
 		}
 		db.Statement.Context = forward.LastStatement(db.Statement.Context)
 	}
 }
 
+// recordOutcome runs just before GORM commits or rolls back its implicit
+// transaction and keeps the error that decides which.
+func recordOutcome(db *gorm.DB) {
+	if st := stateOf(db.Statement); st != nil {
+		st.pending, st.recorded = db.Error, true
+	}
+}
+
 // await is the last callback of every chain (after GORM's COMMIT): it waits
-// until the local replica has replayed the statement's commit.
+// until the local replica has replayed the statement's commit. A write that
+// committed is never reported as failed: if GORM reported an error after
+// it committed, the error becomes a CommittedError.
 func (r *Router) await(db *gorm.DB) {
 	v, ok := db.Statement.Settings.LoadAndDelete(stateKey)
 	if !ok {
@@ -196,6 +317,13 @@ func (r *Router) await(db *gorm.DB) {
 	}
 	if st.rcpt == nil {
 		return
+	}
+	if db.Error != nil && st.rcpt.Commits() > 0 && !saysCommitted(db.Error) {
+		cause := db.Error
+		if st.recorded && st.pending != nil {
+			cause = st.pending // without the failed rollback's own error
+		}
+		db.Error = &CommittedError{LSN: lsn.LSN(st.rcpt.LSN()), Err: cause}
 	}
 	forwarded := time.Since(st.start)
 	l, waited, err := r.wait(db.Statement.Context, st.rcpt)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -36,6 +37,9 @@ type Router struct {
 	// Tracer, if set, records a span per forwarded write (parent of the
 	// gRPC client span) and per replication wait.
 	Tracer trace.Tracer
+
+	chains  chainCache   // what GORM's callback chains allow after a statement
+	fwdPool *forwardPool // the pool of statements routed to the primary
 }
 
 // Event describes one forwarded write, for Router.Observe.
@@ -152,28 +156,30 @@ func (p *Pool) QueryRowContext(ctx context.Context, query string, args ...any) *
 }
 
 // GetDBConn returns the local *sql.DB, so that db.DB() keeps working.
-func (p *Pool) GetDBConn() (*sql.DB, error) {
-	switch l := p.r.Local.(type) {
-	case *sql.DB:
-		return l, nil
-	case gorm.GetDBConnector:
-		return l.GetDBConn()
-	}
-	return nil, gorm.ErrInvalidDB
-}
+func (p *Pool) GetDBConn() (*sql.DB, error) { return p.r.localDB() }
 
 // BeginTx begins a transaction: forwarded to the primary, or local when
-// opts is read-only or ctx says fly.Local.
+// ctx says fly.Local or opts is read-only. A read-only transaction at the
+// serializable level, which a hot standby refuses, runs on the primary.
 func (p *Pool) BeginTx(ctx context.Context, opts *sql.TxOptions) (gorm.ConnPool, error) {
-	if fly.IsLocal(ctx) || (opts != nil && opts.ReadOnly) {
-		p.r.debug("flypg: transaction stays local", "read_only", opts != nil && opts.ReadOnly)
+	if local, reason := beginsLocally(ctx, opts); local {
+		p.r.debug("flypg: transaction stays local", "reason", reason)
+		var (
+			tx  gorm.ConnPool
+			err error
+		)
 		switch b := p.r.Local.(type) {
 		case gorm.TxBeginner:
-			return b.BeginTx(ctx, opts)
+			tx, err = b.BeginTx(ctx, opts)
 		case gorm.ConnPoolBeginner:
-			return b.BeginTx(ctx, opts)
+			tx, err = b.BeginTx(ctx, opts)
+		default:
+			return nil, gorm.ErrInvalidTransaction
 		}
-		return nil, gorm.ErrInvalidTransaction
+		if t, ok := tx.(gorm.Tx); ok && err == nil {
+			return &localTx{Tx: t, untouched: reason == "fly.Local"}, nil
+		}
+		return tx, err
 	}
 	rcpt := forward.ReceiptFrom(ctx)
 	if rcpt == nil {
@@ -184,19 +190,91 @@ func (p *Pool) BeginTx(ctx context.Context, opts *sql.TxOptions) (gorm.ConnPool,
 		return nil, err
 	}
 	p.r.debug("flypg: transaction forwarded to the primary")
-	return &Tx{Tx: tx, r: p.r, ctx: ctx, rcpt: rcpt, start: time.Now()}, nil
+	return &Tx{Tx: tx, r: p.r, ctx: ctx, rcpt: rcpt, start: time.Now(), readOnly: opts != nil && opts.ReadOnly}, nil
+}
+
+// beginsLocally reports whether a transaction stays on the local database,
+// and why.
+func beginsLocally(ctx context.Context, opts *sql.TxOptions) (bool, string) {
+	switch {
+	case fly.IsLocal(ctx):
+		return true, "fly.Local"
+	case opts != nil && opts.ReadOnly && opts.Isolation != sql.LevelSerializable:
+		return true, "read only"
+	}
+	return false, ""
+}
+
+// forwardPool is the connection pool of a statement the routing callback
+// sends to the primary: the forwarding pool, whose transactions (GORM's
+// implicit one around a write) are *Tx values, so that statements in them —
+// hooks, associations, callbacks — are known to run on the primary.
+type forwardPool struct{ r *Router }
+
+var (
+	_ gorm.ConnPool         = (*forwardPool)(nil)
+	_ gorm.ConnPoolBeginner = (*forwardPool)(nil)
+	_ gorm.GetDBConnector   = (*forwardPool)(nil)
+)
+
+func (p *forwardPool) PrepareContext(ctx context.Context, query string) (*sql.Stmt, error) {
+	return p.r.Forward.PrepareContext(ctx, query)
+}
+
+func (p *forwardPool) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return p.r.Forward.ExecContext(ctx, query, args...)
+}
+
+func (p *forwardPool) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return p.r.Forward.QueryContext(ctx, query, args...)
+}
+
+func (p *forwardPool) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	return p.r.Forward.QueryRowContext(ctx, query, args...)
+}
+
+// BeginTx begins GORM's implicit transaction on the primary. Its commit
+// does not wait: the await callback does, after the chain.
+func (p *forwardPool) BeginTx(ctx context.Context, opts *sql.TxOptions) (gorm.ConnPool, error) {
+	tx, err := p.r.Forward.BeginTx(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Tx{Tx: tx, r: p.r, ctx: ctx, rcpt: forward.ReceiptFrom(ctx), start: time.Now(), implicit: true}, nil
+}
+
+// GetDBConn returns the forwarding pool.
+func (p *forwardPool) GetDBConn() (*sql.DB, error) { return p.r.Forward, nil }
+
+// localTx is a transaction flypg began on the local database: read-only, or
+// under fly.Local (untouched: nothing in it is checked). The routing
+// callback tells it from a transaction begun on a db.Connection block's
+// local connection, whose writes cannot run.
+type localTx struct {
+	gorm.Tx
+	untouched bool
+}
+
+// GetDBConn returns the local *sql.DB, as the wrapped transaction would.
+func (t *localTx) GetDBConn() (*sql.DB, error) {
+	if g, ok := t.Tx.(gorm.GetDBConnector); ok {
+		return g.GetDBConn()
+	}
+	return nil, gorm.ErrInvalidDB
 }
 
 // Tx is a transaction forwarded to the primary. Commit waits, once, for the
-// local replica to replay it (unless its context says fly.NoAwait); a
-// replication timeout after a successful commit returns a
+// local replica to replay it (unless its context says fly.NoAwait, or it is
+// read-only); a replication timeout after a successful commit returns a
 // *ReplicationError.
 type Tx struct {
 	*sql.Tx
-	r     *Router
-	ctx   context.Context
-	rcpt  *forward.Receipt
-	start time.Time
+	r        *Router
+	ctx      context.Context
+	rcpt     *forward.Receipt
+	start    time.Time
+	readOnly bool
+	implicit bool // GORM's implicit transaction: the await callback waits
 }
 
 var _ gorm.Tx = (*Tx)(nil)
@@ -206,12 +284,46 @@ func (t *Tx) Commit() error {
 	if err := t.Tx.Commit(); err != nil {
 		return err
 	}
+	if t.readOnly || t.implicit {
+		return nil // nothing written, or the await callback waits
+	}
 	forwarded := time.Since(t.start)
 	l, waited, err := t.r.wait(t.ctx, t.rcpt)
 	if t.r.Observe != nil {
 		t.r.Observe(t.ctx, Event{Op: "commit", LSN: l, Forward: forwarded, Wait: waited, Err: err, NoAwait: fly.IsNoAwait(t.ctx), RPCs: t.rcpt.RPCs(), Duration: time.Since(t.start)})
 	}
 	return err
+}
+
+// StmtContext returns stmt for use in the transaction. A statement that GORM
+// prepared on the local database (a PrepareStmt session, outside a
+// transaction) is prepared again from its SQL on the transaction, which
+// costs nothing: the forwarding driver sends the SQL with each execution.
+func (t *Tx) StmtContext(ctx context.Context, stmt *sql.Stmt) *sql.Stmt {
+	if q, ok := stmtQuery(stmt); ok {
+		if s, err := t.Tx.PrepareContext(ctx, q); err == nil {
+			return s
+		}
+	}
+	return t.Tx.StmtContext(ctx, stmt)
+}
+
+// Stmt is StmtContext with the background context.
+func (t *Tx) Stmt(stmt *sql.Stmt) *sql.Stmt { return t.StmtContext(context.Background(), stmt) }
+
+// stmtQuery returns the SQL a *sql.Stmt was prepared from. database/sql
+// keeps it in an unexported field and offers no accessor, so it is read by
+// reflection (read only); if the field ever disappears, the answer is "not
+// known" and the transaction falls back to database/sql's own Stmt.
+func stmtQuery(stmt *sql.Stmt) (string, bool) {
+	if stmt == nil {
+		return "", false
+	}
+	f := reflect.ValueOf(stmt).Elem().FieldByName("query")
+	if !f.IsValid() || f.Kind() != reflect.String {
+		return "", false
+	}
+	return f.String(), true
 }
 
 // GetDBConn returns the forwarding pool the transaction belongs to.

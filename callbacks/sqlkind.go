@@ -41,11 +41,17 @@ import "strings"
 // containing a backslash, whose extent depends on the server's
 // standard_conforming_strings setting and so cannot be known from the text.
 //
-// Known limitation: functions with side effects called from a SELECT look
-// like reads, for example SELECT nextval('s'), SELECT pg_advisory_lock(1) or
-// SELECT my_write_fn(). The text does not say what a function does; route
-// such statements to the primary with the override clause
-// (db.Clauses(flypg.UsePrimary), which is RoutePrimary).
+// A call of a function that writes, that a hot standby refuses, or that
+// takes or releases an advisory lock (see PrimaryFunctions) makes the
+// statement a non-read, however it starts: SELECT nextval('s'),
+// SELECT pg_notify(...), SELECT pg_try_advisory_lock(1). Schema-qualified
+// names count by their last part; a quoted name counts only when it is
+// spelled exactly (lower case).
+//
+// Known limitation: functions of your own with side effects called from a
+// SELECT look like reads (SELECT my_write_fn()). The text does not say what
+// a function does; route such statements to the primary with the override
+// clause (db.Clauses(flypg.UsePrimary), which is RoutePrimary).
 //
 // IsRead makes one pass over sql, uses no regular expressions and does not
 // allocate.
@@ -77,6 +83,7 @@ func IsRead(sql string) bool {
 			return false
 		}
 		sawStatement = true
+		s.lastTok = sqlTokEOF // a keyword, not a function name
 		switch s.scanRest() {
 		case sqlTokEOF:
 			return true
@@ -136,6 +143,9 @@ type sqlScanner struct {
 	prev, prev2 sqlKeyword
 	// denied is set when a word made the statement a non-read.
 	denied bool
+	// The previous token and its text, to recognise function calls.
+	lastTok  sqlToken
+	lastWord string
 }
 
 // keyword classifies word and records it for lock-clause detection. A word
@@ -167,9 +177,26 @@ func (s *sqlScanner) scanRest() sqlToken {
 			return sqlTokInvalid
 		case sqlTokWord:
 			s.keyword(word)
+		case sqlTokLParen:
+			if s.call() != sqlFnNone {
+				s.denied = true
+			}
 		}
+		s.lastTok, s.lastWord = tok, word
 	}
 	return sqlTokInvalid
+}
+
+// call returns the kind of function called when the "(" just read follows
+// a function name.
+func (s *sqlScanner) call() sqlFunc {
+	switch s.lastTok {
+	case sqlTokWord:
+		return sqlLookupFunc(s.lastWord, false)
+	case sqlTokQuotedName:
+		return sqlLookupFunc(s.lastWord, true)
+	}
+	return sqlFnNone
 }
 
 // explainIsRead consumes the options of an EXPLAIN and the first keyword of
@@ -233,7 +260,9 @@ func (s *sqlScanner) nextSkippingParens() (tok sqlToken, word string, parens boo
 }
 
 // next returns the next token of interest. For sqlTokWord, word is the
-// word's text (a substring of src, so nothing is allocated).
+// word's text, for sqlTokQuotedName the text between the quotes (doubled
+// quotes left as they are); both are substrings of src, so nothing is
+// allocated.
 func (s *sqlScanner) next() (sqlToken, string) {
 	src := s.src
 	for s.pos < len(src) {
@@ -270,10 +299,11 @@ func (s *sqlScanner) next() (sqlToken, string) {
 			}
 			return sqlTokString, ""
 		case c == '"':
+			start := s.pos
 			if !s.skipQuotedName() {
 				return sqlTokInvalid, ""
 			}
-			return sqlTokQuotedName, ""
+			return sqlTokQuotedName, src[start+1 : s.pos-1]
 		case c == '$':
 			switch s.skipDollar() {
 			case sqlDollarString:

@@ -180,8 +180,39 @@ var isReadCases = []struct {
 	{"backslash in string", `SELECT '\'' ; DELETE FROM t; -- '`, false},
 	{"backslash in harmless string", `SELECT * FROM t WHERE path LIKE 'C:\\%'`, false},
 
-	// Known limitation, documented: side-effecting functions look like reads.
-	{"nextval looks like a read", "SELECT nextval('s')", true},
+	// Built-in functions that write, or that a hot standby refuses or
+	// would run against itself alone.
+	{"nextval", "SELECT nextval('s')", false},
+	{"nextval upper case", "SELECT NEXTVAL('s')", false},
+	{"setval", "SELECT setval('s', 42, true)", false},
+	{"currval", "SELECT currval('s')", false},
+	{"pg_notify", "SELECT pg_notify('chan', 'payload')", false},
+	{"schema-qualified nextval", "SELECT pg_catalog.nextval('s')", false},
+	{"space before parenthesis", "SELECT nextval ('s')", false},
+	{"comment before parenthesis", "SELECT nextval/* why */('s')", false},
+	{"nextval in from", "SELECT * FROM nextval('s')", false},
+	{"nextval in subquery", "SELECT id FROM t WHERE id IN (SELECT nextval('s'))", false},
+	{"quoted nextval", `SELECT "nextval"('s')`, false},
+	{"quoted other case is another function", `SELECT "NEXTVAL"('s')`, true},
+	{"txid_current", "SELECT txid_current()", false},
+	{"current wal lsn", "SELECT pg_current_wal_lsn()", false},
+	{"set_config", "SELECT set_config('search_path', 'x', false)", false},
+	{"advisory lock", "SELECT pg_advisory_lock(1)", false},
+	{"try advisory lock", "SELECT pg_try_advisory_lock(4242)", false},
+	{"advisory xact lock", "SELECT pg_advisory_xact_lock(1)", false},
+	{"advisory unlock", "SELECT pg_advisory_unlock_all()", false},
+	{"lo_create", "SELECT lo_create(0)", false},
+	{"explain of nextval", "EXPLAIN SELECT nextval('s')", false},
+	{"column named nextval", "SELECT nextval FROM t", true},
+	{"nextval cast", "SELECT nextval::text FROM t", true},
+	{"nextval in a string", "SELECT 'nextval(1)'", true},
+	{"nextval in a comment", "SELECT 1 -- nextval('s')", true},
+	{"nextval as quoted column", `SELECT "nextval" FROM t`, true},
+	{"longer name", "SELECT nextval_ish('s')", true},
+	{"select then parenthesis", "SELECT (1)", true},
+	{"keyword then parenthesis after read", "SELECT nextval FROM t; SELECT (2)", true},
+	{"values then parenthesis", "VALUES (nextval('s'))", false},
+	{"currval of read-only function", "SELECT pg_sequence_last_value('s')", true},
 }
 
 func TestIsRead(t *testing.T) {

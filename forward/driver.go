@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
@@ -120,8 +121,12 @@ func isolationName(l sql.IsolationLevel) (string, error) {
 
 // CheckNamedValue encodes each argument for the wire as database/sql hands
 // it over, before its default conversions: like pgx's stdlib, the driver
-// accepts every type pgx can encode.
+// accepts every type pgx can encode. pgx's query options pass unchanged, for
+// statement to apply.
 func (cn *conn) CheckNamedValue(nv *driver.NamedValue) error {
+	if isQueryOption(nv.Value) {
+		return nil
+	}
 	v, err := wire.EncodeArg(nv.Value)
 	if err != nil {
 		return err
@@ -141,7 +146,54 @@ func (cn *conn) IsValid() bool { return !cn.bad && cn.tx == nil }
 
 func (cn *conn) Ping(ctx context.Context) error { return cn.c.Ping(ctx) }
 
-func statement(query string, args []driver.NamedValue) (*forwardpb.Statement, error) {
+// isQueryOption reports whether v is one of the query options pgx accepts
+// in front of a query's arguments (pgx.Conn.Query and Exec).
+func isQueryOption(v any) bool {
+	switch v.(type) {
+	case pgx.QueryExecMode, pgx.QueryResultFormats, pgx.QueryResultFormatsByOID, pgx.QueryRewriter:
+		return true
+	}
+	return false
+}
+
+// queryOptions applies the pgx query options leading args, as pgx's stdlib
+// does by passing them on to pgx: a QueryRewriter (such as pgx.NamedArgs)
+// rewrites the query and its arguments, here in the client, without a
+// connection (NamedArgs needs none). The execution mode and result formats
+// say how pgx would talk to the server; the executor chooses that itself,
+// and results decode the same in either format, so they are dropped. GORM's
+// postgres migrator passes pgx.QueryExecModeSimpleProtocol this way.
+func queryOptions(ctx context.Context, query string, args []driver.NamedValue) (string, []driver.NamedValue, error) {
+	var rewriter pgx.QueryRewriter
+	for len(args) > 0 && isQueryOption(args[0].Value) {
+		if r, ok := args[0].Value.(pgx.QueryRewriter); ok {
+			rewriter = r
+		}
+		args = args[1:]
+	}
+	if rewriter == nil {
+		return query, args, nil
+	}
+	in := make([]any, len(args))
+	for i, a := range args {
+		in[i] = a.Value
+	}
+	query, out, err := rewriter.RewriteQuery(ctx, nil, query, in)
+	if err != nil {
+		return "", nil, fmt.Errorf("forward: rewrite query: %w", err)
+	}
+	args = make([]driver.NamedValue, len(out))
+	for i, v := range out {
+		args[i] = driver.NamedValue{Ordinal: i + 1, Value: v}
+	}
+	return query, args, nil
+}
+
+func statement(ctx context.Context, query string, args []driver.NamedValue) (*forwardpb.Statement, error) {
+	query, args, err := queryOptions(ctx, query, args)
+	if err != nil {
+		return nil, err
+	}
 	st := &forwardpb.Statement{Sql: query}
 	if len(args) > 0 {
 		st.Args = make([]*forwardpb.Value, len(args))
@@ -178,7 +230,7 @@ func (cn *conn) QueryContext(ctx context.Context, query string, args []driver.Na
 }
 
 func (cn *conn) run(ctx context.Context, op, query string, args []driver.NamedValue, exec bool) (*forwardpb.Result, error) {
-	st, err := statement(query, args)
+	st, err := statement(ctx, query, args)
 	if err != nil {
 		return nil, err
 	}

@@ -111,6 +111,9 @@ type CommittedError struct {
 	Reason    string
 }
 
+// Committed reports that the unit is on the primary: always true.
+func (e *CommittedError) Committed() bool { return true }
+
 func (e *CommittedError) Error() string {
 	return fmt.Sprintf("forward: %s (request %s) committed at %X/%X but %s", e.Op, e.RequestID, uint32(e.LSN>>32), uint32(e.LSN), e.Reason)
 }
