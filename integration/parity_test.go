@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
@@ -170,6 +171,10 @@ func TestAdvisoryLocks(t *testing.T) {
 		ok(t, e.replica.Raw("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").Scan(&n))
 		return n
 	}
+	// Without the refusal, pg_advisory_lock would wait for the lock a
+	// replica session took a moment before: bound it.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	for _, sql := range []string{
 		"SELECT pg_try_advisory_lock(4242)",
 		"SELECT pg_advisory_lock(4242)",
@@ -177,11 +182,11 @@ func TestAdvisoryLocks(t *testing.T) {
 		"SELECT pg_advisory_unlock(4242)",
 		"SELECT pg_advisory_unlock_all()",
 	} {
-		var got any
-		if err := e.replica.Raw(sql).Scan(&got).Error; !errors.Is(err, flypg.ErrAdvisoryLock) {
+		var got []map[string]any
+		if err := e.replica.WithContext(ctx).Raw(sql).Scan(&got).Error; !errors.Is(err, flypg.ErrAdvisoryLock) {
 			t.Errorf("Raw(%q) outside a transaction: %v; want ErrAdvisoryLock", sql, err)
 		}
-		if err := e.replica.Exec(sql).Error; !errors.Is(err, flypg.ErrAdvisoryLock) {
+		if err := e.replica.WithContext(ctx).Exec(sql).Error; !errors.Is(err, flypg.ErrAdvisoryLock) {
 			t.Errorf("Exec(%q) outside a transaction: %v; want ErrAdvisoryLock", sql, err)
 		}
 	}
