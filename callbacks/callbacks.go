@@ -76,7 +76,7 @@ func (r *Router) Register(db *gorm.DB) error {
 	if r.Local == nil || r.Forward == nil || r.Tracker == nil {
 		return errors.New("flypg: callbacks: Router needs Local, Forward and Tracker")
 	}
-	r.fwdPool = &forwardPool{r: r}
+	r.fwdPool = &forwardPool{DB: r.Forward, r: r}
 	cb := db.Callback()
 	regs := []struct {
 		name string

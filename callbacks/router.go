@@ -181,11 +181,7 @@ func (p *Pool) BeginTx(ctx context.Context, opts *sql.TxOptions) (gorm.ConnPool,
 		}
 		return tx, err
 	}
-	rcpt := forward.ReceiptFrom(ctx)
-	if rcpt == nil {
-		ctx, rcpt = forward.WithReceipt(ctx)
-	}
-	tx, err := p.r.Forward.BeginTx(ctx, opts)
+	tx, ctx, rcpt, err := p.r.beginForwarded(ctx, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -208,8 +204,12 @@ func beginsLocally(ctx context.Context, opts *sql.TxOptions) (bool, string) {
 // forwardPool is the connection pool of a statement the routing callback
 // sends to the primary: the forwarding pool, whose transactions (GORM's
 // implicit one around a write) are *Tx values, so that statements in them —
-// hooks, associations, callbacks — are known to run on the primary.
-type forwardPool struct{ r *Router }
+// hooks, associations, callbacks — are known to run on the primary. Its
+// statements run on the embedded forwarding *sql.DB.
+type forwardPool struct {
+	*sql.DB
+	r *Router
+}
 
 var (
 	_ gorm.ConnPool         = (*forwardPool)(nil)
@@ -217,34 +217,29 @@ var (
 	_ gorm.GetDBConnector   = (*forwardPool)(nil)
 )
 
-func (p *forwardPool) PrepareContext(ctx context.Context, query string) (*sql.Stmt, error) {
-	return p.r.Forward.PrepareContext(ctx, query)
-}
-
-func (p *forwardPool) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	return p.r.Forward.ExecContext(ctx, query, args...)
-}
-
-func (p *forwardPool) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	return p.r.Forward.QueryContext(ctx, query, args...)
-}
-
-func (p *forwardPool) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
-	return p.r.Forward.QueryRowContext(ctx, query, args...)
-}
-
 // BeginTx begins GORM's implicit transaction on the primary. Its commit
 // does not wait: the await callback does, after the chain.
 func (p *forwardPool) BeginTx(ctx context.Context, opts *sql.TxOptions) (gorm.ConnPool, error) {
-	tx, err := p.r.Forward.BeginTx(ctx, opts)
+	tx, ctx, rcpt, err := p.r.beginForwarded(ctx, opts)
 	if err != nil {
 		return nil, err
 	}
-	return &Tx{Tx: tx, r: p.r, ctx: ctx, rcpt: forward.ReceiptFrom(ctx), start: time.Now(), implicit: true}, nil
+	return &Tx{Tx: tx, r: p.r, ctx: ctx, rcpt: rcpt, start: time.Now(), implicit: true}, nil
 }
 
 // GetDBConn returns the forwarding pool.
-func (p *forwardPool) GetDBConn() (*sql.DB, error) { return p.r.Forward, nil }
+func (p *forwardPool) GetDBConn() (*sql.DB, error) { return p.DB, nil }
+
+// beginForwarded begins a transaction on the forwarding pool, with a
+// receipt in its context (ctx's own, if it has one) for the commit LSN.
+func (r *Router) beginForwarded(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, context.Context, *forward.Receipt, error) {
+	rcpt := forward.ReceiptFrom(ctx)
+	if rcpt == nil {
+		ctx, rcpt = forward.WithReceipt(ctx)
+	}
+	tx, err := r.Forward.BeginTx(ctx, opts)
+	return tx, ctx, rcpt, err
+}
 
 // localTx is a transaction flypg began on the local database: read-only, or
 // under fly.Local (untouched: nothing in it is checked). The routing

@@ -122,11 +122,7 @@ func (c *routeConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.
 		c.tx = &routeTx{c: c, tx: tx, local: true, untouched: reason == "fly.Local"}
 		return c.tx, nil
 	}
-	rcpt := forward.ReceiptFrom(ctx)
-	if rcpt == nil {
-		ctx, rcpt = forward.WithReceipt(ctx)
-	}
-	tx, err := c.r.Forward.BeginTx(ctx, o)
+	tx, ctx, rcpt, err := c.r.beginForwarded(ctx, o)
 	if err != nil {
 		return nil, err
 	}

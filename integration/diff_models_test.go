@@ -58,17 +58,10 @@ func (a StringArray) Value() (driver.Value, error) {
 // Scan implements sql.Scanner for arrays of simple, unquoted or quoted
 // elements without commas.
 func (a *StringArray) Scan(v any) error {
-	var s string
-	switch x := v.(type) {
-	case nil:
+	s, null, err := scanText("StringArray", v)
+	if err != nil || null {
 		*a = nil
-		return nil
-	case string:
-		s = x
-	case []byte:
-		s = string(x)
-	default:
-		return fmt.Errorf("StringArray: cannot scan %T", v)
+		return err
 	}
 	s = strings.TrimSuffix(strings.TrimPrefix(s, "{"), "}")
 	*a = StringArray{}
@@ -96,17 +89,10 @@ func (c Cents) Value() (driver.Value, error) {
 
 // Scan implements sql.Scanner.
 func (c *Cents) Scan(v any) error {
-	var s string
-	switch x := v.(type) {
-	case nil:
+	s, null, err := scanText("Cents", v)
+	if err != nil || null {
 		*c = 0
-		return nil
-	case string:
-		s = x
-	case []byte:
-		s = string(x)
-	default:
-		return fmt.Errorf("Cents: cannot scan %T", v)
+		return err
 	}
 	whole, frac, _ := strings.Cut(s, ".")
 	neg := strings.HasPrefix(whole, "-")
@@ -131,4 +117,17 @@ type Event struct {
 	Kind    string `gorm:"size:40;index"`
 	Payload []byte
 	N       int
+}
+
+// scanText returns a text value handed to a Scan method.
+func scanText(typ string, v any) (s string, null bool, err error) {
+	switch x := v.(type) {
+	case nil:
+		return "", true, nil
+	case string:
+		return x, false, nil
+	case []byte:
+		return string(x), false, nil
+	}
+	return "", false, fmt.Errorf("%s: cannot scan %T", typ, v)
 }

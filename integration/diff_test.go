@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -181,24 +180,7 @@ func newLane(t *testing.T, c *pgtest.Cluster, name string) *lane {
 	l.snapSQL = strings.Join(snaps, " UNION ALL ") + " ORDER BY 1"
 
 	// The primary region's app serves the executor for flypg's database.
-	primary := openGORM(t, c.Primary.DSN(l.flypgDB))
-	pPlug := flypg.New(flypg.Config{Region: primaryRegion, PrimaryRegion: primaryRegion, Secret: testSecret})
-	if err := primary.Use(pPlug); err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.addr = lis.Addr().String()
-	served := make(chan error, 1)
-	go func() { served <- pPlug.Serve(lis) }()
-	t.Cleanup(func() {
-		pPlug.Close()
-		if err := <-served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
+	_, _, l.addr = servePrimary(t, c.Primary.DSN(l.flypgDB))
 	l.waitReplicated(t)
 	return l
 }

@@ -9,8 +9,16 @@ import (
 	"gorm.io/gorm/clause"
 )
 
-// create returns a function creating a widget in a transaction.
+// createIn creates a widget in a transaction.
 func createIn(tx *gorm.DB, name string) error { return tx.Create(&Widget{Name: name}).Error }
+
+// createThenFail creates a widget, then fails the transaction.
+func createThenFail(tx *gorm.DB, name string) error {
+	if err := createIn(tx, name); err != nil {
+		return err
+	}
+	return errCase
+}
 
 var txCases = []dcase{
 	{name: "commit", run: func(c *dc) {
@@ -26,12 +34,7 @@ var txCases = []dcase{
 		c.allWidgets()
 	}},
 	{name: "an error rolls back", run: func(c *dc) {
-		c.err("tx", c.db.Transaction(func(tx *gorm.DB) error {
-			if err := createIn(tx, "a"); err != nil {
-				return err
-			}
-			return errCase
-		}))
+		c.err("tx", c.db.Transaction(func(tx *gorm.DB) error { return createThenFail(tx, "a") }))
 		c.allWidgets()
 	}},
 	{name: "a failed statement rolls back", run: func(c *dc) {
@@ -61,12 +64,7 @@ var txCases = []dcase{
 			if err := createIn(tx, "a"); err != nil {
 				return err
 			}
-			c.err("inner", tx.Transaction(func(tx2 *gorm.DB) error {
-				if err := createIn(tx2, "b"); err != nil {
-					return err
-				}
-				return errCase
-			}))
+			c.err("inner", tx.Transaction(func(tx2 *gorm.DB) error { return createThenFail(tx2, "b") }))
 			return createIn(tx, "c")
 		}))
 		c.allWidgets()
@@ -183,12 +181,7 @@ var txCases = []dcase{
 			if err := createIn(tx, "a"); err != nil {
 				return err
 			}
-			c.err("inner", tx.Transaction(func(tx2 *gorm.DB) error {
-				if err := createIn(tx2, "b"); err != nil {
-					return err
-				}
-				return errCase
-			}))
+			c.err("inner", tx.Transaction(func(tx2 *gorm.DB) error { return createThenFail(tx2, "b") }))
 			return nil
 		}))
 		c.allWidgets()

@@ -207,24 +207,7 @@ func newEnvWith(t *testing.T, cfg envConfig) *env {
 	e := &env{t: t, cluster: c, gormOpts: cfg.gorm}
 	e.dbname = createDatabase(t, c, strings.ToLower(safeName(t.Name())))
 
-	e.primary = openGORM(t, c.Primary.DSN(e.dbname))
-	e.pPlug = flypg.New(flypg.Config{Region: primaryRegion, PrimaryRegion: primaryRegion, Secret: testSecret})
-	if err := e.primary.Use(e.pPlug); err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.addr = lis.Addr().String()
-	served := make(chan error, 1)
-	go func() { served <- e.pPlug.Serve(lis) }()
-	t.Cleanup(func() {
-		e.pPlug.Close()
-		if err := <-served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
+	e.primary, e.pPlug, e.addr = servePrimary(t, c.Primary.DSN(e.dbname))
 
 	e.replica = openGORM(t, c.Replicas[0].DSN(e.dbname), cfg.gorm)
 	e.rPlug = flypg.New(flypg.Config{
@@ -245,6 +228,30 @@ func newEnvWith(t *testing.T, cfg envConfig) *env {
 	}
 	e.waitReplicated()
 	return e
+}
+
+// servePrimary opens the primary-region app on dsn and serves its executor
+// on a loopback listener until the test ends.
+func servePrimary(t testing.TB, dsn string) (*gorm.DB, *flypg.Plugin, string) {
+	t.Helper()
+	db := openGORM(t, dsn)
+	plug := flypg.New(flypg.Config{Region: primaryRegion, PrimaryRegion: primaryRegion, Secret: testSecret})
+	if err := db.Use(plug); err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- plug.Serve(lis) }()
+	t.Cleanup(func() {
+		plug.Close()
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return db, plug, lis.Addr().String()
 }
 
 func (e *env) waitReplicated() {
