@@ -95,6 +95,9 @@ func destMatchesSchema(stmt *gorm.Statement) bool {
 	case map[string]any, *map[string]any, []map[string]any, *[]map[string]any:
 		return true
 	}
+	if !stmt.ReflectValue.IsValid() {
+		return false
+	}
 	t := stmt.ReflectValue.Type()
 	for t.Kind() == reflect.Slice || t.Kind() == reflect.Array || t.Kind() == reflect.Pointer {
 		t = t.Elem()

@@ -52,6 +52,8 @@ var sqlFuncs = [...]struct {
 	{"pg_replication_slot_advance", sqlFnPrimary},
 	{"pg_logical_slot_get_changes", sqlFnPrimary},
 	{"pg_logical_slot_get_binary_changes", sqlFnPrimary},
+	{"pg_logical_slot_peek_changes", sqlFnPrimary},
+	{"pg_logical_slot_peek_binary_changes", sqlFnPrimary},
 	{"pg_replication_origin_create", sqlFnPrimary},
 	{"pg_replication_origin_drop", sqlFnPrimary},
 	{"pg_replication_origin_advance", sqlFnPrimary},

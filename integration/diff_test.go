@@ -390,6 +390,3 @@ func (c *dc) all(label string, dest any, order ...string) {
 	c.res(label+" read", c.db.Unscoped().Order(o).Find(dest))
 	c.rec(label, dest)
 }
-
-// ctx returns a background context; cases that need their own make it.
-func (c *dc) ctx() context.Context { return context.Background() }
