@@ -103,12 +103,16 @@ func TestDifferential(t *testing.T) {
 		total += len(g.cases)
 	}
 	t.Logf("%d differential cases", total)
-	// The lanes run at once: most of a case's time is spent waiting for
+	// Lanes run four at a time: most of a case's time is spent waiting for
 	// replication, which lanes can share. They are not parallel subtests,
-	// so that the package's -parallel limit does not serialize them.
+	// so that the package's -parallel limit does not serialize them; four
+	// keeps the machine's other tests from starving.
 	var wg sync.WaitGroup
+	lanes := make(chan struct{}, 4)
 	for _, g := range diffGroups() {
 		wg.Go(func() {
+			lanes <- struct{}{}
+			defer func() { <-lanes }()
 			t.Run(g.name, func(t *testing.T) {
 				l := newLane(t, c, g.name)
 				for _, dc := range g.cases {
