@@ -94,9 +94,10 @@ var diffSetupSQL = []string{
 		REFERENCES deferred_parents (id) DEFERRABLE INITIALLY DEFERRED)`,
 }
 
-// TestDifferential is the suite.
+// TestDifferential is the suite. It is not a parallel test: its lanes
+// run at once among themselves, and the package's timing-sensitive fault
+// tests run after it, not beside it.
 func TestDifferential(t *testing.T) {
-	t.Parallel()
 	c := requireCluster(t)
 	total := 0
 	for _, g := range diffGroups() {
