@@ -12,6 +12,7 @@ import (
 
 	"github.com/flypg/flypg/fly"
 	"github.com/flypg/flypg/forward"
+	"github.com/flypg/flypg/internal/pglsn"
 	"github.com/flypg/flypg/lsn"
 )
 
@@ -136,7 +137,7 @@ func (p *Plugin) call(ctx context.Context, region, name string, payload []byte) 
 // localCallError gives a function's failure in-process the shape it has
 // when the function ran on another node: a *CallError.
 func localCallError(name string, err error) error {
-	if err == nil || errors.Is(err, ErrUnknownFunction) {
+	if err == nil || errors.Is(err, ErrUnknownFunction) || errors.Is(err, forward.ErrInDoubt) {
 		return err
 	}
 	var own *forward.CallError
@@ -188,7 +189,11 @@ func (p *Plugin) clientFor(region string) (*forward.Client, error) {
 
 // runLocal runs a registered function on this node's database, in one
 // transaction, and returns the insert LSN after its commit when this node
-// is in the primary region.
+// is in the primary region. For a call the executor runs under durable
+// deduplication, the call's request ID is recorded in the same
+// transaction, before the function (see forward.CallRecord). A COMMIT
+// whose outcome the connection's failure hides is reported as in doubt
+// (forward.ErrInDoubt), never as a failure of the function.
 func (p *Plugin) runLocal(ctx context.Context, name string, payload []byte) ([]byte, uint64, error) {
 	p.mu.Lock()
 	fn, ok := p.funcs[name]
@@ -204,28 +209,72 @@ func (p *Plugin) runLocal(ctx context.Context, name string, payload []byte) ([]b
 	// this node's database, never forwarded.
 	ldb := db.WithContext(fly.Local(ctx))
 	var out []byte
+	ran := false // the function ran and returned nil: a failure is COMMIT's
 	err := ldb.Transaction(func(tx *gorm.DB) error {
+		if sql, args, ok := forward.CallRecord(ctx); ok {
+			if err := tx.Exec(sql, args...).Error; err != nil {
+				return err // recorded already: the executor answers from the table
+			}
+		}
 		var err error
 		out, err = fn(ctx, tx, payload)
+		ran = err == nil
 		return err
 	})
 	if err != nil {
+		if ran {
+			return nil, 0, commitError(name, err)
+		}
 		return nil, 0, err
 	}
 	if !primary {
 		return out, 0, nil
 	}
-	var s string
-	err = ldb.Raw(`SELECT pg_current_wal_insert_lsn()::text`).Scan(&s).Error
-	l, perr := lsn.Parse(s)
-	if err != nil || perr != nil {
+	l, err := p.insertLSN(ldb)
+	if err != nil {
 		// The function committed, so this is no failure of the call (an
 		// error would let a retry run it twice); without the LSN the
 		// caller just cannot wait for replication.
-		p.log.Warn("flypg: call committed but its commit LSN could not be read", "function", name, "err", errors.Join(err, perr))
+		p.log.Warn("flypg: call committed but its commit LSN could not be read", "function", name, "err", err)
 		return out, 0, nil
 	}
-	return out, uint64(l.Normalize(0)), nil
+	return out, uint64(l), nil
+}
+
+// commitError classifies the failure of a COMMIT: refused by PostgreSQL
+// (a deferred constraint, a serialization failure) or never sent, the
+// transaction did not commit; otherwise the connection broke with COMMIT
+// on its way and the outcome is unknown.
+func commitError(name string, err error) error {
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) || pgconn.SafeToRetry(err) {
+		return err
+	}
+	return fmt.Errorf("flypg: call %s: COMMIT was sent and its outcome is unknown: %w", name, errors.Join(forward.ErrInDoubt, err))
+}
+
+// insertLSN reads the primary's insert LSN (after a commit) and normalizes
+// it with the cluster's WAL segment size, read once: the rule the executor
+// follows for forwarded units.
+func (p *Plugin) insertLSN(db *gorm.DB) (lsn.LSN, error) {
+	var s string
+	if err := db.Raw(`SELECT pg_current_wal_insert_lsn()::text`).Scan(&s).Error; err != nil {
+		return 0, err
+	}
+	l, err := lsn.Parse(s)
+	if err != nil {
+		return 0, err
+	}
+	seg := p.walSegSize.Load()
+	if seg == 0 {
+		var setting string
+		if err := db.Raw(pglsn.SegmentSizeSQL).Scan(&setting).Error; err != nil {
+			return 0, err
+		}
+		seg = pglsn.ParseSegmentSize(setting)
+		p.walSegSize.Store(seg)
+	}
+	return l.Normalize(seg), nil
 }
 
 // callHandler serves Call requests for the node's executor.
@@ -234,3 +283,7 @@ type callHandler struct{ p *Plugin }
 func (h callHandler) HandleCall(ctx context.Context, name string, payload []byte) ([]byte, uint64, error) {
 	return h.p.runLocal(ctx, name, payload)
 }
+
+// RecordsCalls: runLocal records the request ID of a call the executor
+// runs under durable deduplication.
+func (h callHandler) RecordsCalls() bool { return true }

@@ -17,8 +17,12 @@ var (
 	// ErrInDoubt: the request was sent but its outcome is unknown; the
 	// write may have committed. Never retry it blindly.
 	ErrInDoubt = forward.ErrInDoubt
-	// ErrBusy: the executor is at its concurrency limit; nothing ran.
+	// ErrBusy: the executor could not start the unit before its deadline
+	// (all its unit slots stayed taken); nothing ran.
 	ErrBusy = forward.ErrBusy
+	// ErrDatabaseMismatch: the executor serves another database than the
+	// local replica replicates; nothing ran. The error names both.
+	ErrDatabaseMismatch = forward.ErrDatabaseMismatch
 	// ErrTxAborted: a forwarded transaction broke before COMMIT and was
 	// rolled back.
 	ErrTxAborted = forward.ErrTxAborted

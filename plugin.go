@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"google.golang.org/grpc"
 	"gorm.io/driver/postgres"
@@ -42,8 +43,9 @@ type Plugin struct {
 	regions map[string]*forward.Client // named-region call targets
 	funcs   map[string]callFunc
 
-	executor *forward.Executor
-	serving  sync.WaitGroup // goroutines of Start
+	executor   *forward.Executor
+	walSegSize atomic.Uint64  // the primary's wal_segment_size, once read (Call in the primary region)
+	serving    sync.WaitGroup // goroutines of Start
 	closed   bool
 	log      *slog.Logger
 	metrics  *metrics // nil without Config.Metrics
@@ -107,7 +109,13 @@ func (p *Plugin) startReplica(db *gorm.DB) error {
 			return err
 		}
 	}
-	p.client, err = forward.NewClient(p.clientConfig(cfg.PrimaryAddr))
+	id, err := p.replicaIdentity()
+	if err != nil {
+		return err
+	}
+	cc := p.clientConfig(cfg.PrimaryAddr)
+	cc.Identity = &id
+	p.client, err = forward.NewClient(cc)
 	if err != nil {
 		return fmt.Errorf("flypg: executor client: %w", err)
 	}
@@ -133,6 +141,27 @@ func (p *Plugin) startReplica(db *gorm.DB) error {
 	}
 	p.routed = p.router.OpenDB()
 	return nil
+}
+
+// replicaIdentity checks that the local database of a replica-region node
+// is a replica (in recovery), and reads which database it replicates: every
+// forwarded unit carries it, and an executor serving another database
+// refuses them (forward.ErrDatabaseMismatch).
+func (p *Plugin) replicaIdentity() (forward.Identity, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.RPCTimeout)
+	defer cancel()
+	var inRecovery bool
+	if err := p.local.QueryRowContext(ctx, `SELECT pg_is_in_recovery()`).Scan(&inRecovery); err != nil {
+		return forward.Identity{}, fmt.Errorf("flypg: check the local database: %w", err)
+	}
+	if !inRecovery {
+		return forward.Identity{}, fmt.Errorf("flypg: region %q is not the primary region (%q), but its local database is not a replica (pg_is_in_recovery() is false): point GORM at the region's replica, or set PrimaryRegion to this region if this database is the primary", p.cfg.Region, p.cfg.PrimaryRegion)
+	}
+	id, err := forward.ReadIdentity(ctx, p.local)
+	if err != nil {
+		return forward.Identity{}, fmt.Errorf("flypg: %w", err)
+	}
+	return id, nil
 }
 
 // clientConfig is the forwarding client configuration for target, with

@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"unicode/utf8"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/flypg/flypg/forward/forwardpb"
@@ -46,16 +48,22 @@ func (c *Client) Call(ctx context.Context, name string, payload []byte) ([]byte,
 	rcpt := ReceiptFrom(ctx)
 	id := newID()
 	var resp *forwardpb.CallResponse
-	err := c.do(ctx, "call", id, rcpt, func(ctx context.Context, u *forwardpb.Unit, md *metadata.MD) (int, error) {
+	if !utf8.ValidString(name) {
+		return nil, 0, &Error{Op: "call", Target: c.cfg.Target, RequestID: hex.EncodeToString(id), Kind: ErrUnknownFunction, Err: errors.New("the function name is not valid UTF-8; nothing was sent")}
+	}
+	err := c.do(ctx, "call", id, rcpt, func(ctx context.Context, u *forwardpb.Unit, md *metadata.MD) (int, connID, error) {
 		req := &forwardpb.CallRequest{Unit: u, Name: name, Payload: payload}
 		var err error
-		resp, err = c.api.Call(ctx, req, grpc.Trailer(md))
-		return proto.Size(req), err
+		var p peer.Peer
+		resp, err = c.api.Call(ctx, req, grpc.Trailer(md), grpc.Peer(&p))
+		if err == nil {
+			c.inst.note(connOf(&p), resp.GetInstance())
+		}
+		return proto.Size(req), connOf(&p), err
 	})
 	if err != nil {
 		return nil, 0, err
 	}
-	c.noteInstance(resp.GetInstance())
 	if ce := resp.GetError(); ce != nil {
 		if ce.GetUnknownFunction() {
 			return nil, 0, &Error{Op: "call", Target: c.cfg.Target, RequestID: hex.EncodeToString(id), Kind: ErrUnknownFunction, Err: errors.New(ce.GetMessage())}

@@ -23,6 +23,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/flypg/flypg/forward/forwardpb"
@@ -34,12 +35,18 @@ const (
 	DefaultTimeout         = 5 * time.Second
 	DefaultConnectWait     = time.Second
 	DefaultMaxRecvBytes    = 64 << 20
-	retryHorizon           = 15 * time.Second // keep well below the executor's DedupWindow
 	retryBackoffMin        = 20 * time.Millisecond
 	retryBackoffMax        = 500 * time.Millisecond
 	defaultKeepaliveTime   = 10 * time.Second
 	defaultKeepaliveTimout = 5 * time.Second
 )
+
+// RetryHorizon is how long after a unit's first attempt a client still
+// retries it, or asks the executor about it, when a reply was lost; then
+// it reports the unit as in doubt. Every answer about a unit reaches the
+// client within RetryHorizon of its first attempt, which is why an
+// executor keeps answers for at least MinDedupWindow.
+const RetryHorizon = 15 * time.Second
 
 // ClientConfig configures a Client.
 type ClientConfig struct {
@@ -72,6 +79,11 @@ type ClientConfig struct {
 	// travels on a session, where a call would carry them as metadata (the
 	// W3C trace context, for one); see ExecutorConfig.SessionUnit.
 	SessionHeaders func(ctx context.Context) map[string]string
+	// Identity, if set, is the database the client's local replica
+	// replicates (ReadIdentity on the replica). It travels with every unit,
+	// and an executor that serves another database refuses the unit before
+	// it runs, with an error matching ErrDatabaseMismatch that names both.
+	Identity *Identity
 	// Logger receives connection events at debug level. Nil: silent.
 	Logger *slog.Logger
 }
@@ -85,8 +97,8 @@ type Client struct {
 	health healthpb.HealthClient
 	log    *slog.Logger
 
-	instance   atomic.Pointer[string] // the executor instance last heard from
-	readyEpoch atomic.Uint64          // counts transitions to READY
+	inst       instances     // the executor instance of each connection
+	readyEpoch atomic.Uint64 // counts transitions to READY
 
 	rpcs, units, retries atomic.Uint64
 
@@ -151,8 +163,6 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
-	empty := ""
-	c.instance.Store(&empty)
 	c.wg.Add(1)
 	go c.watch(ctx)
 	cc.Connect()
@@ -209,33 +219,14 @@ func (c *Client) watch(ctx context.Context) {
 		s := c.cc.GetState()
 		if s == connectivity.Ready {
 			c.readyEpoch.Add(1)
-			c.learnInstance(ctx)
+			c.wg.Add(1)
+			go c.learnInstance(ctx)
 		}
 		if s == connectivity.Shutdown || !c.cc.WaitForStateChange(ctx, s) {
 			return
 		}
 	}
 }
-
-// learnInstance asks the executor who it is, with a Resolve of a fresh ID.
-func (c *Client) learnInstance(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
-	defer cancel()
-	resp, err := c.api.Resolve(ctx, &forwardpb.ResolveRequest{Unit: &forwardpb.Unit{RequestId: newID(), Attempt: 1}})
-	if err != nil {
-		c.log.Debug("forward: learn executor instance", "target", c.cfg.Target, "err", err)
-		return
-	}
-	c.noteInstance(resp.GetInstance())
-}
-
-func (c *Client) noteInstance(id string) {
-	if id != "" && id != *c.instance.Load() {
-		c.instance.Store(&id)
-	}
-}
-
-func (c *Client) lastInstance() string { return *c.instance.Load() }
 
 func newID() []byte {
 	b := make([]byte, 16)
@@ -311,49 +302,75 @@ func (c *Client) neverSent(before sendState) bool {
 }
 
 // attempt is one try of a unit: it sends u, fills trailer and returns the
-// size of the request it sent (to recognise the server refusing it).
-type attempt func(ctx context.Context, u *forwardpb.Unit, trailer *metadata.MD) (int, error)
+// size of the request it sent (to recognise the server refusing it) and
+// the connection it went on ("" if none).
+type attempt func(ctx context.Context, u *forwardpb.Unit, trailer *metadata.MD) (reqSize int, on connID, err error)
+
+// unit returns the Unit of an attempt: its request ID, its number (1 as
+// long as no earlier attempt may have reached an executor), the instance
+// the first attempt that may have arrived went to, and the database the
+// client's replica replicates.
+func (c *Client) unit(id []byte, n uint32, inst string) *forwardpb.Unit {
+	u := &forwardpb.Unit{RequestId: id, Attempt: n, Instance: inst}
+	if c.cfg.Identity != nil {
+		u.SystemIdentifier, u.Database = c.cfg.Identity.SystemIdentifier, c.cfg.Identity.Database
+	}
+	return u
+}
 
 // do runs a unit with exactly-once retries: after a failure that may have
 // happened after sending, it asks again with the same request ID (the
 // executor answers from its ledger instead of running it twice) until the
-// unit's deadline or the retry horizon. It returns nil or an *Error,
-// *CommittedError or a context error.
+// unit's deadline or RetryHorizon after its first attempt, whichever comes
+// first. It returns nil or an *Error, *CommittedError or a context error.
 func (c *Client) do(ctx context.Context, op string, id []byte, rcpt *Receipt, try attempt) error {
 	c.units.Add(1)
 	first := time.Now()
-	inst := c.lastInstance()
 	backoff := retryBackoffMin
-	var sentOnce bool // some attempt may have reached the executor
+	n := uint32(1)     // attempts that may have reached an executor, plus one
+	var firstOn connID // where the first of those went
 	var lastErr error
-	for n := uint32(1); ; n++ {
-		if err := c.awaitReady(ctx); err != nil {
+	for {
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if n > 1 {
+			// Every answer about the unit comes within the horizon.
+			actx, cancel = context.WithDeadline(ctx, first.Add(RetryHorizon))
+		}
+		if err := c.awaitReady(actx); err != nil {
+			cancel()
 			lastErr = err
-			if !sentOnce || ctx.Err() != nil || time.Since(first) > retryHorizon {
+			if n == 1 || actx.Err() != nil {
 				break
 			}
-			continue // an earlier attempt may have arrived: keep asking
-		}
-		u := &forwardpb.Unit{RequestId: id, Attempt: n, Instance: inst}
-		before := c.snapshot()
-		var md metadata.MD
-		c.rpcs.Add(1)
-		rcpt.roundTrip()
-		reqSize, err := try(ctx, u, &md)
-		if err == nil {
-			return nil
-		}
-		lastErr = err
-		never := c.neverSent(before) || errors.As(err, new(notSent))
-		if !never {
-			sentOnce = true
-		}
-		e := c.classify(op, id, err, md, reqSize)
-		if e != nil {
-			return e
+			// An earlier attempt may have arrived: keep asking, below.
+		} else {
+			inst := ""
+			if n > 1 {
+				inst = c.inst.of(firstOn)
+			}
+			before := c.snapshot()
+			var md metadata.MD
+			c.rpcs.Add(1)
+			rcpt.roundTrip()
+			reqSize, on, err := try(actx, c.unit(id, n, inst), &md)
+			cancel()
+			if err == nil {
+				return nil
+			}
+			lastErr = err
+			sent := !c.neverSent(before) && !errors.As(err, new(notSent))
+			if e := c.classify(op, id, err, md, reqSize); e != nil {
+				return e
+			}
+			if sent {
+				if n == 1 {
+					firstOn = on
+				}
+				n++
+			}
 		}
 		// The request may have been sent and its reply lost: ask again.
-		if ctx.Err() != nil || time.Since(first)+backoff > retryHorizon {
+		if ctx.Err() != nil || time.Since(first)+backoff > RetryHorizon {
 			break
 		}
 		c.retries.Add(1)
@@ -369,7 +386,7 @@ func (c *Client) do(ctx context.Context, op string, id []byte, rcpt *Receipt, tr
 		backoff = min(backoff*2, retryBackoffMax)
 	}
 	kind := ErrInDoubt
-	if !sentOnce {
+	if n == 1 {
 		kind = ErrUnavailable
 	}
 	if ctx.Err() != nil {
@@ -394,11 +411,17 @@ func (c *Client) classify(op string, id []byte, err error, md metadata.MD, reqSi
 		}
 		return fail(ErrProtocol)
 	}
+	switch first(md, trailerRefusal) {
+	case refusalBusy:
+		return fail(ErrBusy)
+	case refusalDatabase:
+		return fail(ErrDatabaseMismatch)
+	}
 	switch first(md, trailerOutcome) {
 	case outcomeNotRun:
 		switch {
 		case st.Code() == codes.ResourceExhausted && strings.Contains(st.Message(), "busy"):
-			return fail(ErrBusy)
+			return fail(ErrBusy) // an executor that does not send the refusal trailer
 		case st.Code() == codes.ResourceExhausted:
 			return fail(ErrTooLarge)
 		case st.Code() == codes.FailedPrecondition:
@@ -531,11 +554,12 @@ func (c *Client) resolve(ctx context.Context, id []byte, inst string) (Outcome, 
 		return OutcomeUnknown, 0, nil, err
 	}
 	c.rpcs.Add(1)
-	resp, err := c.api.Resolve(ctx, &forwardpb.ResolveRequest{Unit: &forwardpb.Unit{RequestId: id, Attempt: 2, Instance: inst}})
+	var p peer.Peer
+	resp, err := c.api.Resolve(ctx, &forwardpb.ResolveRequest{Unit: c.unit(id, 2, inst)}, grpc.Peer(&p))
 	if err != nil {
 		return OutcomeUnknown, 0, nil, err
 	}
-	c.noteInstance(resp.GetInstance())
+	c.inst.note(connOf(&p), resp.GetInstance())
 	switch resp.GetOutcome() {
 	case forwardpb.ResolveResponse_OUTCOME_RUNNING:
 		return OutcomeRunning, 0, nil, nil

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/flypg/flypg/forward/forwardpb"
@@ -253,15 +254,20 @@ func (c *Client) execUnit(ctx context.Context, op string, st *forwardpb.Statemen
 	ctx, cancel := c.unitContext(ctx)
 	defer cancel()
 	var resp *forwardpb.ExecResponse
-	err := c.do(ctx, op, id, rcpt, func(ctx context.Context, u *forwardpb.Unit, md *metadata.MD) (int, error) {
+	err := c.do(ctx, op, id, rcpt, func(ctx context.Context, u *forwardpb.Unit, md *metadata.MD) (int, connID, error) {
 		req := &forwardpb.ExecRequest{Unit: u, Statement: st}
-		var err error
 		if s := c.session(ctx); s != nil {
+			var err error
 			resp, err = s.exec(ctx, req, md)
-		} else {
-			resp, err = c.api.Exec(ctx, req, grpc.Trailer(md))
+			return proto.Size(req), s.conn, err
 		}
-		return proto.Size(req), err
+		var p peer.Peer
+		var err error
+		resp, err = c.api.Exec(ctx, req, grpc.Trailer(md), grpc.Peer(&p))
+		if err == nil {
+			c.inst.note(connOf(&p), resp.GetInstance())
+		}
+		return proto.Size(req), connOf(&p), err
 	})
 	var committed *CommittedError
 	if errors.As(err, &committed) {
@@ -272,7 +278,6 @@ func (c *Client) execUnit(ctx context.Context, op string, st *forwardpb.Statemen
 	if err != nil {
 		return nil, err
 	}
-	c.noteInstance(resp.GetInstance())
 	if pe := resp.GetError(); pe != nil {
 		return nil, wire.PgErrorFromProto(pe)
 	}

@@ -34,9 +34,21 @@ var (
 	// nothing was committed.
 	ErrTooLarge = errors.New("message exceeds the configured size limit")
 
-	// ErrBusy: the executor is at its limit of concurrent units and did not
-	// start this one. Safe to retry later.
+	// ErrBusy: the executor could not start the unit before its deadline:
+	// all its unit slots stayed taken (it waits for one, as a connection
+	// pool would, until shortly before the deadline, or for its
+	// QueueTimeout), or its memory for deduplication was full. Nothing
+	// ran. Safe to retry later; a rising rate of it means the executor
+	// needs more connections (pool_max_conns, MaxConcurrent) or the
+	// primary is overloaded.
 	ErrBusy = errors.New("executor busy")
+
+	// ErrDatabaseMismatch: the executor serves another database than the
+	// one the client's local replica replicates (another cluster, or
+	// another database of the same cluster), so a write there would never
+	// be read back here. Nothing ran; the error names both sides. A
+	// configuration error: fix the executor address or the DSNs.
+	ErrDatabaseMismatch = errors.New("the executor serves another database than the local replica replicates")
 
 	// ErrNotPrimary: the node reached does not forward SQL (it is not in the
 	// primary region, or its database is not a primary).

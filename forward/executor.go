@@ -37,10 +37,22 @@ const (
 	DefaultTxIdleTimeout    = 30 * time.Second
 	DefaultTxMaxDuration    = 5 * time.Minute
 	DefaultDedupWindow      = 30 * time.Second
-	DefaultDedupMaxEntries  = 500_000
+	DefaultDedupMaxBytes    = 64 << 20
 	DefaultMaxReplayBytes   = 16 << 10
 	DefaultHealthInterval   = time.Second
-	DefaultQueueTimeout     = time.Second
+	DefaultSessionMaxBytes  = 32 << 20
+	// DefaultPoolMaxConns sizes the pool the executor opens from a DSN
+	// without pool_max_conns: enough for the units an ordinary app has in
+	// flight at once (a forwarded transaction holds its connection for its
+	// round trips across regions), well inside PostgreSQL's default
+	// max_connections of 100 with a few executor instances.
+	DefaultPoolMaxConns = 20
+
+	// MinDedupWindow is the shortest DedupWindow NewExecutor accepts: a
+	// client retries and resolves a unit for at most RetryHorizon after
+	// its first attempt, and an answer must not be forgotten while a
+	// retry may still be heard.
+	MinDedupWindow = RetryHorizon + 5*time.Second
 
 	cancelDeadlineDelay = time.Second
 	commitTimeout       = 30 * time.Second
@@ -79,9 +91,16 @@ type ExecutorConfig struct {
 	// TLS configured on your own *grpc.Server authenticates clients.
 	AllowUnauthenticated bool
 
-	// MaxConcurrent bounds the units (statements, transactions, calls) run
-	// at once; more wait up to QueueTimeout, then are refused as busy.
-	// Zero means the pool's MaxConns.
+	// MaxConcurrent bounds the units (statements, transactions, calls,
+	// resolves that read the primary) run at once; zero means the pool's
+	// MaxConns. More wait for a slot, as plain GORM waits for its pool:
+	// until shortly before the unit's deadline (so that the answer
+	// reaches the client in time), or for QueueTimeout if that is set and
+	// shorter; then they are refused as busy, with nothing run.
+	// Transactions, which hold their slot while their client talks across
+	// regions, may take at most three quarters of the slots, so that lone
+	// statements and calls (which a client may send while its
+	// transaction is open) always find one.
 	MaxConcurrent int
 	QueueTimeout  time.Duration
 
@@ -99,11 +118,21 @@ type ExecutorConfig struct {
 	StatementTimeout time.Duration
 
 	// DedupWindow is how long the outcome of a finished unit is remembered
-	// for retries; DedupMaxEntries bounds how many are held (more units are
-	// refused as busy); answers over MaxReplayBytes are not kept.
-	DedupWindow     time.Duration
-	DedupMaxEntries int
-	MaxReplayBytes  int
+	// for retries (at least MinDedupWindow). DedupMaxBytes bounds the
+	// memory of what is remembered: an entry costs about 200 bytes plus
+	// its kept answer; when the budget is used up, answers are no longer
+	// kept and then new units are refused as busy until old entries
+	// expire (64 MiB: about 300,000 units in the window, 10,000 a second
+	// for 30 s). Answers over MaxReplayBytes are never kept.
+	DedupWindow    time.Duration
+	DedupMaxBytes  int
+	MaxReplayBytes int
+
+	// SessionMaxBytes bounds the memory one session stream holds in
+	// requests received and replies not yet sent: while it is used up, the
+	// executor receives no more messages of that stream (back-pressure
+	// through gRPC flow control) instead of buffering them.
+	SessionMaxBytes int
 
 	// DurableDedup also records the request ID of every committed unit in
 	// a table on the primary (DedupTable, created if missing; rows kept for
@@ -145,13 +174,15 @@ type Executor struct {
 	verifier *auth.Verifier
 	instance string
 	ledger   *ledger
-	slots    chan struct{}
+	slots    chan struct{} // one per running unit
+	txSlots  chan struct{} // one per running transaction, fewer than slots
 	health   *health.Server
 	log      *slog.Logger
 
 	durable *durable // nil without DurableDedup
 
 	walSegSize atomic.Uint64
+	ident      atomic.Pointer[Identity] // the database the pool serves, once read
 	inFlight   atomic.Int64
 	openTx     atomic.Int64
 
@@ -164,7 +195,8 @@ type Executor struct {
 }
 
 // NewExecutor checks cfg, opens the pool if cfg.DSN is set, and starts the
-// health checker. Close releases everything.
+// health checker. Close releases everything. Nothing is acquired before the
+// whole configuration is checked.
 func NewExecutor(ctx context.Context, cfg ExecutorConfig) (*Executor, error) {
 	if cfg.Secret == "" && !cfg.AllowUnauthenticated {
 		return nil, errors.New("forward: executor: no Secret: the executor runs SQL for its callers and must authenticate them (set Secret, or AllowUnauthenticated for local development)")
@@ -173,40 +205,10 @@ func NewExecutor(ctx context.Context, cfg ExecutorConfig) (*Executor, error) {
 		return nil, errors.New("forward: executor: set DSN or Pool, not both")
 	}
 	setDefaults(&cfg)
-	x := &Executor{cfg: cfg, pool: cfg.Pool, health: health.NewServer(), stop: make(chan struct{}), log: cfg.Logger}
-	if x.log == nil {
-		x.log = slog.New(slog.DiscardHandler)
+	if cfg.DedupWindow < MinDedupWindow {
+		return nil, fmt.Errorf("forward: executor: DedupWindow %v is shorter than MinDedupWindow (%v): clients retry and resolve units for up to %v, and an answer forgotten before that could let a retry run twice", cfg.DedupWindow, MinDedupWindow, RetryHorizon)
 	}
-	if cfg.Secret != "" {
-		v, err := auth.NewVerifier(cfg.Secret, auth.WithAdditionalSecrets(cfg.OldSecrets...))
-		if err != nil {
-			return nil, fmt.Errorf("forward: executor: %w", err)
-		}
-		x.verifier = v
-	}
-	if cfg.DSN != "" {
-		pc, err := PoolConfig(cfg.DSN)
-		if err != nil {
-			return nil, err
-		}
-		if cfg.StatementTimeout > 0 {
-			pc.ConnConfig.RuntimeParams["statement_timeout"] = strconv.FormatInt(cfg.StatementTimeout.Milliseconds(), 10)
-		}
-		// If this process stalls with a transaction open, the primary ends
-		// it on its own rather than holding its locks forever.
-		pc.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = strconv.FormatInt((2 * cfg.TxIdleTimeout).Milliseconds(), 10)
-		if x.pool, err = pgxpool.NewWithConfig(ctx, pc); err != nil {
-			return nil, fmt.Errorf("forward: executor: open pool: %w", err)
-		}
-		x.ownPool = true
-	}
-	if x.cfg.MaxConcurrent <= 0 {
-		x.cfg.MaxConcurrent = 64
-		if x.pool != nil {
-			x.cfg.MaxConcurrent = int(x.pool.Config().MaxConns)
-		}
-	}
-	x.slots = make(chan struct{}, x.cfg.MaxConcurrent)
+	var d *durable
 	if cfg.DurableDedup {
 		table := cfg.DedupTable
 		if table == "" {
@@ -219,12 +221,57 @@ func NewExecutor(ctx context.Context, cfg ExecutorConfig) (*Executor, error) {
 		if retention <= 0 {
 			retention = DefaultDedupRetention
 		}
-		x.durable = &durable{table: table, retention: retention}
+		if retention < cfg.DedupWindow {
+			return nil, fmt.Errorf("forward: executor: DedupRetention %v is shorter than DedupWindow %v", retention, cfg.DedupWindow)
+		}
+		d = &durable{table: table, retention: retention}
 	}
+	var verifier *auth.Verifier
+	if cfg.Secret != "" {
+		v, err := auth.NewVerifier(cfg.Secret, auth.WithAdditionalSecrets(cfg.OldSecrets...))
+		if err != nil {
+			return nil, fmt.Errorf("forward: executor: %w", err)
+		}
+		verifier = v
+	}
+	var pc *pgxpool.Config
+	if cfg.DSN != "" {
+		var err error
+		if pc, err = PoolConfig(cfg.DSN); err != nil {
+			return nil, err
+		}
+		if cfg.StatementTimeout > 0 {
+			pc.ConnConfig.RuntimeParams["statement_timeout"] = strconv.FormatInt(cfg.StatementTimeout.Milliseconds(), 10)
+		}
+		// If this process stalls with a transaction open, the primary ends
+		// it on its own rather than holding its locks forever.
+		pc.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = strconv.FormatInt((2 * cfg.TxIdleTimeout).Milliseconds(), 10)
+	}
+
+	// Everything checked: from here on, only acquisitions.
+	x := &Executor{cfg: cfg, pool: cfg.Pool, verifier: verifier, durable: d, health: health.NewServer(), stop: make(chan struct{}), log: cfg.Logger}
+	if x.log == nil {
+		x.log = slog.New(slog.DiscardHandler)
+	}
+	if pc != nil {
+		var err error
+		if x.pool, err = pgxpool.NewWithConfig(ctx, pc); err != nil {
+			return nil, fmt.Errorf("forward: executor: open pool: %w", err)
+		}
+		x.ownPool = true
+	}
+	if x.cfg.MaxConcurrent <= 0 {
+		x.cfg.MaxConcurrent = 64
+		if x.pool != nil {
+			x.cfg.MaxConcurrent = int(x.pool.Config().MaxConns)
+		}
+	}
+	x.slots = make(chan struct{}, x.cfg.MaxConcurrent)
+	x.txSlots = make(chan struct{}, max(1, x.cfg.MaxConcurrent-x.cfg.MaxConcurrent/4))
 	var id [8]byte
 	rand.Read(id[:])
 	x.instance = hex.EncodeToString(id[:])
-	x.ledger = newLedger(cfg.DedupWindow, cfg.DedupMaxEntries, cfg.MaxReplayBytes)
+	x.ledger = newLedger(cfg.DedupWindow, cfg.DedupMaxBytes, cfg.MaxReplayBytes)
 
 	// The first look at the primary happens before NewExecutor returns, so
 	// that a client connecting right after it finds the status it will
@@ -252,14 +299,14 @@ func setDefaults(c *ExecutorConfig) {
 			*v = d
 		}
 	}
-	def(&c.QueueTimeout, DefaultQueueTimeout)
 	def(&c.TxIdleTimeout, DefaultTxIdleTimeout)
 	def(&c.TxMaxDuration, DefaultTxMaxDuration)
 	def(&c.DedupWindow, DefaultDedupWindow)
 	def(&c.HealthInterval, DefaultHealthInterval)
 	defInt(&c.MaxRequestBytes, DefaultMaxRequestBytes)
 	defInt(&c.MaxResponseBytes, DefaultMaxResponseBytes)
-	defInt(&c.DedupMaxEntries, DefaultDedupMaxEntries)
+	defInt(&c.DedupMaxBytes, DefaultDedupMaxBytes)
+	defInt(&c.SessionMaxBytes, DefaultSessionMaxBytes)
 	defInt(&c.MaxReplayBytes, DefaultMaxReplayBytes)
 }
 
@@ -357,7 +404,9 @@ func (x *Executor) Close() error {
 }
 
 // checkHealth keeps the health service's status in step with the primary:
-// SERVING only while it answers and is not in recovery.
+// SERVING only while it answers and is not in recovery. On the same tick it
+// lets the ledger drop expired entries, so that an idle executor gives
+// their memory back.
 func (x *Executor) checkHealth(last healthpb.HealthCheckResponse_ServingStatus) {
 	defer x.wg.Done()
 	t := time.NewTicker(x.cfg.HealthInterval)
@@ -374,6 +423,7 @@ func (x *Executor) checkHealth(last healthpb.HealthCheckResponse_ServingStatus) 
 			x.health.SetServingStatus(forwardpb.Executor_ServiceDesc.ServiceName, st)
 			last = st
 		}
+		x.ledger.expire(time.Now())
 	}
 }
 
@@ -384,11 +434,16 @@ func (x *Executor) probe() healthpb.HealthCheckResponse_ServingStatus {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), x.cfg.HealthInterval)
 	defer cancel()
-	var inRecovery bool
-	if err := x.pool.QueryRow(ctx, `SELECT pg_is_in_recovery()`).Scan(&inRecovery); err != nil {
+	var (
+		inRecovery bool
+		sys        int64
+		db         string
+	)
+	if err := x.pool.QueryRow(ctx, `SELECT pg_is_in_recovery(), `+identityColumns).Scan(&inRecovery, &sys, &db); err != nil {
 		x.log.Warn("forward: executor: primary unreachable", "err", err)
 		return healthpb.HealthCheckResponse_NOT_SERVING
 	}
+	x.ident.Store(&Identity{SystemIdentifier: uint64(sys), Database: db})
 	if inRecovery {
 		x.log.Warn("forward: executor: database is in recovery (a replica), not a primary")
 		return healthpb.HealthCheckResponse_NOT_SERVING
@@ -396,30 +451,63 @@ func (x *Executor) probe() healthpb.HealthCheckResponse_ServingStatus {
 	return healthpb.HealthCheckResponse_SERVING
 }
 
-// acquireSlot waits for a unit slot, at most QueueTimeout.
-func (x *Executor) acquireSlot(ctx context.Context) error {
+// acquireSlot waits for a unit slot (and, for a transaction, first for a
+// transaction slot) until shortly before ctx's deadline, or QueueTimeout.
+func (x *Executor) acquireSlot(ctx context.Context, tx bool) error {
+	if tx {
+		if err := x.waitSlot(ctx, x.txSlots); err != nil {
+			return err
+		}
+	}
+	if err := x.waitSlot(ctx, x.slots); err != nil {
+		if tx {
+			<-x.txSlots
+		}
+		return err
+	}
+	x.inFlight.Add(1)
+	return nil
+}
+
+func (x *Executor) waitSlot(ctx context.Context, slots chan struct{}) error {
 	select {
-	case x.slots <- struct{}{}:
-		x.inFlight.Add(1)
+	case slots <- struct{}{}:
 		return nil
 	default:
 	}
-	t := time.NewTimer(x.cfg.QueueTimeout)
-	defer t.Stop()
+	wait, limited := x.cfg.QueueTimeout, x.cfg.QueueTimeout > 0
+	if d, ok := ctx.Deadline(); ok {
+		// Leave the answer time to reach the client before its deadline
+		// (the executor's deadline runs a transit later than the client's).
+		left := time.Until(d)
+		left -= min(left/5, time.Second)
+		if !limited || left < wait {
+			wait = left
+		}
+		limited = true
+	}
+	var expired <-chan time.Time
+	if limited {
+		t := time.NewTimer(max(wait, 0))
+		defer t.Stop()
+		expired = t.C
+	}
 	select {
-	case x.slots <- struct{}{}:
-		x.inFlight.Add(1)
+	case slots <- struct{}{}:
 		return nil
-	case <-t.C:
+	case <-expired:
 		return errBusy
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 }
 
-func (x *Executor) releaseSlot() {
+func (x *Executor) releaseSlot(tx bool) {
 	x.inFlight.Add(-1)
 	<-x.slots
+	if tx {
+		<-x.txSlots
+	}
 }
 
 var errBusy = errors.New("executor busy")

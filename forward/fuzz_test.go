@@ -24,7 +24,7 @@ func FuzzExecRequest(f *testing.F) {
 	seed(&forwardpb.ExecRequest{Statement: &forwardpb.Statement{Args: []*forwardpb.Value{{Kind: &forwardpb.Value_Array{Array: &forwardpb.Array{ElemKind: forwardpb.Array_KIND_ARRAY}}}}}})
 	f.Add([]byte{0xff, 0x01, 0x02})
 
-	x, err := NewExecutor(context.Background(), ExecutorConfig{AllowUnauthenticated: true, DedupMaxEntries: 64})
+	x, err := NewExecutor(context.Background(), ExecutorConfig{AllowUnauthenticated: true, DedupMaxBytes: 64 * (entryOverhead + 16)})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -11,7 +11,7 @@ import (
 
 func TestLedger(t *testing.T) {
 	t0 := time.Unix(1000, 0)
-	l := newLedger(time.Minute, 3, 1024)
+	l := newLedger(time.Minute, 3*(entryOverhead+1)+32, 1024) // three entries and a small answer
 
 	e, fresh, err := l.begin("a", t0)
 	if err != nil || !fresh {
@@ -23,26 +23,29 @@ func TestLedger(t *testing.T) {
 		t.Fatal("duplicate of a running unit was told to run")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
-	if err := dup.wait(ctx); !errors.Is(err, context.DeadlineExceeded) {
+	if err := l.wait(ctx, dup); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("wait on a running entry: %v", err)
 	}
 	cancel()
-	answer := &forwardpb.ExecResponse{CommitLsn: 42}
-	l.finish(e, committed, 42, answer, t0)
-	if err := dup.wait(context.Background()); err != nil || dup.state != committed || dup.answer != answer {
-		t.Fatalf("after finish: state %v answer %v", dup.state, dup.answer)
+	k, answer := keep(answerExec, &forwardpb.ExecResponse{CommitLsn: 42})
+	l.finish(e, committed, 42, k, answer, t0)
+	if err := l.wait(context.Background(), dup); err != nil {
+		t.Fatal(err)
+	}
+	if v := l.view(dup); v.state != committed || string(v.answer) != string(answer) || v.kind != answerExec {
+		t.Fatalf("after finish: %+v", v)
 	}
 
 	// A unit that failed without a kept answer may run again.
 	f, _, _ := l.begin("b", t0)
-	l.finish(f, notCommitted, 0, nil, t0)
+	l.finish(f, notCommitted, 0, answerNone, nil, t0)
 	if _, fresh, _ := l.begin("b", t0); !fresh {
 		t.Fatal("a unit that did not commit and kept no answer was not allowed to run again")
 	}
 
 	// A unit whose commit is unknown must never run again.
 	u, _, _ := l.begin("c", t0)
-	l.finish(u, unknown, 0, nil, t0)
+	l.finish(u, unknown, 0, answerNone, nil, t0)
 	if _, fresh, _ := l.begin("c", t0); fresh {
 		t.Fatal("a unit with an unknown outcome was allowed to run again")
 	}
@@ -61,7 +64,8 @@ func TestLedger(t *testing.T) {
 	}
 	// Large answers are not kept.
 	g, _, _ := l.begin("g", later)
-	l.finish(g, committed, 7, &forwardpb.ExecResponse{Result: &forwardpb.Result{Rows: make([]byte, 4096)}}, later)
+	gk, ga := keep(answerExec, &forwardpb.ExecResponse{Result: &forwardpb.Result{Rows: make([]byte, 4096)}})
+	l.finish(g, committed, 7, gk, ga, later)
 	if g.answer != nil || g.lsn != 7 {
 		t.Fatal("an answer over MaxReplayBytes was kept")
 	}
@@ -78,16 +82,17 @@ func TestLedgerRecorded(t *testing.T) {
 		state outcome
 	}{
 		{"refused before running", func(l *ledger, e *ledgerEntry) { l.forget(e, t0) }, recorded},
-		{"failed with no answer", func(l *ledger, e *ledgerEntry) { l.finish(e, notCommitted, 0, nil, t0) }, recorded},
+		{"failed with no answer", func(l *ledger, e *ledgerEntry) { l.finish(e, notCommitted, 0, answerNone, nil, t0) }, recorded},
 		{"failed with PostgreSQL's answer", func(l *ledger, e *ledgerEntry) {
-			l.finish(e, notCommitted, 0, &forwardpb.ExecResponse{Error: &forwardpb.PgError{Code: "23505"}}, t0)
+			k, b := keep(answerExec, &forwardpb.ExecResponse{Error: &forwardpb.PgError{Code: "23505"}})
+			l.finish(e, notCommitted, 0, k, b, t0)
 		}, notCommitted},
-		{"committed", func(l *ledger, e *ledgerEntry) { l.finish(e, committed, 9, nil, t0) }, committed},
+		{"committed", func(l *ledger, e *ledgerEntry) { l.finish(e, committed, 9, answerNone, nil, t0) }, committed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			l := newLedger(time.Minute, 10, 1024)
+			l := newLedger(time.Minute, 1<<20, 1024)
 			e, _, _ := l.begin("r", t0)
-			l.finish(e, recorded, 0, nil, t0)
+			l.finish(e, recorded, 0, answerNone, nil, t0)
 			again, fresh, err := l.begin("r", t0)
 			if err != nil || !fresh || again != e {
 				t.Fatalf("retry of a recorded unit: fresh=%v err=%v, want it to run", fresh, err)

@@ -1,7 +1,6 @@
 package forward
 
 import (
-	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -55,19 +54,47 @@ func (x *Executor) statement(ctx context.Context, c *pgx.Conn, st *forwardpb.Sta
 	return res, serr
 }
 
-// pipeline sends [begin] statement Sync [LSN query Sync] in one write and
-// reads the answers. Results are asked for in the formats pgx's stdlib
+// pipeline runs a statement (see pipelineOnce). When the primary refuses
+// the statement's cached prepared form (its result type changed, or it was
+// deallocated), nothing of it ran: the statement is prepared afresh and,
+// where no transaction of the caller's was open before it (an autocommit
+// statement, or a transaction's first statement with its BEGIN), run once
+// more.
+func (x *Executor) pipeline(ctx context.Context, c *pgx.Conn, begin string, st *forwardpb.Statement, withLSN bool, ledgerID []byte) (*forwardpb.Result, string, *stmtError) {
+	res, lsnText, serr := x.pipelineOnce(ctx, c, begin, st, withLSN, ledgerID)
+	if serr == nil || serr.kind != kindPg || !staleStatement(serr.pg) {
+		return res, lsnText, serr
+	}
+	invalidate(ctx, c, st.GetSql())
+	if !withLSN && begin == "" {
+		return res, lsnText, serr // inside the caller's transaction, now aborted
+	}
+	if begin != "" {
+		if err := x.rollback(ctx, c); err != nil {
+			return nil, "", classify(err)
+		}
+	}
+	return x.pipelineOnce(ctx, c, begin, st, withLSN, ledgerID)
+}
+
+// pipelineOnce sends [begin] statement Sync [LSN query Sync] in one write
+// and reads the answers. Results are asked for in the formats pgx's stdlib
 // driver uses, so that the client decodes exactly what stdlib would.
 //
 // ledgerID, for a lone statement under durable deduplication, is inserted
 // into the deduplication table first, in the statement's own transaction:
 // if an earlier attempt committed, that insert conflicts and nothing runs.
-func (x *Executor) pipeline(ctx context.Context, c *pgx.Conn, begin string, st *forwardpb.Statement, withLSN bool, ledgerID []byte) (*forwardpb.Result, string, *stmtError) {
+//
+// A lone statement that may have left session state (see classifySQL)
+// reads the LSN with an unprepared query (the statement may have
+// deallocated the prepared one) which, for a statement that calls
+// functions, also checks the session's state.
+func (x *Executor) pipelineOnce(ctx context.Context, c *pgx.Conn, begin string, st *forwardpb.Statement, withLSN bool, ledgerID []byte) (*forwardpb.Result, string, *stmtError) {
 	args, err := decodeArgs(st.GetArgs())
 	if err != nil {
 		return nil, "", &stmtError{err: err, kind: kindBadArg}
 	}
-	sd, err := describe(ctx, c, st.GetSql())
+	cs, err := describe(ctx, c, st.GetSql())
 	if err != nil {
 		var pg *pgconn.PgError
 		if st.GetExec() && len(args) == 0 && errors.As(err, &pg) && pg.Code == "42601" {
@@ -78,6 +105,8 @@ func (x *Executor) pipeline(ctx context.Context, c *pgx.Conn, begin string, st *
 		}
 		return nil, "", classify(err)
 	}
+	sd := cs.sd
+	markTaint(c, cs.taint)
 	if len(sd.ParamOIDs) != len(args) {
 		return nil, "", &stmtError{err: fmt.Errorf("statement has %d parameters, got %d arguments", len(sd.ParamOIDs), len(args)), kind: kindBadArg}
 	}
@@ -86,14 +115,14 @@ func (x *Executor) pipeline(ctx context.Context, c *pgx.Conn, begin string, st *
 		return nil, "", &stmtError{err: err, kind: kindBadArg}
 	}
 
-	var lsnSD, ledgerSD *pgconn.StatementDescription
-	if withLSN {
-		if lsnSD, err = describe(ctx, c, lsnSQL); err != nil {
+	var lsnCS, ledgerCS *cachedStmt
+	if withLSN && cs.taint == taintNone {
+		if lsnCS, err = describe(ctx, c, lsnSQL); err != nil {
 			return nil, "", classify(err)
 		}
 	}
 	if ledgerID != nil {
-		if ledgerSD, err = describe(ctx, c, x.durable.insertSQL()); err != nil {
+		if ledgerCS, err = describe(ctx, c, x.durable.insertSQL()); err != nil {
 			return nil, "", classify(err)
 		}
 	}
@@ -102,20 +131,23 @@ func (x *Executor) pipeline(ctx context.Context, c *pgx.Conn, begin string, st *
 	if begin != "" {
 		p.SendQueryParams(begin, nil, nil, nil, nil)
 	}
-	if ledgerSD != nil {
-		p.SendQueryStatement(ledgerSD, [][]byte{ledgerID}, []int16{pgx.BinaryFormatCode}, nil)
+	if ledgerCS != nil {
+		p.SendQueryStatement(ledgerCS.sd, [][]byte{ledgerID}, []int16{pgx.BinaryFormatCode}, nil)
 	}
 	p.SendQueryStatement(sd, eqb.ParamValues, eqb.ParamFormats, resultFormats(sd))
 	p.SendPipelineSync()
 	if withLSN {
-		if ledgerSD != nil {
+		switch {
+		case cs.taint != taintNone:
+			p.SendQueryParams(lsnQuery(cs.taint), nil, nil, nil, nil)
+		case ledgerCS != nil:
 			// When the ID's insert fails, the server skips the statement,
 			// but pgx keeps the skipped statement's description queued and
 			// would hand it to the next SendQueryStatement: send the LSN
 			// query by name, which uses no queued description.
-			p.SendQueryPrepared(lsnSD.Name, nil, nil, nil)
-		} else {
-			p.SendQueryStatement(lsnSD, nil, nil, nil)
+			p.SendQueryPrepared(lsnCS.sd.Name, nil, nil, nil)
+		default:
+			p.SendQueryStatement(lsnCS.sd, nil, nil, nil)
 		}
 		p.SendPipelineSync()
 	}
@@ -133,7 +165,7 @@ func (x *Executor) pipeline(ctx context.Context, c *pgx.Conn, begin string, st *
 	if begin != "" {
 		stmtErr = discardResult(p)
 	}
-	if ledgerSD != nil && stmtErr == nil {
+	if ledgerCS != nil && stmtErr == nil {
 		if err := discardResult(p); err != nil {
 			p.Close()
 			if x.durable.isConflict(err) {
@@ -156,10 +188,17 @@ func (x *Executor) pipeline(ctx context.Context, c *pgx.Conn, begin string, st *
 	var lsnText string
 	var lsnErr error
 	if withLSN {
-		lsnText, lsnErr = readLSN(p)
+		lsnText, lsnErr = readLSN(p, c)
 	}
 	if err := p.Close(); err != nil && stmtErr == nil && lsnErr == nil {
 		lsnErr = err
+	}
+	if stmtErr == nil && cs.resets && !withLSN {
+		// Inside a transaction, after DEALLOCATE: its next statements
+		// must not find their prepared forms gone.
+		if err := resetStatements(ctx, c); err != nil {
+			return nil, "", classify(err)
+		}
 	}
 	if stmtErr != nil {
 		var tl *wire.ResultTooLargeError
@@ -199,6 +238,27 @@ func (x *Executor) pipeline(ctx context.Context, c *pgx.Conn, begin string, st *
 // by the time this runs; transactions use the insert position.)
 const lsnSQL = `SELECT CASE WHEN current_setting('synchronous_commit') = 'off' THEN pg_current_wal_insert_lsn() ELSE pg_current_wal_flush_lsn() END::text`
 
+// lsnQuery is the LSN query after a lone statement of taint t: with the
+// session state check when the statement called functions.
+func lsnQuery(t taint) string {
+	if t == taintMaybe {
+		return lsnSQL + ", " + stateCheckSQL
+	}
+	return lsnSQL
+}
+
+// noteStateCheck records the state check's answer ("t" or "f", text or
+// binary) for c's unit; no answer leaves the taint as it is.
+func noteStateCheck(c *pgx.Conn, v []byte) {
+	switch {
+	case len(v) != 1:
+	case v[0] == 't' || v[0] == 1:
+		markTaint(c, taintSure)
+	case taintOf(c) == taintMaybe:
+		cleared(c)
+	}
+}
+
 // simple runs argument-less SQL, possibly several statements, with the
 // simple protocol (after begin, when it opens a transaction), then reads
 // the insert LSN when the SQL ran in its own implicit transaction.
@@ -212,6 +272,8 @@ func (x *Executor) simple(ctx context.Context, c *pgx.Conn, begin, sql string, w
 	if begin != "" {
 		q = begin + ";\n" + q
 	}
+	t := classifySQL(sql)
+	markTaint(c, t)
 	results, err := c.PgConn().Exec(ctx, q).ReadAll()
 	if err != nil && ledgerID != nil && x.durable.isConflict(err) {
 		return x.earlier(ctx, c, ledgerID, err)
@@ -233,13 +295,26 @@ func (x *Executor) simple(ctx context.Context, c *pgx.Conn, begin, sql string, w
 		res = &forwardpb.Result{}
 	}
 	if !withLSN {
+		if resetsStatements(sql) {
+			if err := resetStatements(ctx, c); err != nil {
+				return nil, "", classify(err)
+			}
+		}
 		return res, "", nil
 	}
-	var text string
-	if err := c.QueryRow(ctx, lsnSQL).Scan(&text); err != nil {
+	// Unprepared: the SQL may have deallocated prepared statements.
+	lr, err := c.PgConn().Exec(ctx, lsnQuery(t)).ReadAll()
+	if err == nil && (len(lr) != 1 || len(lr[0].Rows) != 1) {
+		err = fmt.Errorf("LSN query returned %d results", len(lr))
+	}
+	if err != nil {
 		return nil, "", &stmtError{err: fmt.Errorf("read commit LSN: %w", err), kind: kindConnInDoubt}
 	}
-	return res, text, nil
+	row := lr[0].Rows[0]
+	if len(row) > 1 {
+		noteStateCheck(c, row[1])
+	}
+	return res, string(row[0]), nil
 }
 
 // fromStatement reports whether a PostgreSQL error of SQL run after the
@@ -299,7 +374,9 @@ func readPipelined(p *pgconn.Pipeline, maxBytes int) (*forwardpb.Result, error) 
 	return res, err
 }
 
-func readLSN(p *pgconn.Pipeline) (string, error) {
+// readLSN reads the LSN query's answer, and the state check's when it
+// carries one.
+func readLSN(p *pgconn.Pipeline, c *pgx.Conn) (string, error) {
 	r, err := p.GetResults()
 	if err != nil {
 		return "", err
@@ -312,8 +389,11 @@ func readLSN(p *pgconn.Pipeline) (string, error) {
 	if res.Err != nil {
 		return "", res.Err
 	}
-	if len(res.Rows) != 1 || len(res.Rows[0]) != 1 {
+	if len(res.Rows) != 1 || len(res.Rows[0]) < 1 {
 		return "", fmt.Errorf("pipeline: LSN query returned %d rows", len(res.Rows))
+	}
+	if len(res.Rows[0]) > 1 {
+		noteStateCheck(c, res.Rows[0][1])
 	}
 	return string(res.Rows[0][0]), syncNext(p)
 }
@@ -370,52 +450,4 @@ func resultFormats(sd *pgconn.StatementDescription) []int16 {
 		f[i] = byOID[fd.DataTypeOID]
 	}
 	return f
-}
-
-// describe returns the prepared statement for sql on c, preparing it on
-// first use. Each connection keeps its most recently used statements;
-// older ones are deallocated, so that applications that generate many
-// distinct statements do not grow the primary's memory without bound.
-func describe(ctx context.Context, c *pgx.Conn, sql string) (*pgconn.StatementDescription, error) {
-	cache := stmtCacheOf(c)
-	if el, ok := cache.index[sql]; ok {
-		cache.order.MoveToFront(el)
-		return el.Value.(*pgconn.StatementDescription), nil
-	}
-	sd, err := c.Prepare(ctx, sql, sql)
-	if err != nil {
-		return nil, err
-	}
-	cache.index[sql] = cache.order.PushFront(sd)
-	for cache.order.Len() > stmtCacheSize {
-		old := cache.order.Back()
-		cache.order.Remove(old)
-		oldSD := old.Value.(*pgconn.StatementDescription)
-		delete(cache.index, oldSD.SQL)
-		if err := c.Deallocate(ctx, oldSD.SQL); err != nil {
-			return nil, err
-		}
-	}
-	return sd, nil
-}
-
-const stmtCacheSize = 256
-
-type stmtCache struct {
-	index map[string]*list.Element
-	order *list.List
-}
-
-const stmtCacheKey = "flypg.forward.stmts"
-
-// stmtCacheOf keeps the cache in the connection's own custom data, so it
-// lives and dies with the connection.
-func stmtCacheOf(c *pgx.Conn) *stmtCache {
-	data := c.PgConn().CustomData()
-	if sc, ok := data[stmtCacheKey].(*stmtCache); ok {
-		return sc
-	}
-	sc := &stmtCache{index: map[string]*list.Element{}, order: list.New()}
-	data[stmtCacheKey] = sc
-	return sc
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -134,10 +133,15 @@ const commitSQL = `COMMIT; SELECT pg_current_wal_insert_lsn()::text`
 // after COMMIT returns is at or past the commit record.
 func (x *Executor) commit(ctx context.Context, c *pgx.Conn, id []byte) (commitResult, *stmtError) {
 	q, skip := commitSQL, 0
+	if taintOf(c) == taintMaybe {
+		// The transaction called functions: check in the same round trip
+		// that they left no session state behind.
+		q += ", " + stateCheckSQL
+	}
 	if x.durable != nil && id != nil {
 		// The request ID commits with the transaction (see durable.go);
 		// the simple protocol has no parameters, and the ID is our bytes.
-		q, skip = fmt.Sprintf("INSERT INTO %s (id, committed) VALUES ('\\x%x', true); ", x.durable.table, id)+commitSQL, 1
+		q, skip = fmt.Sprintf("INSERT INTO %s (id, committed) VALUES ('\\x%x', true); ", x.durable.table, id)+q, 1
 	}
 	results, err := c.PgConn().Exec(ctx, q).ReadAll()
 	if err != nil {
@@ -162,6 +166,9 @@ func (x *Executor) commit(ctx context.Context, c *pgx.Conn, id []byte) (commitRe
 		return commitResult{rolledBack: true}, nil
 	}
 	var cr commitResult
+	if rows := results[1].Rows; len(rows) == 1 && len(rows[0]) > 1 {
+		noteStateCheck(c, rows[0][1])
+	}
 	if rows := results[1].Rows; len(rows) == 1 && rows[0][0] != nil {
 		l, ok := pglsn.Parse(string(rows[0][0]))
 		if !ok {
@@ -183,13 +190,10 @@ func (x *Executor) segmentSize(ctx context.Context, c *pgx.Conn) uint64 {
 		return v
 	}
 	var s string
-	if err := c.QueryRow(ctx, `SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'`).Scan(&s); err != nil {
+	if err := c.QueryRow(ctx, pglsn.SegmentSizeSQL).Scan(&s); err != nil {
 		return pglsn.DefaultSegmentSize
 	}
-	n, err := strconv.ParseUint(s, 10, 64)
-	if err != nil || n == 0 {
-		return pglsn.DefaultSegmentSize
-	}
+	n := pglsn.ParseSegmentSize(s)
 	x.walSegSize.Store(n)
 	return n
 }

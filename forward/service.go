@@ -3,12 +3,10 @@ package forward
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -30,6 +28,12 @@ const (
 	outcomeUnknown   = "unknown"       // may have committed
 	outcomeCommitted = "committed"     // committed; see trailerLSN
 	trailerLSN       = "flypg-commit-lsn"
+
+	// trailerRefusal says why a unit that did not run was refused, where
+	// the status code alone does not tell.
+	trailerRefusal  = "flypg-refusal"
+	refusalBusy     = "busy"              // no slot or no ledger room before the deadline
+	refusalDatabase = "database-mismatch" // the client replicates another database
 )
 
 func trailer(outcome string, lsn uint64) metadata.MD {
@@ -38,6 +42,11 @@ func trailer(outcome string, lsn uint64) metadata.MD {
 		md.Set(trailerLSN, strconv.FormatUint(lsn, 10))
 	}
 	return md
+}
+
+// refused is the trailer of a unit refused before it ran, for reason.
+func refused(reason string) metadata.MD {
+	return metadata.Pairs(trailerOutcome, outcomeNotRun, trailerRefusal, reason)
 }
 
 // trailerSink receives what a unit would set as gRPC trailers when it runs
@@ -78,15 +87,21 @@ func unitID(u *forwardpb.Unit) (string, error) {
 	return string(u.GetRequestId()), nil
 }
 
+// recordsSQL reports whether SQL units record their request IDs in the
+// durable deduplication table.
+func (x *Executor) recordsSQL() bool { return x.durable != nil && x.pool != nil }
+
 // admit decides whether a unit runs here. fresh means run it; otherwise
-// prev holds the earlier attempt, already finished, to answer from.
-func (x *Executor) admit(ctx context.Context, u *forwardpb.Unit) (e *ledgerEntry, fresh bool, err error) {
+// e holds the earlier attempt, already finished, to answer from. records
+// says the unit's request ID goes into the durable table with it, which
+// then settles a retry this process has never seen.
+func (x *Executor) admit(ctx context.Context, u *forwardpb.Unit, records bool) (e *ledgerEntry, fresh bool, err error) {
 	id, err := unitID(u)
 	if err != nil {
 		return nil, false, err
 	}
 	now := time.Now()
-	if u.GetAttempt() > 1 && u.GetInstance() != x.instance && x.durable == nil && x.ledger.lookup(id, now) == nil {
+	if u.GetAttempt() > 1 && u.GetInstance() != x.instance && !records && x.ledger.lookup(id, now) == nil {
 		// A retry of a unit this process has never seen, whose first
 		// attempt went to another instance (or to this node before a
 		// restart): running it could apply it twice.
@@ -97,16 +112,16 @@ func (x *Executor) admit(ctx context.Context, u *forwardpb.Unit) (e *ledgerEntry
 	for {
 		e, fresh, err = x.ledger.begin(id, now)
 		if errors.Is(err, errLedgerFull) {
-			setTrailer(ctx, trailer(outcomeNotRun, 0))
-			return nil, false, status.Errorf(codes.ResourceExhausted, "forward: executor busy: %v", err)
+			setTrailer(ctx, refused(refusalBusy))
+			return nil, false, status.Errorf(codes.ResourceExhausted, "forward: executor busy: %v (DedupMaxBytes %d)", err, x.cfg.DedupMaxBytes)
 		}
 		if fresh {
 			return e, true, nil
 		}
-		if err := e.wait(ctx); err != nil {
+		if err := x.ledger.wait(ctx, e); err != nil {
 			return nil, false, status.FromContextError(err).Err()
 		}
-		if e.state == notCommitted && e.answer == nil {
+		if v := x.ledger.view(e); v.state == notCommitted && v.answer == nil && !v.tomb {
 			// The attempt waited for had no effect (refused, or cancelled
 			// before it committed): run this one.
 			now = time.Now()
@@ -126,18 +141,17 @@ func (x *Executor) checkSize(ctx context.Context, m proto.Message) error {
 }
 
 // admitOrReplay admits a unit: it returns the entry to run it under, or,
-// for a retry whose first attempt already answered, a copy of that answer
-// marked as replayed.
-func (x *Executor) admitOrReplay(ctx context.Context, u *forwardpb.Unit) (*ledgerEntry, proto.Message, error) {
-	e, fresh, err := x.admit(ctx, u)
+// for a retry whose first attempt already answered, that answer (decoded
+// into into, a reply of kind) marked as replayed.
+func (x *Executor) admitOrReplay(ctx context.Context, u *forwardpb.Unit, records bool, kind answerKind, into proto.Message) (*ledgerEntry, proto.Message, error) {
+	e, fresh, err := x.admit(ctx, u, records)
 	if err != nil || fresh {
 		return e, nil, err
 	}
-	m, err := x.replay(ctx, e)
+	m, err := x.replay(ctx, x.ledger.view(e), kind, into)
 	if err != nil {
 		return nil, nil, err
 	}
-	m = proto.Clone(m)
 	switch r := m.(type) {
 	case *forwardpb.ExecResponse:
 		r.Replayed = true
@@ -148,57 +162,92 @@ func (x *Executor) admitOrReplay(ctx context.Context, u *forwardpb.Unit) (*ledge
 }
 
 // replay answers a retry from the ledger entry of its first attempt.
-func (x *Executor) replay(ctx context.Context, e *ledgerEntry) (proto.Message, error) {
+func (x *Executor) replay(ctx context.Context, v view, kind answerKind, into proto.Message) (proto.Message, error) {
 	switch {
-	case e.answer != nil:
-		return e.answer, nil
-	case e.state == committed:
-		setTrailer(ctx, trailer(outcomeCommitted, e.lsn))
-		return nil, status.Errorf(codes.AlreadyExists, "forward: committed at LSN %d; the result was too large to keep for a retry", e.lsn)
+	case v.tomb:
+		setTrailer(ctx, trailer(outcomeNotRun, 0))
+		return nil, status.Error(codes.Aborted, "forward: this request was declared not committed (Resolve); it will not run")
+	case v.answer != nil && v.kind == kind && proto.Unmarshal(v.answer, into) == nil:
+		return into, nil
+	case v.state == committed:
+		setTrailer(ctx, trailer(outcomeCommitted, v.lsn))
+		return nil, status.Errorf(codes.AlreadyExists, "forward: committed at LSN %d; the result was too large to keep for a retry", v.lsn)
 	default:
 		setTrailer(ctx, trailer(outcomeUnknown, 0))
 		return nil, status.Error(codes.FailedPrecondition, "forward: in doubt: the first attempt lost its primary connection during COMMIT")
 	}
 }
 
+// unitConn is a fresh unit's concurrency slot and primary connection.
+type unitConn struct {
+	x  *Executor
+	pc *pgxpool.Conn
+	tx bool
+}
+
+func (u *unitConn) conn() *pgx.Conn { return u.pc.Conn() }
+
+// release returns the connection to the pool (or closes it, when the unit
+// may have left session state on it) and the slot.
+func (u *unitConn) release() {
+	discardIfTainted(u.pc.Conn())
+	u.pc.Release()
+	u.x.releaseSlot(u.tx)
+}
+
 // startUnit takes a concurrency slot and a primary connection for a fresh
-// unit; on failure nothing ran.
-func (x *Executor) startUnit(ctx context.Context, e *ledgerEntry) (release func(), conn *pgxpool.Conn, err error) {
-	if x.pool == nil {
+// unit (a transaction if tx) and checks that the client's replica
+// replicates the database this executor serves; on failure nothing ran.
+func (x *Executor) startUnit(ctx context.Context, e *ledgerEntry, u *forwardpb.Unit, tx bool) (*unitConn, error) {
+	refuse := func(err error) (*unitConn, error) {
 		x.ledger.forget(e, time.Now())
-		setTrailer(ctx, trailer(outcomeNotRun, 0))
-		return nil, nil, status.Error(codes.FailedPrecondition, "forward: this node does not forward SQL (no primary configured)")
+		return nil, err
 	}
-	if err := x.acquireSlot(ctx); err != nil {
-		x.ledger.forget(e, time.Now())
+	if x.pool == nil {
 		setTrailer(ctx, trailer(outcomeNotRun, 0))
-		if errors.Is(err, errBusy) {
-			return nil, nil, status.Errorf(codes.ResourceExhausted, "forward: executor busy: %d units running for %v", x.cfg.MaxConcurrent, x.cfg.QueueTimeout)
-		}
-		return nil, nil, status.FromContextError(err).Err()
+		return refuse(status.Error(codes.FailedPrecondition, "forward: this node does not forward SQL (no primary configured)"))
+	}
+	if err := x.checkIdentity(ctx, u, nil); err != nil {
+		return refuse(err)
+	}
+	if err := x.acquireSlot(ctx, tx); err != nil {
+		return refuse(x.slotError(ctx, err))
 	}
 	c, err := x.pool.Acquire(ctx)
 	if err != nil {
-		x.releaseSlot()
-		x.ledger.forget(e, time.Now())
+		x.releaseSlot(tx)
 		setTrailer(ctx, trailer(outcomeNotRun, 0))
 		if ctx.Err() != nil {
-			return nil, nil, status.FromContextError(ctx.Err()).Err()
+			return refuse(status.FromContextError(ctx.Err()).Err())
 		}
-		return nil, nil, status.Errorf(codes.Unavailable, "forward: primary unreachable: %v", err)
+		return refuse(status.Errorf(codes.Unavailable, "forward: primary unreachable: %v", err))
+	}
+	uc := &unitConn{x: x, pc: c, tx: tx}
+	if err := x.checkIdentity(ctx, u, c.Conn()); err != nil {
+		uc.release()
+		return refuse(err)
 	}
 	if x.durable != nil {
 		// On the unit's connection before it opens a transaction, so that
 		// the table never depends on the unit committing.
 		if err := x.durable.ensure(ctx, c.Conn()); err != nil {
-			c.Release()
-			x.releaseSlot()
-			x.ledger.forget(e, time.Now())
+			uc.release()
 			setTrailer(ctx, trailer(outcomeNotRun, 0))
-			return nil, nil, status.Errorf(codes.Unavailable, "forward: %v", err)
+			return refuse(status.Errorf(codes.Unavailable, "forward: %v", err))
 		}
 	}
-	return func() { c.Release(); x.releaseSlot() }, c, nil
+	return uc, nil
+}
+
+// slotError is the answer to a unit that found no slot: busy, or its
+// caller gone. Nothing ran.
+func (x *Executor) slotError(ctx context.Context, err error) error {
+	if errors.Is(err, errBusy) {
+		setTrailer(ctx, refused(refusalBusy))
+		return status.Errorf(codes.ResourceExhausted, "forward: executor busy: all %d unit slots stayed taken until shortly before the deadline; nothing ran", x.cfg.MaxConcurrent)
+	}
+	setTrailer(ctx, trailer(outcomeNotRun, 0))
+	return status.FromContextError(err).Err()
 }
 
 // statusOf turns a failed statement that did not commit into the gRPC
@@ -229,22 +278,23 @@ func (x *Executor) exec(ctx context.Context, req *forwardpb.ExecRequest) (*forwa
 	if err := x.checkSize(ctx, req); err != nil {
 		return nil, err
 	}
-	e, prev, err := x.admitOrReplay(ctx, req.GetUnit())
+	e, prev, err := x.admitOrReplay(ctx, req.GetUnit(), x.recordsSQL(), answerExec, &forwardpb.ExecResponse{})
 	if err != nil || prev != nil {
 		resp, _ := prev.(*forwardpb.ExecResponse)
 		return resp, err
 	}
-	release, c, err := x.startUnit(ctx, e)
+	uc, err := x.startUnit(ctx, e, req.GetUnit(), false)
 	if err != nil {
 		return nil, err
 	}
-	defer release()
-	resp, state, lsn, err := x.runExec(ctx, c.Conn(), req.GetStatement(), req.GetUnit())
-	keep := proto.Message(resp)
-	if resp == nil || (state == notCommitted && ctx.Err() != nil) {
-		keep = nil // cancelled mid-way: a retry should run it
+	defer uc.release()
+	resp, state, lsn, err := x.runExec(ctx, uc.conn(), req.GetStatement(), req.GetUnit())
+	kind, answer := answerNone, []byte(nil)
+	if resp != nil && !(state == notCommitted && ctx.Err() != nil) {
+		// Kept unless cancelled mid-way: then a retry should run it.
+		kind, answer = keep(answerExec, resp)
 	}
-	x.ledger.finish(e, state, lsn, keep, time.Now())
+	x.ledger.finish(e, state, lsn, kind, answer, time.Now())
 	if err != nil {
 		switch state {
 		case unknown:
@@ -295,103 +345,65 @@ func (x *Executor) runExec(ctx context.Context, c *pgx.Conn, st *forwardpb.State
 	return nil, notCommitted, 0, statusOf(serr)
 }
 
-func (s *service) Call(ctx context.Context, req *forwardpb.CallRequest) (*forwardpb.CallResponse, error) {
-	x := s.x
-	if err := x.authorize(ctx, forwardpb.Executor_Call_FullMethodName); err != nil {
-		return nil, err
-	}
-	if err := x.checkSize(ctx, req); err != nil {
-		return nil, err
-	}
-	e, prev, err := x.admitOrReplay(ctx, req.GetUnit())
-	if err != nil || prev != nil {
-		resp, _ := prev.(*forwardpb.CallResponse)
-		return resp, err
-	}
-	if x.cfg.Calls == nil {
-		resp := &forwardpb.CallResponse{Error: &forwardpb.CallError{UnknownFunction: true, Message: fmt.Sprintf("no function %q: this executor has no call handler", req.GetName())}, Instance: x.instance}
-		x.ledger.finish(e, notCommitted, 0, resp, time.Now())
-		return resp, nil
-	}
-	if err := x.acquireSlot(ctx); err != nil {
-		x.ledger.forget(e, time.Now())
-		setTrailer(ctx, trailer(outcomeNotRun, 0))
-		if errors.Is(err, errBusy) {
-			return nil, status.Errorf(codes.ResourceExhausted, "forward: executor busy")
-		}
-		return nil, status.FromContextError(err).Err()
-	}
-	defer x.releaseSlot()
-	out, lsn, err := x.cfg.Calls.HandleCall(ctx, req.GetName(), req.GetPayload())
-	if err != nil {
-		resp := &forwardpb.CallResponse{Error: callError(err), Instance: x.instance}
-		keep := proto.Message(resp)
-		if ctx.Err() != nil {
-			keep = nil
-		}
-		x.ledger.finish(e, notCommitted, 0, keep, time.Now())
-		return resp, nil
-	}
-	resp := &forwardpb.CallResponse{Payload: out, CommitLsn: lsn, Instance: x.instance}
-	x.ledger.finish(e, committed, lsn, resp, time.Now())
-	return resp, nil
-}
-
-func callError(err error) *forwardpb.CallError {
-	ce := &forwardpb.CallError{Message: err.Error(), UnknownFunction: errors.Is(err, ErrUnknownFunction)}
-	var own *CallError
-	if errors.As(err, &own) {
-		ce.Code, ce.Message = own.Code, own.Message
-	}
-	var pg *pgconn.PgError
-	if errors.As(err, &pg) {
-		ce.PgError = wire.PgErrorToProto(pg)
-	}
-	return ce
-}
-
 func (s *service) Resolve(ctx context.Context, req *forwardpb.ResolveRequest) (*forwardpb.ResolveResponse, error) {
 	x := s.x
 	if err := x.authorize(ctx, forwardpb.Executor_Resolve_FullMethodName); err != nil {
 		return nil, err
 	}
-	id, err := unitID(req.GetUnit())
+	u := req.GetUnit()
+	id, err := unitID(u)
 	if err != nil {
 		return nil, err
 	}
 	resp := &forwardpb.ResolveResponse{Instance: x.instance}
 	e := x.ledger.lookup(id, time.Now())
-	if e == nil && x.durable != nil && x.pool != nil {
-		return x.resolveDurable(ctx, []byte(id), resp)
-	}
-	if e != nil && x.durable != nil && x.pool != nil {
-		if err := e.wait(ctx); err == nil && e.state == recorded {
-			return x.resolveDurable(ctx, []byte(id), resp)
-		}
-	}
 	if e == nil {
-		if req.GetUnit().GetInstance() == x.instance {
-			// Every unit this process received within the window is in the
-			// ledger: the unit never arrived.
-			resp.Outcome = forwardpb.ResolveResponse_OUTCOME_NOT_COMMITTED
-		} else {
+		switch {
+		case u.GetAttempt() <= 1:
+			// A first attempt is never resolved: this asks who the
+			// executor is (the client learning its instance).
 			resp.Outcome = forwardpb.ResolveResponse_OUTCOME_UNKNOWN
+			return resp, nil
+		case x.recordsSQL():
+			return x.resolveDurable(ctx, []byte(id), resp)
+		case u.GetInstance() != x.instance:
+			resp.Outcome = forwardpb.ResolveResponse_OUTCOME_UNKNOWN
+			return resp, nil
 		}
-		return resp, nil
+		// Every unit this process received within the window is in the
+		// ledger: the unit never arrived. A tombstone keeps it from
+		// running should it still arrive, so the answer stays true.
+		var fresh bool
+		if e, fresh = x.ledger.tombstone(id, time.Now()); fresh {
+			resp.Outcome = forwardpb.ResolveResponse_OUTCOME_NOT_COMMITTED
+			return resp, nil
+		}
+		if e == nil {
+			// No room for a tombstone: the answer could not stay true.
+			resp.Outcome = forwardpb.ResolveResponse_OUTCOME_UNKNOWN
+			return resp, nil
+		}
 	}
 	// Give a running unit the request's time to finish.
-	if err := e.wait(ctx); err != nil {
+	if err := x.ledger.wait(ctx, e); err != nil {
 		resp.Outcome = forwardpb.ResolveResponse_OUTCOME_RUNNING
 		return resp, nil
 	}
-	switch e.state {
+	v := x.ledger.view(e)
+	switch v.state {
 	case committed:
-		resp.Outcome, resp.CommitLsn = forwardpb.ResolveResponse_OUTCOME_COMMITTED, e.lsn
-		if tr, ok := e.answer.(*forwardpb.TxResponse); ok {
+		resp.Outcome, resp.CommitLsn = forwardpb.ResolveResponse_OUTCOME_COMMITTED, v.lsn
+		var tr forwardpb.TxResponse
+		if v.kind == answerTx && proto.Unmarshal(v.answer, &tr) == nil {
 			resp.Result = tr.GetCommitted().GetResult()
 		}
 	case notCommitted:
 		resp.Outcome = forwardpb.ResolveResponse_OUTCOME_NOT_COMMITTED
+	case recorded:
+		if x.recordsSQL() {
+			return x.resolveDurable(ctx, []byte(id), resp)
+		}
+		resp.Outcome = forwardpb.ResolveResponse_OUTCOME_UNKNOWN
 	default:
 		resp.Outcome = forwardpb.ResolveResponse_OUTCOME_UNKNOWN
 	}
@@ -399,8 +411,13 @@ func (s *service) Resolve(ctx context.Context, req *forwardpb.ResolveRequest) (*
 }
 
 // resolveDurable answers Resolve for an ID this process does not hold,
-// from the deduplication table.
+// from the deduplication table. It reads the primary, so it takes a slot
+// like any unit.
 func (x *Executor) resolveDurable(ctx context.Context, id []byte, resp *forwardpb.ResolveResponse) (*forwardpb.ResolveResponse, error) {
+	if err := x.acquireSlot(ctx, false); err != nil {
+		return nil, x.slotError(ctx, err)
+	}
+	defer x.releaseSlot(false)
 	c, err := x.pool.Acquire(ctx)
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "forward: primary unreachable: %v", err)

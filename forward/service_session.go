@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/flypg/flypg/forward/forwardpb"
 )
@@ -22,32 +23,23 @@ const maxSessionUnits = 4096
 // Session runs statements sent as messages of one stream, each exactly as
 // Exec would (same ledger, same limits, same answers), concurrently; a
 // cancel message, or the stream's end, cancels those still running.
+//
+// Memory is bounded by SessionMaxBytes: the requests received and the
+// replies not yet sent count against it, and while it is used up the
+// handler stops receiving (gRPC flow control then holds the client back)
+// instead of buffering a client that sends faster than it reads.
 func (s *service) Session(stream forwardpb.Executor_SessionServer) error {
 	x := s.x
 	ctx := stream.Context()
 	if err := x.authorize(ctx, forwardpb.Executor_Session_FullMethodName); err != nil {
 		return err
 	}
-	var (
-		sendMu  sync.Mutex
-		mu      sync.Mutex
-		running = map[uint64]context.CancelFunc{}
-		wg      sync.WaitGroup
-	)
-	defer func() {
-		mu.Lock()
-		for _, cancel := range running {
-			cancel()
-		}
-		mu.Unlock()
-		wg.Wait()
-	}()
-	send := func(r *forwardpb.SessionResponse) {
-		sendMu.Lock()
-		defer sendMu.Unlock()
-		stream.Send(r) // a broken stream ends the Recv loop too
-	}
+	ss := &sessionRun{x: x, stream: stream, running: map[uint64]context.CancelFunc{}, room: make(chan struct{}, 1)}
+	defer ss.stop()
 	for {
+		if err := ss.awaitRoom(ctx); err != nil {
+			return err
+		}
 		m, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
 			return nil
@@ -55,64 +47,141 @@ func (s *service) Session(stream forwardpb.Executor_SessionServer) error {
 		if err != nil {
 			return err
 		}
-		seq := m.GetSeq()
-		if m.GetCancel() {
-			mu.Lock()
-			if cancel, ok := running[seq]; ok {
-				cancel()
-			}
-			mu.Unlock()
-			continue
-		}
-		uctx, cancel := context.WithCancel(ctx)
-		if t := m.GetTimeoutMicros(); t > 0 {
-			uctx, cancel = context.WithTimeout(ctx, time.Duration(t)*time.Microsecond)
-		}
-		mu.Lock()
-		_, dup := running[seq]
-		full := len(running) >= maxSessionUnits
-		if !dup && !full {
-			running[seq] = cancel
-		}
-		mu.Unlock()
-		if dup || full {
-			cancel()
-			msg := "forward: executor busy: too many statements on one session"
-			if dup {
-				msg = "forward: statement number " + strconv.FormatUint(seq, 10) + " already running on this session"
-			}
-			send(&forwardpb.SessionResponse{Seq: seq, Status: &forwardpb.SessionStatus{Code: int32(codes.ResourceExhausted), Message: msg, Outcome: outcomeNotRun}})
-			continue
-		}
-		wg.Add(1)
-		go func(req *forwardpb.ExecRequest, headers map[string]string) {
-			defer wg.Done()
-			defer func() {
-				mu.Lock()
-				delete(running, seq)
-				mu.Unlock()
-				cancel()
-			}()
-			sink := &trailerSink{}
-			ectx := context.WithValue(uctx, trailerSinkKey{}, sink)
-			var end func(error)
-			if x.cfg.SessionUnit != nil {
-				ectx, end = x.cfg.SessionUnit(ectx, headers)
-			}
-			resp, err := x.exec(ectx, req)
-			if end != nil {
-				end(err)
-			}
-			r := &forwardpb.SessionResponse{Seq: seq, Exec: resp}
-			if err != nil {
-				st := status.Convert(err)
-				ss := &forwardpb.SessionStatus{Code: int32(st.Code()), Message: st.Message(), Outcome: first(sink.md, trailerOutcome)}
-				if v := first(sink.md, trailerLSN); v != "" {
-					ss.CommitLsn, _ = strconv.ParseUint(v, 10, 64)
-				}
-				r.Exec, r.Status = nil, ss
-			}
-			send(r)
-		}(m.GetExec(), m.GetHeaders())
+		ss.handle(ctx, m)
 	}
+}
+
+// sessionRun is the state of one Session stream.
+type sessionRun struct {
+	x      *Executor
+	stream forwardpb.Executor_SessionServer
+	sendMu sync.Mutex
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	running map[uint64]context.CancelFunc
+	held    int           // bytes of requests received and replies not yet sent
+	room    chan struct{} // signalled when held drops
+}
+
+// stop cancels the statements still running and waits for them.
+func (ss *sessionRun) stop() {
+	ss.mu.Lock()
+	for _, cancel := range ss.running {
+		cancel()
+	}
+	ss.mu.Unlock()
+	ss.wg.Wait()
+}
+
+// awaitRoom waits until the session holds less than its byte budget.
+func (ss *sessionRun) awaitRoom(ctx context.Context) error {
+	for {
+		ss.mu.Lock()
+		full := ss.held >= ss.x.cfg.SessionMaxBytes
+		ss.mu.Unlock()
+		if !full {
+			return nil
+		}
+		select {
+		case <-ss.room:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// hold adds n bytes to what the session holds (n < 0 gives them back).
+func (ss *sessionRun) hold(n int) {
+	ss.mu.Lock()
+	ss.held += n
+	ss.mu.Unlock()
+	if n < 0 {
+		select {
+		case ss.room <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (ss *sessionRun) send(r *forwardpb.SessionResponse) {
+	ss.sendMu.Lock()
+	defer ss.sendMu.Unlock()
+	ss.stream.Send(r) // a broken stream ends the Recv loop too
+}
+
+// handle starts one message's statement, or cancels one.
+func (ss *sessionRun) handle(ctx context.Context, m *forwardpb.SessionRequest) {
+	seq := m.GetSeq()
+	if m.GetCancel() {
+		ss.mu.Lock()
+		if cancel, ok := ss.running[seq]; ok {
+			cancel()
+		}
+		ss.mu.Unlock()
+		return
+	}
+	var (
+		uctx   context.Context
+		cancel context.CancelFunc
+	)
+	if t := m.GetTimeoutMicros(); t > 0 {
+		uctx, cancel = context.WithTimeout(ctx, time.Duration(t)*time.Microsecond)
+	} else {
+		uctx, cancel = context.WithCancel(ctx)
+	}
+	ss.mu.Lock()
+	_, dup := ss.running[seq]
+	full := len(ss.running) >= maxSessionUnits
+	if !dup && !full {
+		ss.running[seq] = cancel
+	}
+	ss.mu.Unlock()
+	if dup || full {
+		cancel()
+		msg := "forward: executor busy: too many statements on one session"
+		if dup {
+			msg = "forward: statement number " + strconv.FormatUint(seq, 10) + " already running on this session"
+		}
+		ss.send(&forwardpb.SessionResponse{Seq: seq, Status: &forwardpb.SessionStatus{Code: int32(codes.ResourceExhausted), Message: msg, Outcome: outcomeNotRun, Refusal: refusalBusy}})
+		return
+	}
+	reqBytes := proto.Size(m)
+	ss.hold(reqBytes)
+	ss.wg.Add(1)
+	go func(req *forwardpb.ExecRequest, headers map[string]string) {
+		defer ss.wg.Done()
+		r := ss.run(uctx, seq, req, headers)
+		ss.mu.Lock()
+		delete(ss.running, seq)
+		ss.mu.Unlock()
+		cancel()
+		n := proto.Size(r)
+		ss.hold(n - reqBytes) // the request is done with, the reply waits to be sent
+		ss.send(r)
+		ss.hold(-n)
+	}(m.GetExec(), m.GetHeaders())
+}
+
+// run runs one statement of the session and returns its answer.
+func (ss *sessionRun) run(ctx context.Context, seq uint64, req *forwardpb.ExecRequest, headers map[string]string) *forwardpb.SessionResponse {
+	sink := &trailerSink{}
+	ectx := context.WithValue(ctx, trailerSinkKey{}, sink)
+	var end func(error)
+	if ss.x.cfg.SessionUnit != nil {
+		ectx, end = ss.x.cfg.SessionUnit(ectx, headers)
+	}
+	resp, err := ss.x.exec(ectx, req)
+	if end != nil {
+		end(err)
+	}
+	if err == nil {
+		return &forwardpb.SessionResponse{Seq: seq, Exec: resp}
+	}
+	st := status.Convert(err)
+	fail := &forwardpb.SessionStatus{Code: int32(st.Code()), Message: st.Message(), Outcome: first(sink.md, trailerOutcome), Refusal: first(sink.md, trailerRefusal)}
+	if v := first(sink.md, trailerLSN); v != "" {
+		fail.CommitLsn, _ = strconv.ParseUint(v, 10, 64)
+	}
+	return &forwardpb.SessionResponse{Seq: seq, Status: fail}
 }

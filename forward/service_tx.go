@@ -42,7 +42,7 @@ func (s *service) Tx(stream forwardpb.Executor_TxServer) error {
 	if err != nil {
 		return status.Errorf(codes.InvalidArgument, "forward: %v", err)
 	}
-	e, fresh, err := x.admit(ctx, b.GetUnit())
+	e, fresh, err := x.admit(ctx, b.GetUnit(), x.recordsSQL())
 	if err != nil {
 		return err
 	}
@@ -52,23 +52,24 @@ func (s *service) Tx(stream forwardpb.Executor_TxServer) error {
 		stream.SetTrailer(trailer(outcomeNotRun, 0))
 		return status.Error(codes.FailedPrecondition, "forward: duplicate transaction request ID")
 	}
-	release, pc, err := x.startUnit(ctx, e)
+	uc, err := x.startUnit(ctx, e, b.GetUnit(), true)
 	if err != nil {
 		return err
 	}
-	defer release()
+	defer uc.release()
 	x.openTx.Add(1)
 	defer x.openTx.Add(-1)
-	t := &txRun{x: x, stream: stream, entry: e, conn: pc.Conn()}
+	t := &txRun{x: x, stream: stream, entry: e, conn: uc.conn(), readOnly: b.GetReadOnly()}
 	return t.run(ctx, begin, b.GetFirst(), b.GetCommit())
 }
 
 type txRun struct {
-	x      *Executor
-	stream forwardpb.Executor_TxServer
-	entry  *ledgerEntry
-	conn   *pgx.Conn
-	ended  bool
+	x        *Executor
+	stream   forwardpb.Executor_TxServer
+	entry    *ledgerEntry
+	conn     *pgx.Conn
+	readOnly bool // began READ ONLY: nothing to record at COMMIT
+	ended    bool
 }
 
 // end records a transaction that did not commit, rolling it back first.
@@ -78,7 +79,7 @@ func (t *txRun) end(ctx context.Context, err error) error {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		t.x.rollback(rctx, t.conn) // a failed ROLLBACK leaves a dirty connection, which the pool destroys
 		cancel()
-		t.x.ledger.finish(t.entry, notCommitted, 0, nil, time.Now())
+		t.x.ledger.finish(t.entry, notCommitted, 0, answerNone, nil, time.Now())
 	}
 	if err != nil {
 		t.stream.SetTrailer(trailer(outcomeNotRun, 0))
@@ -205,38 +206,43 @@ func (t *txRun) commit(ctx context.Context, res *forwardpb.Result) error {
 	x := t.x
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
 	defer cancel()
-	cr, serr := x.commit(cctx, t.conn, []byte(t.entry.id))
+	id := []byte(t.entry.id)
+	if t.readOnly {
+		id = nil // a read-only transaction wrote nothing to deduplicate
+	}
+	cr, serr := x.commit(cctx, t.conn, id)
 	t.ended = true
 	switch {
 	case serr != nil && serr.kind == kindPg:
-		x.ledger.finish(t.entry, notCommitted, 0, nil, time.Now())
+		x.ledger.finish(t.entry, notCommitted, 0, answerNone, nil, time.Now())
 		return t.send(&forwardpb.TxResponse{Outcome: &forwardpb.TxResponse_Error{Error: wire.PgErrorToProto(serr.pg)}})
 	case serr != nil && pgconn.SafeToRetry(serr.err):
 		// COMMIT never left (the connection was already closed): the
 		// transaction is gone with its connection.
-		x.ledger.finish(t.entry, notCommitted, 0, nil, time.Now())
+		x.ledger.finish(t.entry, notCommitted, 0, answerNone, nil, time.Now())
 		t.stream.SetTrailer(trailer(outcomeNotRun, 0))
 		return status.Errorf(codes.Unavailable, "forward: primary connection lost before COMMIT; the transaction rolled back: %v", serr.err)
 	case serr != nil && x.durable != nil:
 		// The request ID went with COMMIT: no outcome trailer, so the
 		// client asks Resolve, which reads the ID's row.
-		x.ledger.finish(t.entry, recorded, 0, nil, time.Now())
+		x.ledger.finish(t.entry, recorded, 0, answerNone, nil, time.Now())
 		return status.Errorf(codes.Unavailable, "forward: primary connection failed during COMMIT; its request ID settles the outcome: %v", serr.err)
 	case serr != nil:
-		x.ledger.finish(t.entry, unknown, 0, nil, time.Now())
+		x.ledger.finish(t.entry, unknown, 0, answerNone, nil, time.Now())
 		t.stream.SetTrailer(trailer(outcomeUnknown, 0))
 		return status.Errorf(codes.Unavailable, "forward: in doubt: primary connection failed during COMMIT: %v", serr.err)
 	case cr.rolledBack:
-		x.ledger.finish(t.entry, notCommitted, 0, nil, time.Now())
+		x.ledger.finish(t.entry, notCommitted, 0, answerNone, nil, time.Now())
 		return t.send(&forwardpb.TxResponse{Outcome: &forwardpb.TxResponse_RolledBack{RolledBack: &forwardpb.TxRollback{}}})
 	}
 	if res != nil {
 		answer := &forwardpb.TxResponse{Outcome: &forwardpb.TxResponse_Committed{Committed: &forwardpb.TxCommitted{Result: res, CommitLsn: cr.lsn}}}
 		// Kept, so that a client whose reply is lost gets the result from
 		// Resolve instead of only learning that it committed.
-		x.ledger.finish(t.entry, committed, cr.lsn, answer, time.Now())
+		k, b := keep(answerTx, answer)
+		x.ledger.finish(t.entry, committed, cr.lsn, k, b, time.Now())
 		return t.send(answer)
 	}
-	x.ledger.finish(t.entry, committed, cr.lsn, nil, time.Now())
+	x.ledger.finish(t.entry, committed, cr.lsn, answerNone, nil, time.Now())
 	return t.send(&forwardpb.TxResponse{Outcome: &forwardpb.TxResponse_CommitLsn{CommitLsn: cr.lsn}})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -23,8 +24,10 @@ type session struct {
 	c      *Client
 	stream forwardpb.Executor_SessionClient
 	cancel context.CancelFunc
+	conn   connID // the connection the stream runs on
 
-	sendMu sync.Mutex // gRPC allows one sender at a time
+	sendTurn chan struct{} // holds one token: gRPC allows one sender at a time
+	learned  atomic.Bool   // the instance of conn is noted
 
 	mu      sync.Mutex
 	pending map[uint64]chan *forwardpb.SessionResponse
@@ -58,7 +61,8 @@ func (c *Client) session(ctx context.Context) *session {
 		cancel()
 		return nil
 	}
-	s := &session{c: c, stream: st, cancel: cancel, pending: map[uint64]chan *forwardpb.SessionResponse{}, done: make(chan struct{})}
+	s := &session{c: c, stream: st, cancel: cancel, conn: connOfStream(st.Context()), sendTurn: make(chan struct{}, 1),
+		pending: map[uint64]chan *forwardpb.SessionResponse{}, done: make(chan struct{})}
 	c.wg.Add(1)
 	go s.read()
 	*slot = s
@@ -85,6 +89,10 @@ func (s *session) read() {
 		if err != nil {
 			s.fail(err)
 			return
+		}
+		if inst := r.GetExec().GetInstance(); inst != "" && !s.learned.Load() {
+			s.c.inst.note(s.conn, inst)
+			s.learned.Store(true)
 		}
 		s.mu.Lock()
 		ch := s.pending[r.GetSeq()]
@@ -117,32 +125,55 @@ func (s *session) fail(err error) {
 // as the status and trailer a call of Exec would have given, so that the
 // caller classifies both alike; a session that breaks, and a ctx that ends
 // after the statement left, say that it may have been sent.
+//
+// Sending honours ctx too: a statement that cannot take its turn to send
+// before ctx ends was not sent; one whose send blocks past ctx (the
+// executor holds the stream back, or the network stalls) ends the session,
+// whose other statements are then asked again elsewhere.
 func (s *session) exec(ctx context.Context, req *forwardpb.ExecRequest, md *metadata.MD) (*forwardpb.ExecResponse, error) {
+	m := &forwardpb.SessionRequest{Exec: req}
+	if h := s.c.cfg.SessionHeaders; h != nil {
+		m.Headers = h(ctx)
+	}
+	select {
+	case s.sendTurn <- struct{}{}:
+	case <-ctx.Done():
+		return nil, notSent{status.FromContextError(ctx.Err()).Err()}
+	}
 	ch := make(chan *forwardpb.SessionResponse, 1)
 	s.mu.Lock()
 	if s.dead != nil {
 		s.mu.Unlock()
+		<-s.sendTurn
 		return nil, notSent{status.Error(codes.Unavailable, "forward: session ended before the statement was sent")}
 	}
 	s.seq++
 	seq := s.seq
 	s.pending[seq] = ch
 	s.mu.Unlock()
-
-	m := &forwardpb.SessionRequest{Seq: seq, Exec: req}
-	if h := s.c.cfg.SessionHeaders; h != nil {
-		m.Headers = h(ctx)
+	m.Seq = seq
+	if ctx.Err() != nil {
+		s.mu.Lock()
+		delete(s.pending, seq)
+		s.mu.Unlock()
+		<-s.sendTurn
+		return nil, notSent{status.FromContextError(ctx.Err()).Err()}
 	}
 	if d, ok := ctx.Deadline(); ok {
 		m.TimeoutMicros = max(1, time.Until(d).Microseconds())
 	}
-	s.sendMu.Lock()
+	stop := context.AfterFunc(ctx, func() { s.fail(status.FromContextError(ctx.Err()).Err()) })
 	err := s.stream.Send(m)
-	s.sendMu.Unlock()
+	stopped := stop()
+	<-s.sendTurn
 	if err != nil {
-		// gRPC transmitted nothing.
 		s.fail(err)
-		return nil, notSent{status.Errorf(codes.Unavailable, "forward: session send: %v", err)}
+		if stopped {
+			// gRPC transmitted nothing.
+			return nil, notSent{status.Errorf(codes.Unavailable, "forward: session send: %v", err)}
+		}
+		// Ended by ctx while sending: part of it may have left.
+		return nil, status.FromContextError(ctx.Err()).Err()
 	}
 	select {
 	case r := <-ch:
@@ -157,6 +188,9 @@ func (s *session) exec(ctx context.Context, req *forwardpb.ExecRequest, md *meta
 			if st.GetCommitLsn() != 0 {
 				md.Set(trailerLSN, strconv.FormatUint(st.GetCommitLsn(), 10))
 			}
+			if st.GetRefusal() != "" {
+				md.Set(trailerRefusal, st.GetRefusal())
+			}
 			return nil, status.Error(codes.Code(st.GetCode()), st.GetMessage())
 		}
 		return r.GetExec(), nil
@@ -164,13 +198,28 @@ func (s *session) exec(ctx context.Context, req *forwardpb.ExecRequest, md *meta
 		s.mu.Lock()
 		delete(s.pending, seq)
 		s.mu.Unlock()
-		// Tell the executor to stop it; the outcome is for the caller's
-		// retry logic (or Resolve) to learn.
-		s.sendMu.Lock()
-		s.stream.Send(&forwardpb.SessionRequest{Seq: seq, Cancel: true})
-		s.sendMu.Unlock()
+		// Tell the executor to stop it, in the background: the outcome is
+		// for the caller's retry logic (or Resolve) to learn.
+		s.c.wg.Add(1)
+		go s.cancelRemote(seq)
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}
+}
+
+// cancelRemote asks the executor to cancel statement seq. It waits for its
+// turn to send, which ends at the latest when the session fails.
+func (s *session) cancelRemote(seq uint64) {
+	defer s.c.wg.Done()
+	select {
+	case s.sendTurn <- struct{}{}:
+	case <-s.done:
+		return
+	}
+	// A send the executor holds back for long ends the session.
+	t := time.AfterFunc(time.Second, func() { s.fail(status.Error(codes.Unavailable, "forward: session send stalled")) })
+	s.stream.Send(&forwardpb.SessionRequest{Seq: seq, Cancel: true})
+	t.Stop()
+	<-s.sendTurn
 }
 
 // endedErr explains a session that ended while a statement waited. A

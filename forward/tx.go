@@ -24,7 +24,8 @@ type clientTx struct {
 	isolation string
 	readOnly  bool
 	id        []byte
-	instance  string
+	conn      connID    // the connection the transaction's stream runs on
+	commitAt  time.Time // when COMMIT left (alone or with the last statement)
 
 	stream    forwardpb.Executor_TxClient
 	cancel    context.CancelFunc
@@ -79,6 +80,9 @@ func (t *clientTx) statement(ctx context.Context, st *forwardpb.Statement) (*for
 	}
 	c := t.cn.c
 	last := isLast(ctx)
+	if last {
+		t.commitAt = time.Now()
+	}
 	switch {
 	case last && t.stream == nil && t.isolation == "" && !t.readOnly:
 		// A transaction of one statement is an autocommit statement.
@@ -153,9 +157,10 @@ func (t *clientTx) lastReply(r *forwardpb.TxResponse) (*forwardpb.Result, error)
 
 // settle learns what became of a transaction whose COMMIT (alone or with
 // its last statement) left without an answer: from the stream's trailer
-// when the executor said, otherwise by asking about the request ID until
-// the client's timeout. It never reports a commit it cannot know as an
-// abort.
+// when the executor said, otherwise by asking about the request ID, as a
+// statement's retries would: until the client's Timeout after COMMIT left,
+// the caller's deadline, or RetryHorizon, whichever comes first; then it
+// is in doubt. It never reports a commit it cannot know as an abort.
 func (t *clientTx) settle(ctx context.Context, op string, cause error) (*forwardpb.Result, error) {
 	t.close()
 	rcpt := ReceiptFrom(t.ctx)
@@ -170,17 +175,23 @@ func (t *clientTx) settle(ctx context.Context, op string, cause error) (*forward
 		}
 	}
 	c := t.cn.c
-	rctx, cancel := c.unitContext(context.WithoutCancel(ctx))
-	if d, ok := ctx.Deadline(); ok {
-		// Still bounded by the caller's deadline, if it has time left.
-		rctx, cancel = context.WithDeadline(context.WithoutCancel(ctx), d)
+	deadline := t.commitAt.Add(min(c.cfg.Timeout, RetryHorizon))
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
 	}
+	rctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
 	defer cancel()
+	// The executor that ran the transaction is the one at the other end
+	// of its stream's connection, once known there.
+	inst := c.inst.of(t.conn)
 	backoff := retryBackoffMin
 	lastErr := cause
 	for rctx.Err() == nil {
 		rcpt.roundTrip()
-		out, lsn, res, err := c.resolve(rctx, t.id, t.instance)
+		if inst == "" {
+			inst = c.inst.of(t.conn)
+		}
+		out, lsn, res, err := c.resolve(rctx, t.id, inst)
 		switch {
 		case err != nil:
 			lastErr = err
@@ -231,7 +242,6 @@ func (t *clientTx) single(ctx context.Context, st *forwardpb.Statement) (*forwar
 func (t *clientTx) open(ctx context.Context, st *forwardpb.Statement, last bool) error {
 	c := t.cn.c
 	c.units.Add(1)
-	t.instance = c.lastInstance()
 	if err := c.awaitReady(ctx); err != nil {
 		return t.breakOff("tx", ErrUnavailable, err)
 	}
@@ -264,8 +274,9 @@ func (t *clientTx) open(ctx context.Context, st *forwardpb.Statement, last bool)
 		return t.breakOff("tx", ErrUnavailable, o.err)
 	}
 	t.stream, t.cancel = o.s, cancel
+	t.conn = connOfStream(o.s.Context())
 	begin := &forwardpb.TxBegin{
-		Unit:      &forwardpb.Unit{RequestId: t.id, Attempt: 1, Instance: t.instance},
+		Unit:      c.unit(t.id, 1, ""),
 		Isolation: t.isolation,
 		ReadOnly:  t.readOnly,
 		First:     st,
@@ -318,7 +329,7 @@ func (t *clientTx) awaitReply(ctx context.Context) (*forwardpb.TxResponse, error
 		if r.err != nil {
 			return nil, withCtxErr(r.err, ctx, t.ctx)
 		}
-		t.cn.c.noteInstance(r.resp.GetInstance())
+		t.cn.c.inst.note(t.conn, r.resp.GetInstance())
 		return r.resp, nil
 	case <-wctx.Done():
 		return nil, withCtxErr(wctx.Err(), ctx)
@@ -334,7 +345,7 @@ func (t *clientTx) await(ctx context.Context) (*forwardpb.TxResponse, error) {
 		if r.err != nil {
 			return nil, t.breakOff("tx", ErrTxAborted, withCtxErr(r.err, ctx, t.ctx))
 		}
-		t.cn.c.noteInstance(r.resp.GetInstance())
+		t.cn.c.inst.note(t.conn, r.resp.GetInstance())
 		return r.resp, nil
 	case <-wctx.Done():
 		err := wctx.Err()
@@ -409,6 +420,7 @@ func (t *clientTx) Commit() error {
 	defer t.close()
 	c := t.cn.c
 	rcpt := ReceiptFrom(t.ctx)
+	t.commitAt = time.Now()
 	if err := t.stream.Send(&forwardpb.TxRequest{Op: &forwardpb.TxRequest_Commit{Commit: &forwardpb.TxCommit{}}}); err != nil {
 		// Not transmitted: the executor rolls back when the stream ends.
 		return t.fail("commit", ErrTxAborted, withCtxErr(t.recvError(err), t.ctx))

@@ -319,6 +319,7 @@ type SessionStatus struct {
 	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
 	Outcome       string                 `protobuf:"bytes,3,opt,name=outcome,proto3" json:"outcome,omitempty"`                       // as the flypg-outcome trailer
 	CommitLsn     uint64                 `protobuf:"varint,4,opt,name=commit_lsn,json=commitLsn,proto3" json:"commit_lsn,omitempty"` // as the flypg-commit-lsn trailer
+	Refusal       string                 `protobuf:"bytes,5,opt,name=refusal,proto3" json:"refusal,omitempty"`                       // as the flypg-refusal trailer
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -381,6 +382,13 @@ func (x *SessionStatus) GetCommitLsn() uint64 {
 	return 0
 }
 
+func (x *SessionStatus) GetRefusal() string {
+	if x != nil {
+		return x.Refusal
+	}
+	return ""
+}
+
 // Unit identifies one forwarded unit of work for exactly-once execution.
 type Unit struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -392,9 +400,16 @@ type Unit struct {
 	// earlier response), or empty. A retry of an ID the executor does not
 	// know is only run when this names the executor itself: otherwise the
 	// first attempt may have run on an instance that has since gone.
-	Instance      string `protobuf:"bytes,3,opt,name=instance,proto3" json:"instance,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Instance string `protobuf:"bytes,3,opt,name=instance,proto3" json:"instance,omitempty"`
+	// The database the client's local replica replicates: the cluster's
+	// system identifier (pg_control_system()) and the database name. When
+	// set, the executor runs the unit only if it serves that same database,
+	// and otherwise refuses it before anything runs (refusal
+	// "database-mismatch"). Zero and empty: not checked.
+	SystemIdentifier uint64 `protobuf:"varint,4,opt,name=system_identifier,json=systemIdentifier,proto3" json:"system_identifier,omitempty"`
+	Database         string `protobuf:"bytes,5,opt,name=database,proto3" json:"database,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Unit) Reset() {
@@ -444,6 +459,20 @@ func (x *Unit) GetAttempt() uint32 {
 func (x *Unit) GetInstance() string {
 	if x != nil {
 		return x.Instance
+	}
+	return ""
+}
+
+func (x *Unit) GetSystemIdentifier() uint64 {
+	if x != nil {
+		return x.SystemIdentifier
+	}
+	return 0
+}
+
+func (x *Unit) GetDatabase() string {
+	if x != nil {
+		return x.Database
 	}
 	return ""
 }
@@ -2226,18 +2255,21 @@ const file_forward_proto_rawDesc = "" +
 	"\x0fSessionResponse\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x122\n" +
 	"\x04exec\x18\x02 \x01(\v2\x1e.flypg.forward.v1.ExecResponseR\x04exec\x127\n" +
-	"\x06status\x18\x03 \x01(\v2\x1f.flypg.forward.v1.SessionStatusR\x06status\"v\n" +
+	"\x06status\x18\x03 \x01(\v2\x1f.flypg.forward.v1.SessionStatusR\x06status\"\x90\x01\n" +
 	"\rSessionStatus\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x18\n" +
 	"\aoutcome\x18\x03 \x01(\tR\aoutcome\x12\x1d\n" +
 	"\n" +
-	"commit_lsn\x18\x04 \x01(\x04R\tcommitLsn\"[\n" +
+	"commit_lsn\x18\x04 \x01(\x04R\tcommitLsn\x12\x18\n" +
+	"\arefusal\x18\x05 \x01(\tR\arefusal\"\xa4\x01\n" +
 	"\x04Unit\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\fR\trequestId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\rR\aattempt\x12\x1a\n" +
-	"\binstance\x18\x03 \x01(\tR\binstance\"\xe8\x02\n" +
+	"\binstance\x18\x03 \x01(\tR\binstance\x12+\n" +
+	"\x11system_identifier\x18\x04 \x01(\x04R\x10systemIdentifier\x12\x1a\n" +
+	"\bdatabase\x18\x05 \x01(\tR\bdatabase\"\xe8\x02\n" +
 	"\x05Value\x12,\n" +
 	"\x04null\x18\x01 \x01(\v2\x16.flypg.forward.v1.NullH\x00R\x04null\x12\x14\n" +
 	"\x04bool\x18\x02 \x01(\bH\x00R\x04bool\x12\x16\n" +

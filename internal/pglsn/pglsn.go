@@ -2,6 +2,8 @@
 // packages lsn and forward, which must not import each other.
 package pglsn
 
+import "strconv"
+
 // WAL layout constants of a default PostgreSQL build. PageSize is fixed at
 // compile time (XLOG_BLCKSZ); the segment size is chosen at initdb and is
 // 16 MiB unless the cluster was created with --wal-segsize.
@@ -12,6 +14,21 @@ const (
 	ShortPageHeader = 24 // MAXALIGN(SizeOfXLogShortPHD)
 	LongPageHeader  = 40 // MAXALIGN(SizeOfXLogLongPHD), first page of a segment
 )
+
+// SegmentSizeSQL reads the cluster's wal_segment_size in bytes (text), for
+// ParseSegmentSize. Read it from the server: every rule that normalizes a
+// commit LSN must use the server's own segment size.
+const SegmentSizeSQL = `SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'`
+
+// ParseSegmentSize parses SegmentSizeSQL's answer; DefaultSegmentSize if
+// it is not a positive number.
+func ParseSegmentSize(setting string) uint64 {
+	n, err := strconv.ParseUint(setting, 10, 64)
+	if err != nil || n == 0 {
+		return DefaultSegmentSize
+	}
+	return n
+}
 
 // Parse parses the "X/Y" text form with the server's rules: each side has 1
 // to 8 hex digits, nothing else. ok is false for anything else.
