@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -190,10 +191,16 @@ func queryOptions(ctx context.Context, query string, args []driver.NamedValue) (
 	return query, args, nil
 }
 
+// statement builds the protocol form of a statement. SQL or text that is
+// not valid UTF-8 fails here, before anything is sent, with PostgreSQL's
+// own error for it (a *pgconn.PgError, SQLSTATE 22021).
 func statement(ctx context.Context, query string, args []driver.NamedValue) (*forwardpb.Statement, error) {
 	query, args, err := queryOptions(ctx, query, args)
 	if err != nil {
 		return nil, err
+	}
+	if !utf8.ValidString(query) {
+		return nil, wire.InvalidText(query)
 	}
 	st := &forwardpb.Statement{Sql: query}
 	if len(args) > 0 {

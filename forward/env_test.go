@@ -113,3 +113,21 @@ func (e *env) count(t *testing.T, where string, args ...any) int {
 	}
 	return n
 }
+
+// countErr counts rows of items, for goroutines (which must not t.Fatal).
+func (e *env) countErr(where string, args ...any) (int, error) {
+	var n int
+	err := e.primary.QueryRow(context.Background(), `SELECT count(*) FROM items WHERE `+where, args...).Scan(&n)
+	return n, err
+}
+
+// idleInTransaction counts the primary's connections idle in a
+// transaction.
+func (e *env) idleInTransaction(t *testing.T) int {
+	t.Helper()
+	var n int
+	if err := e.primary.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}

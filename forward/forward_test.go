@@ -137,7 +137,9 @@ func TestTransactionRollbackAndSavepoints(t *testing.T) {
 		t.Fatal("savepoint rollback not applied")
 	}
 
-	tx, _ = e.db.BeginTx(ctx, nil)
+	if tx, err = e.db.BeginTx(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO items (name) VALUES ('gone')`); err != nil {
 		t.Fatal(err)
 	}
@@ -152,8 +154,13 @@ func TestTransactionRollbackAndSavepoints(t *testing.T) {
 func TestCommitAfterFailedStatementRollsBack(t *testing.T) {
 	e := startEnv(t)
 	ctx := context.Background()
-	tx, _ := e.db.BeginTx(ctx, nil)
-	tx.ExecContext(ctx, `INSERT INTO items (name) VALUES ('p')`)
+	tx, err := e.db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO items (name) VALUES ('p')`); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := tx.ExecContext(ctx, `SELECT 1/0`); err == nil {
 		t.Fatal("division by zero succeeded")
 	}
@@ -249,12 +256,14 @@ func TestBrokenStreamRollsBack(t *testing.T) {
 	if _, err := tx.ExecContext(ctx, `INSERT INTO items (name) VALUES ('orphan')`); err != nil {
 		t.Fatal(err)
 	}
+	// The transaction is open on the primary, so the wait below can fail.
+	if n := e.idleInTransaction(t); n != 1 {
+		t.Fatalf("%d connections idle in transaction with the transaction open, want 1", n)
+	}
 	cancel() // the stream breaks
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		var idle int
-		e.primary.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'`).Scan(&idle)
-		if idle == 0 {
+		if e.idleInTransaction(t) == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -284,7 +293,10 @@ func TestReadOnlyTransactionRefusesWrites(t *testing.T) {
 		t.Fatalf("write in a read-only transaction: %v, want SQLSTATE 25006", err)
 	}
 	var iso string
-	tx2, _ := e.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelSerializable})
+	tx2, err := e.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelSerializable})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := tx2.QueryRowContext(ctx, `SHOW transaction_isolation`).Scan(&iso); err != nil || iso != "serializable" {
 		t.Fatalf("isolation = %q, %v", iso, err)
 	}
@@ -350,7 +362,9 @@ func TestLastStatementCommitsInTheSameRoundTrip(t *testing.T) {
 	// Two statements, the second marked last: two round trips, no COMMIT
 	// of its own; the transaction is over once the last one ran.
 	rcpt.Reset()
-	tx, _ = e.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelSerializable})
+	if tx, err = e.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelSerializable}); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO items (name) VALUES ('two-a')`); err != nil {
 		t.Fatal(err)
 	}
@@ -368,8 +382,12 @@ func TestLastStatementCommitsInTheSameRoundTrip(t *testing.T) {
 	}
 
 	// A failing last statement commits nothing.
-	tx, _ = e.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead})
-	tx.ExecContext(ctx, `INSERT INTO items (name) VALUES ('three')`)
+	if tx, err = e.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO items (name) VALUES ('three')`); err != nil {
+		t.Fatal(err)
+	}
 	_, err = tx.ExecContext(forward.LastStatement(ctx), `INSERT INTO items (name) VALUES ('one')`)
 	var pe *pgconn.PgError
 	if !errors.As(err, &pe) || pe.Code != "23505" {
@@ -404,7 +422,10 @@ func TestMultiStatementExec(t *testing.T) {
 		t.Fatal("part of a failed multi-statement Exec committed")
 	}
 	// In a transaction too.
-	tx, _ := e.db.BeginTx(ctx, nil)
+	tx, err := e.db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO items (name) VALUES ('t1'); INSERT INTO items (name) VALUES ('t2')`); err != nil {
 		t.Fatal(err)
 	}

@@ -37,7 +37,15 @@ func TestLostReplyAfterCommit(t *testing.T) {
 		done := make(chan error, 1)
 		go func() {
 			deadline := time.Now().Add(5 * time.Second)
-			for e.count(t, "name = $1", name) == 0 {
+			for {
+				n, err := e.countErr("name = $1", name)
+				if err != nil {
+					done <- err
+					return
+				}
+				if n > 0 {
+					break
+				}
 				if time.Now().After(deadline) {
 					done <- errors.New("row never committed")
 					return

@@ -24,11 +24,19 @@ import (
 // PoolConfig parses dsn into a pgxpool configuration suited to the
 // executor: when a forwarded call is cancelled, the running query on the
 // primary is cancelled too (a CancelRequest, not just a closed socket,
-// which PostgreSQL would not notice until the query ends).
+// which PostgreSQL would not notice until the query ends), and without
+// pool_max_conns in dsn the pool has DefaultPoolMaxConns connections
+// (pgxpool's own default follows the CPU count, not the concurrency of
+// forwarded units).
 func PoolConfig(dsn string) (*pgxpool.Config, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("forward: parse primary DSN: %w", err)
+	}
+	if raw, err := pgconn.ParseConfig(dsn); err == nil {
+		if _, set := raw.RuntimeParams["pool_max_conns"]; !set {
+			cfg.MaxConns = DefaultPoolMaxConns
+		}
 	}
 	cfg.ConnConfig.BuildContextWatcherHandler = cancelRequestHandler
 	return cfg, nil

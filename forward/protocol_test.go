@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -230,23 +231,52 @@ func TestHealth(t *testing.T) {
 		t.Fatalf("insert after the primary came back: %v", err)
 	}
 
-	// An executor pointed at a replica (in recovery) is not serving.
-	x, err := forward.NewExecutor(context.Background(), forward.ExecutorConfig{DSN: e.cluster.Replicas[0].DSN(""), AllowUnauthenticated: true, HealthInterval: 50 * time.Millisecond})
+	// An executor pointed at a replica (in recovery) is not serving. It
+	// starts NOT_SERVING, so the answer proves something only once the
+	// health checker has looked at the database: it logs what it found.
+	probed := make(chan struct{})
+	var once sync.Once
+	logger := slog.New(logHook(func(r slog.Record) {
+		if strings.Contains(r.Message, "in recovery") {
+			once.Do(func() { close(probed) })
+		}
+	}))
+	x, err := forward.NewExecutor(context.Background(), forward.ExecutorConfig{DSN: e.cluster.Replicas[0].DSN(""), AllowUnauthenticated: true, HealthInterval: 50 * time.Millisecond, Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer x.Close()
-	lis, _ := net.Listen("tcp", "127.0.0.1:0")
-	go x.Serve(lis)
-	cc2, _ := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		x.Close()
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- x.Serve(lis) }()
+	defer func() { x.Close(); <-served }()
+	cc2, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer cc2.Close()
 	h = healthpb.NewHealthClient(cc2)
-	time.Sleep(200 * time.Millisecond)
+	select {
+	case <-probed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the executor on a replica never found its database in recovery")
+	}
 	r, err := h.Check(context.Background(), &healthpb.HealthCheckRequest{})
 	if err != nil || r.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
 		t.Fatalf("executor on a replica: %v %v, want NOT_SERVING", r.GetStatus(), err)
 	}
 }
+
+// logHook is a slog.Handler that hands every record to fn.
+type logHook func(slog.Record)
+
+func (h logHook) Enabled(context.Context, slog.Level) bool      { return true }
+func (h logHook) Handle(_ context.Context, r slog.Record) error { h(r); return nil }
+func (h logHook) WithAttrs([]slog.Attr) slog.Handler            { return h }
+func (h logHook) WithGroup(string) slog.Handler                 { return h }
 
 type calls struct{}
 
@@ -327,10 +357,11 @@ func TestTransactionIdleTimeout(t *testing.T) {
 	// Wait for the executor to give up on the transaction: its connection
 	// leaves "idle in transaction".
 	deadline := time.Now().Add(5 * time.Second)
+	if n := e.idleInTransaction(t); n != 1 {
+		t.Fatalf("%d connections idle in transaction with the transaction open, want 1", n)
+	}
 	for {
-		var idle int
-		e.primary.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'`).Scan(&idle)
-		if idle == 0 {
+		if e.idleInTransaction(t) == 0 {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -166,8 +166,8 @@ func (e *encoder) encode(v any, depth int) (*forwardpb.Value, error) {
 	case string:
 		if !utf8.ValidString(x) {
 			// proto3 strings must be UTF-8, and PostgreSQL would
-			// reject the text in a UTF-8 database anyway.
-			return nil, errors.New("string is not valid UTF-8")
+			// reject the text in a UTF-8 database anyway: with this.
+			return nil, InvalidText(x)
 		}
 		return textValue(x), nil
 	case []byte:
@@ -319,6 +319,9 @@ func (e *encoder) tryRegisteredText(v any) (*forwardpb.Value, bool, error) {
 	}
 	if buf == nil {
 		return nullValue(), true, nil
+	}
+	if !utf8.Valid(buf) {
+		return nil, true, InvalidText(string(buf))
 	}
 	return textValue(string(buf)), true, nil
 }
