@@ -242,4 +242,8 @@ var harmlessFunctions = wordSet(`now current_timestamp current_date current_time
 	row_number rank dense_rank percent_rank cume_dist ntile lag lead first_value last_value nth_value
 	to_tsvector to_tsquery plainto_tsquery phraseto_tsquery websearch_to_tsquery ts_rank ts_rank_cd
 	quote_ident quote_literal quote_nullable current_setting pg_current_wal_insert_lsn
-	pg_current_wal_lsn pg_current_wal_flush_lsn txid_current pg_current_xact_id`)
+	pg_current_wal_lsn pg_current_wal_flush_lsn txid_current pg_current_xact_id
+	pg_backend_pid pg_sleep pg_sleep_for pg_sleep_until pg_try_advisory_xact_lock
+	pg_advisory_xact_lock pg_advisory_xact_lock_shared pg_try_advisory_xact_lock_shared
+	version current_database current_schema current_user session_user pg_is_in_recovery
+	pg_last_wal_replay_lsn pg_column_size pg_typeof`)
