@@ -2,11 +2,13 @@ package flypg
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"gorm.io/gorm"
 
@@ -191,7 +193,7 @@ func (p *Plugin) clientFor(region string) (*forward.Client, error) {
 // transaction, and returns the insert LSN after its commit when this node
 // is in the primary region. For a call the executor runs under durable
 // deduplication, the call's request ID is recorded in the same
-// transaction, before the function (see forward.CallRecord). A COMMIT
+// transaction, before the function (see forward.RecordCall). A COMMIT
 // whose outcome the connection's failure hides is reported as in doubt
 // (forward.ErrInDoubt), never as a failure of the function.
 func (p *Plugin) runLocal(ctx context.Context, name string, payload []byte) ([]byte, uint64, error) {
@@ -211,12 +213,13 @@ func (p *Plugin) runLocal(ctx context.Context, name string, payload []byte) ([]b
 	var out []byte
 	ran := false // the function ran and returned nil: a failure is COMMIT's
 	err := ldb.Transaction(func(tx *gorm.DB) error {
-		if sql, args, ok := forward.CallRecord(ctx); ok {
-			if err := tx.Exec(sql, args...).Error; err != nil {
-				return err // recorded already: the executor answers from the table
-			}
+		err := forward.RecordCall(ctx, func(query string, args ...any) error {
+			_, err := tx.Statement.ConnPool.ExecContext(ctx, query, args...)
+			return err
+		})
+		if err != nil {
+			return err // recorded already: the executor answers from the table
 		}
-		var err error
 		out, err = fn(ctx, tx, payload)
 		ran = err == nil
 		return err
@@ -242,12 +245,14 @@ func (p *Plugin) runLocal(ctx context.Context, name string, payload []byte) ([]b
 }
 
 // commitError classifies the failure of a COMMIT: refused by PostgreSQL
-// (a deferred constraint, a serialization failure) or never sent, the
-// transaction did not commit; otherwise the connection broke with COMMIT
-// on its way and the outcome is unknown.
+// (a deferred constraint, a serialization failure) or turned into a
+// rollback, the transaction did not commit; otherwise the outcome is
+// unknown. (Even pgx's "conn closed", which claims nothing was sent, comes
+// back for a COMMIT that reached the server when the connection breaks
+// before its answer.)
 func commitError(name string, err error) error {
 	var pg *pgconn.PgError
-	if errors.As(err, &pg) || pgconn.SafeToRetry(err) {
+	if errors.As(err, &pg) || errors.Is(err, pgx.ErrTxCommitRollback) || errors.Is(err, sql.ErrTxDone) {
 		return err
 	}
 	return fmt.Errorf("flypg: call %s: COMMIT was sent and its outcome is unknown: %w", name, errors.Join(forward.ErrInDoubt, err))

@@ -46,9 +46,9 @@ type Plugin struct {
 	executor   *forward.Executor
 	walSegSize atomic.Uint64  // the primary's wal_segment_size, once read (Call in the primary region)
 	serving    sync.WaitGroup // goroutines of Start
-	closed   bool
-	log      *slog.Logger
-	metrics  *metrics // nil without Config.Metrics
+	closed     bool
+	log        *slog.Logger
+	metrics    *metrics // nil without Config.Metrics
 }
 
 // New returns a plugin for cfg. Nothing is checked or connected until

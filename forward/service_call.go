@@ -14,40 +14,46 @@ import (
 	"github.com/flypg/flypg/forward/internal/wire"
 )
 
-// CallRecorder is implemented by a CallHandler whose functions' transactions
-// run the statement CallRecord returns (flypg's plugin does). Under
-// DurableDedup the executor then settles a retried or resolved call from
-// the deduplication table, as it does SQL units, across restarts and
-// instances. Without it, calls keep the in-memory ledger's rules: a retry
-// that reaches another instance is answered "in doubt".
+// CallRecorder is implemented by a CallHandler whose functions'
+// transactions record their request IDs with RecordCall (flypg's plugin
+// does). Under DurableDedup the executor then settles a retried or resolved
+// call from the deduplication table, as it does SQL units, across restarts
+// and instances. Without it, calls keep the in-memory ledger's rules: a
+// retry that reaches another instance is answered "in doubt".
 type CallRecorder interface {
 	CallHandler
-	// RecordsCalls reports whether HandleCall runs CallRecord's statement
-	// in the function's transaction.
+	// RecordsCalls reports whether HandleCall runs RecordCall in the
+	// function's transaction.
 	RecordsCalls() bool
 }
 
 type callRecordKey struct{}
 
-// callRecord is what a call under durable deduplication must record.
+// callRecord is what a call under durable deduplication must record, and
+// whether it did.
 type callRecord struct {
-	sql string
-	id  []byte
+	sql      string
+	id       []byte
+	inserted bool
 }
 
-// CallRecord returns the statement, and its arguments, that records the
-// request ID of the call ctx belongs to when the executor runs it under
-// durable deduplication; ok is false otherwise. A CallRecorder runs it in
-// the function's transaction before the function. When an earlier attempt
-// of the call committed (or a Resolve declared it not committed) the
-// statement fails with the table's unique violation: return that error
-// from HandleCall as it is, and the executor answers from the table.
-func CallRecord(ctx context.Context) (sql string, args []any, ok bool) {
+// RecordCall records the request ID of the call ctx belongs to, when the
+// executor runs it under durable deduplication (otherwise it does nothing):
+// exec must run query, with its $1 argument, in the function's transaction.
+// Call it in that transaction before the function. When an earlier attempt
+// of the call committed (or a Resolve declared it not committed) it fails
+// with the table's unique violation: return that error from HandleCall as
+// it is, and the executor answers from the table.
+func RecordCall(ctx context.Context, exec func(query string, args ...any) error) error {
 	r, ok := ctx.Value(callRecordKey{}).(*callRecord)
 	if !ok {
-		return "", nil, false
+		return nil
 	}
-	return r.sql, []any{r.id}, true
+	if err := exec(r.sql, r.id); err != nil {
+		return err
+	}
+	r.inserted = true
+	return nil
 }
 
 // recordsCalls reports whether calls record their request IDs in the
@@ -89,13 +95,15 @@ func (s *service) Call(ctx context.Context, req *forwardpb.CallRequest) (*forwar
 	}
 	defer x.releaseSlot(false)
 	hctx := ctx
+	var rec *callRecord
 	if records {
 		if err := x.ensureDurable(ctx); err != nil {
 			x.ledger.forget(e, time.Now())
 			setTrailer(ctx, trailer(outcomeNotRun, 0))
 			return nil, status.Errorf(codes.Unavailable, "forward: %v", err)
 		}
-		hctx = context.WithValue(ctx, callRecordKey{}, &callRecord{sql: x.durable.insertSQL(), id: req.GetUnit().GetRequestId()})
+		rec = &callRecord{sql: x.durable.insertSQL(), id: req.GetUnit().GetRequestId()}
+		hctx = context.WithValue(ctx, callRecordKey{}, rec)
 	}
 	out, lsn, err := x.cfg.Calls.HandleCall(hctx, req.GetName(), req.GetPayload())
 	switch {
@@ -115,6 +123,11 @@ func (s *service) Call(ctx context.Context, req *forwardpb.CallRequest) (*forwar
 		x.ledger.finish(e, unknown, 0, answerNone, nil, time.Now())
 		setTrailer(ctx, trailer(outcomeUnknown, 0))
 		return nil, status.Errorf(codes.Unavailable, "forward: in doubt: call %s: %v", req.GetName(), err)
+	case records && !rec.inserted && req.GetUnit().GetAttempt() > 1:
+		// This attempt failed before its ID was recorded: it learned
+		// nothing about an earlier attempt, which the table settles.
+		x.ledger.finish(e, recorded, 0, answerNone, nil, time.Now())
+		return nil, status.Errorf(codes.Unavailable, "forward: call %s failed before its request ID was recorded; a retry with it settles the outcome: %v", req.GetName(), err)
 	}
 	resp := &forwardpb.CallResponse{Error: callError(err), Instance: x.instance}
 	k, b := keep(answerCall, resp)

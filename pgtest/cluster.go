@@ -28,6 +28,10 @@ type Options struct {
 	// {"log_statement": "all"}. The port and unix_socket_directories are
 	// per node and cannot be set here.
 	Settings map[string]string
+	// WALSegmentSizeMB is the cluster's WAL segment size in MiB (initdb
+	// --wal-segsize: a power of two from 1 to 1024); 0 means PostgreSQL's
+	// default of 16.
+	WALSegmentSizeMB int
 	// BinDir is the directory of the PostgreSQL server binaries; empty
 	// means FindBinDir.
 	BinDir string
@@ -89,7 +93,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		}
 	}()
 
-	if err := c.startPrimary(ctx, run, mergeSettings(defaultSettings(opts.Replicas), opts.Settings)); err != nil {
+	if err := c.startPrimary(ctx, run, mergeSettings(defaultSettings(opts.Replicas), opts.Settings), opts.WALSegmentSizeMB); err != nil {
 		return nil, err
 	}
 	c.logf("pgtest: primary up on %s after %s", c.Primary.Addr(), time.Since(begin).Round(time.Millisecond))
@@ -104,24 +108,27 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	return c, nil
 }
 
-func (c *Cluster) startPrimary(ctx context.Context, run *runner, settings map[string]string) error {
+func (c *Cluster) startPrimary(ctx context.Context, run *runner, settings map[string]string, walSegMB int) error {
 	p, err := newNode(run, "primary")
 	if err != nil {
 		return err
 	}
 	c.Primary = p
-	if err := initPrimary(ctx, run, p, settings); err != nil {
+	if err := initPrimary(ctx, run, p, settings, walSegMB); err != nil {
 		return err
 	}
 	return p.startFirst(ctx)
 }
 
 // initPrimary creates the primary's data directory and configuration.
-func initPrimary(ctx context.Context, run *runner, p *Node, settings map[string]string) error {
+func initPrimary(ctx context.Context, run *runner, p *Node, settings map[string]string, walSegMB int) error {
 	// --no-sync: nobody needs the files on disk before the server starts;
 	// -A trust and the C locale keep initdb quick and deterministic.
-	if err := run.run(ctx, p.dir, "initdb", "-D", p.dataDir, "-U", "postgres",
-		"-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"); err != nil {
+	args := []string{"-D", p.dataDir, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"}
+	if walSegMB != 0 {
+		args = append(args, "--wal-segsize="+strconv.Itoa(walSegMB))
+	}
+	if err := run.run(ctx, p.dir, "initdb", args...); err != nil {
 		return fmt.Errorf("pgtest: initdb: %w", err)
 	}
 	if err := appendConfig(p.dataDir, settings); err != nil {

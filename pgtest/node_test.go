@@ -120,7 +120,7 @@ func TestStartRetriesTakenPort(t *testing.T) {
 			t.Error(err)
 		}
 	})
-	if err := initPrimary(ctx, run, n, defaultSettings(0)); err != nil {
+	if err := initPrimary(ctx, run, n, defaultSettings(0), 0); err != nil {
 		t.Fatal(err)
 	}
 	taken := n.Port()
