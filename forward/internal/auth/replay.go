@@ -21,12 +21,19 @@ import (
 // Only callers that produced a valid MAC reach the cache, so filling it
 // requires the secret. When it is full of live entries the call is refused
 // rather than the cache growing without bound.
+//
+// Expiry needs both clocks: an entry is dropped only once its timestamp is
+// out of the window by the wall clock (which the timestamp check uses) and
+// its remaining validity has also passed on the monotonic clock. A wall
+// clock stepped forward therefore forgets nothing early, and stepped back
+// it locks nobody out: horizon only ever holds expiries of entries actually
+// dropped, never a "now" read from a clock that was ahead.
 type replayCache struct {
 	mu      sync.Mutex
 	max     int
 	seen    map[[nonceLen]byte]struct{}
 	expiry  expiryHeap
-	horizon int64 // the latest "now" swept up to, unix nanoseconds
+	horizon int64 // the latest wall expiry of a dropped entry, unix nanoseconds
 }
 
 type replayResult int
@@ -46,21 +53,20 @@ func newReplayCache(max int) *replayCache {
 }
 
 // admit records nonce, valid until expires (unix ns), if it is new. now is
-// the server's current time (unix ns).
-func (c *replayCache) admit(nonce [nonceLen]byte, expires, now int64) replayResult {
+// the server's current wall time (unix ns), mono a reading of its monotonic
+// clock (ns since any fixed point).
+func (c *replayCache) admit(nonce [nonceLen]byte, expires, now, mono int64) replayResult {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 
 	// Sweep first so that expired entries never count against the limit.
 	// Each entry is popped once, so this is O(log n) amortised per call.
-	for len(c.expiry) > 0 && c.expiry[0].expires < now {
+	for len(c.expiry) > 0 && c.expiry[0].expires < now && c.expiry[0].monoExpires < mono {
 		e := heap.Pop(&c.expiry).(expiryEntry)
 		delete(c.seen, e.nonce)
+		c.horizon = max(c.horizon, e.expires)
 	}
-	if now > c.horizon {
-		c.horizon = now
-	}
-	if expires < c.horizon {
+	if expires <= c.horizon {
 		return replayBehindHorizon
 	}
 	if _, dup := c.seen[nonce]; dup {
@@ -70,7 +76,7 @@ func (c *replayCache) admit(nonce [nonceLen]byte, expires, now int64) replayResu
 		return replayFull
 	}
 	c.seen[nonce] = struct{}{}
-	heap.Push(&c.expiry, expiryEntry{expires: expires, nonce: nonce})
+	heap.Push(&c.expiry, expiryEntry{expires: expires, monoExpires: mono + (expires - now), nonce: nonce})
 	return replayOK
 }
 
@@ -81,8 +87,9 @@ func (c *replayCache) len() int {
 }
 
 type expiryEntry struct {
-	expires int64
-	nonce   [nonceLen]byte
+	expires     int64 // wall clock
+	monoExpires int64 // monotonic clock
+	nonce       [nonceLen]byte
 }
 
 // expiryHeap is a min-heap on expires, for container/heap.

@@ -26,6 +26,7 @@ type Verifier struct {
 	macs   []signer // one per accepted secret; see signer for why funcs
 	window time.Duration
 	now    func() time.Time
+	start  time.Time // for monotonic readings: now().Sub(start)
 	replay *replayCache
 }
 
@@ -86,7 +87,7 @@ func NewVerifier(secret string, opts ...VerifierOption) (*Verifier, error) {
 	if err != nil {
 		return nil, fmt.Errorf("flypg auth: new verifier: %w", err)
 	}
-	return &Verifier{macs: macs, window: cfg.window, now: cfg.now, replay: newReplayCache(cfg.cacheSize)}, nil
+	return &Verifier{macs: macs, window: cfg.window, now: cfg.now, start: cfg.now(), replay: newReplayCache(cfg.cacheSize)}, nil
 }
 
 // Verify authenticates the RPC whose incoming metadata is in ctx, as a call
@@ -136,7 +137,7 @@ func (v *Verifier) Verify(ctx context.Context, fullMethod string) error {
 
 	// Only authenticated headers reach the replay cache, so only holders of
 	// the secret can fill it.
-	switch v.replay.admit(h.nonce, signed.Add(v.window).UnixNano(), now.UnixNano()) {
+	switch v.replay.admit(h.nonce, signed.Add(v.window).UnixNano(), now.UnixNano(), int64(now.Sub(v.start))) {
 	case replayOK:
 		return nil
 	case replaySeen:
