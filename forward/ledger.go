@@ -3,6 +3,7 @@ package forward
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
@@ -265,17 +266,22 @@ func (l *ledger) expireLocked(now time.Time) {
 	}
 	if n > 0 {
 		l.queue = l.queue[n:]
+		// The expired front still holds the array: give it back when the
+		// queue is empty or mostly so.
+		switch {
+		case len(l.queue) == 0:
+			l.queue = nil
+		case cap(l.queue) > 1024 && len(l.queue) < cap(l.queue)/4:
+			l.queue = slices.Clone(l.queue)
+		}
 	}
 	// Go maps never shrink: after a burst, copy a mostly empty one.
-	if l.peak > 4096 && len(l.entries) < l.peak/8 {
+	if l.peak > 1024 && len(l.entries) < l.peak/8 {
 		m := make(map[string]*ledgerEntry, len(l.entries))
 		for k, v := range l.entries {
 			m[k] = v
 		}
 		l.entries, l.peak = m, len(m)
-	}
-	if len(l.queue) == 0 && cap(l.queue) > 4096 {
-		l.queue = nil
 	}
 }
 

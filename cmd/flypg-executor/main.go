@@ -7,7 +7,9 @@
 //
 // The application's functions registered with flypg.Register are not
 // available here; flypg.Call needs the application's own executor
-// (Plugin.Serve).
+// (Plugin.Serve). Functions of one SQL statement can be served instead
+// (-function name=SQL: the call's payload is $1, the first column of the
+// first row is the output).
 package main
 
 import (
@@ -21,6 +23,8 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/flypg/flypg/forward"
 )
@@ -41,7 +45,11 @@ func run() error {
 		insecure = flag.Bool("insecure", false, "serve without a secret (loopback only)")
 		debug    = flag.Bool("debug", false, "log each unit")
 		durable  = flag.Bool("durable-dedup", os.Getenv("FLYPG_DURABLE_DEDUP") == "true", "record committed request IDs on the primary, for exactly-once across restarts and instances (default $FLYPG_DURABLE_DEDUP)")
+		window   = flag.Duration("dedup-window", 0, fmt.Sprintf("how long answers are kept for retries (0: %v; at least %v)", forward.DefaultDedupWindow, forward.MinDedupWindow))
+		debugAt  = flag.String("debug-addr", "", "serve Go's profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060")
+		funcs    = functionFlags{}
 	)
+	flag.Var(funcs, "function", "serve Call of a function defined as one SQL statement: name=SQL, $1 the payload (repeatable)")
 	flag.Parse()
 	if *dsn == "" {
 		return errors.New("no primary: set -dsn, FLYPG_PRIMARY_DSN or DATABASE_URL")
@@ -54,7 +62,29 @@ func run() error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *debugAt != "" {
+		stopDebug, err := serveDebug(ctx, *debugAt, log)
+		if err != nil {
+			return err
+		}
+		defer stopDebug()
+	}
+	var calls forward.CallHandler
+	if len(funcs) > 0 {
+		pc, err := forward.PoolConfig(*dsn)
+		if err != nil {
+			return err
+		}
+		pool, err := pgxpool.NewWithConfig(ctx, pc)
+		if err != nil {
+			return err
+		}
+		defer pool.Close()
+		calls = &sqlFunctions{pool: pool, funcs: funcs}
+	}
 	x, err := forward.NewExecutor(ctx, forward.ExecutorConfig{
+		Calls:                calls,
+		DedupWindow:          *window,
 		DSN:                  *dsn,
 		Secret:               os.Getenv("FLYPG_SECRET"),
 		AllowUnauthenticated: *insecure,

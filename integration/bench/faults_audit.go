@@ -24,8 +24,7 @@ func (e *faultsEnv) audit(ctx context.Context, o options, plan faultsPlan, logs 
 	// primary's backends to go idle (a statement whose client vanished can
 	// still be running there).
 	e.closeApp()
-	e.exec.stop()
-	e.exec = nil
+	e.stopExecutors()
 	if err := e.waitPrimaryIdle(ctx); err != nil {
 		return nil, err
 	}
@@ -41,6 +40,10 @@ func (e *faultsEnv) audit(ctx context.Context, o options, plan faultsPlan, logs 
 	if err := e.auditTransactions(ctx, r); err != nil {
 		return nil, err
 	}
+	r["executor_instances"] = float64(len(e.execs))
+	r["executor_processes_started"] = float64(e.started)
+	r["dedup_window_ms"] = ms(faultsDedupWindow)
+	r["call_writes_attempted"] = r["mode_call_writes"]
 	r["faults_injected"] = float64(len(in.events))
 	for _, k := range append(faultKindNames(), "replication_blackhole", "replication_cut") {
 		r["faults_"+k] = float64(in.counts[k])

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
@@ -52,24 +54,36 @@ type faultParent struct {
 
 func (faultParent) TableName() string { return "fault_parents" }
 
-// faultsEnv is the two-region deployment under test: a primary and a
-// replica whose replication goes through a link, the primary-region app
-// serving the executor behind a link, and the replica-region app.
-type faultsEnv struct {
-	cluster  *pgtest.Cluster
-	admin    *gorm.DB     // primary region, plain GORM: schema and the final audit
-	replLink *pgtest.Link // the replica's replication connection
-	execLink *pgtest.Link // replica-region app to the executor
-	execAddr string       // where every executor instance listens
-	conns    int          // primary connections per executor instance
-	durable  bool         // executors deduplicate durably
+// faultsDedupWindow is the executors' DedupWindow: the shortest allowed,
+// so that the long partition outlasts it.
+const faultsDedupWindow = forward.MinDedupWindow
 
-	exec *faultsExecutor // the current primary-region app; swapped only by the injector
+// faultsEnv is the two-region deployment under test: a primary and a
+// replica whose replication goes through a link, two instances of the
+// primary-region app serving the executor, each behind a link, and the
+// replica-region app, whose client reaches both through one target and
+// switches between them when one becomes unreachable.
+type faultsEnv struct {
+	cluster   *pgtest.Cluster
+	admin     *gorm.DB     // primary region, plain GORM: schema and the final audit
+	replLink  *pgtest.Link // the replica's replication connection
+	execLinks [2]*pgtest.Link
+	execAddrs [2]string // where each instance listens, across its restarts
+	conns     int       // primary connections per executor instance
+	durable   bool      // executors deduplicate durably
+	resolver  *manual.Resolver
+	started   int // executor processes started, restarts included
+
+	execs [2]*faultsExecutor // the primary-region app instances; swapped only by the injector
 
 	app     *gorm.DB // the replica-region app, with the flypg plugin
 	appPlug *flypg.Plugin
 	appSQL  *sql.DB
 }
+
+// faultsScheme is the resolver scheme of the executors' target: both
+// instances behind it, as dns:/// resolves a region's instances.
+const faultsScheme = "flypg-faults"
 
 func startFaultsEnv(ctx context.Context, writers int, durable bool) (*faultsEnv, error) {
 	c, err := pgtest.Start(ctx, pgtest.Options{
@@ -87,20 +101,29 @@ func startFaultsEnv(ctx context.Context, writers int, durable bool) (*faultsEnv,
 	if err := e.admin.WithContext(ctx).AutoMigrate(&faultParent{}, &faultRow{}); err != nil {
 		return fail(fmt.Errorf("migrate: %w", err))
 	}
-	// Reserve a loopback port for the executor: every instance, restarts
-	// included, listens on it, so the replica-region app finds the new one
-	// by itself.
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return fail(err)
+	var addrs []resolver.Address
+	for i := range e.execs {
+		// Reserve a loopback port for each instance: its restarts listen
+		// on it again, so the replica-region app finds the new process by
+		// itself.
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return fail(err)
+		}
+		e.execAddrs[i] = lis.Addr().String()
+		if e.execs[i], err = e.startExecutor(lis); err != nil {
+			return fail(fmt.Errorf("primary region: %w", err))
+		}
+		if e.execLinks[i], err = pgtest.NewLink(fmt.Sprintf("syd-executor-%d", i), e.execAddrs[i]); err != nil {
+			return fail(err)
+		}
+		addrs = append(addrs, resolver.Address{Addr: e.execLinks[i].Addr()})
 	}
-	e.execAddr = lis.Addr().String()
-	if e.exec, err = startFaultsExecutor(lis, c.Primary.DSN(""), e.conns, e.durable); err != nil {
-		return fail(fmt.Errorf("primary region: %w", err))
-	}
-	if e.execLink, err = pgtest.NewLink("syd-executor", e.execAddr); err != nil {
-		return fail(err)
-	}
+	// The bench's own resolver, registered once for the process: the
+	// plugin's client resolves its target through gRPC's registry.
+	e.resolver = manual.NewBuilderWithScheme(faultsScheme)
+	e.resolver.InitialState(resolver.State{Addresses: addrs})
+	resolver.Register(e.resolver)
 	if err := e.openApp(c.Replicas[0].DSN("")); err != nil {
 		return fail(fmt.Errorf("replica region: %w", err))
 	}
@@ -121,7 +144,7 @@ func (e *faultsEnv) openApp(replicaDSN string) error {
 	e.app, e.appSQL = db, s
 	e.appPlug = flypg.New(flypg.Config{
 		Region: faultsReplicaRegion, PrimaryRegion: faultsPrimaryRegion,
-		PrimaryAddr: e.execLink.Addr(), Secret: faultsSecret,
+		PrimaryAddr: faultsScheme + ":///executors", Secret: faultsSecret,
 		RPCTimeout: faultsRPCTimeout, AwaitTimeout: faultsAwaitTimeout,
 	})
 	return db.Use(e.appPlug)
@@ -144,14 +167,13 @@ func (e *faultsEnv) closeApp() {
 // partial start and idempotent.
 func (e *faultsEnv) close() {
 	e.closeApp()
-	if e.execLink != nil {
-		e.execLink.Close()
-		e.execLink = nil
+	for i := range e.execs {
+		if e.execLinks[i] != nil {
+			e.execLinks[i].Close()
+			e.execLinks[i] = nil
+		}
 	}
-	if e.exec != nil {
-		e.exec.stop()
-		e.exec = nil
-	}
+	e.stopExecutors()
 	if e.admin != nil {
 		if s, err := e.admin.DB(); err == nil {
 			s.Close()
@@ -161,24 +183,35 @@ func (e *faultsEnv) close() {
 	e.cluster.Close()
 }
 
-// restartExecutor closes the primary-region app and, after down, starts a
-// new one on the same address, as a deploy or a crash-and-restart would.
-// The new process has a new executor instance: it does not remember the
-// old one's request IDs. It restarts even when ctx ends during the down
-// time, so that the writers still draining find an executor.
-func (e *faultsEnv) restartExecutor(ctx context.Context, down time.Duration) error {
-	e.exec.stop()
-	e.exec = nil
+// stopExecutors stops every instance (their units in flight finish).
+func (e *faultsEnv) stopExecutors() {
+	for i, x := range e.execs {
+		if x != nil {
+			x.stop()
+			e.execs[i] = nil
+		}
+	}
+}
+
+// restartExecutor closes instance i of the primary-region app and, after
+// down, starts a new one on the same address, as a deploy or a
+// crash-and-restart would. The new process has a new executor instance: it
+// does not remember the old one's request IDs. It restarts even when ctx
+// ends during the down time, so that the writers still draining find an
+// executor.
+func (e *faultsEnv) restartExecutor(ctx context.Context, i int, down time.Duration) error {
+	e.execs[i].stop()
+	e.execs[i] = nil
 	sleepCtx(ctx, down)
-	lis, err := listenAgain(e.execAddr)
+	lis, err := listenAgain(e.execAddrs[i])
 	if err != nil {
 		return err
 	}
-	x, err := startFaultsExecutor(lis, e.cluster.Primary.DSN(""), e.conns, e.durable)
+	x, err := e.startExecutor(lis)
 	if err != nil {
 		return err
 	}
-	e.exec = x
+	e.execs[i] = x
 	return nil
 }
 
@@ -204,7 +237,17 @@ type faultsExecutor struct {
 	stopOnce sync.Once
 }
 
-func startFaultsExecutor(lis net.Listener, dsn string, conns int, durable bool) (*faultsExecutor, error) {
+// faultCallIn is the input of the registered function of the "call" mode.
+type faultCallIn struct {
+	Key    string
+	Writer int
+}
+
+// startExecutor starts an instance of the primary-region app on lis: GORM
+// on the primary with the flypg plugin, serving the executor and the
+// function the "call" mode calls.
+func (e *faultsEnv) startExecutor(lis net.Listener) (*faultsExecutor, error) {
+	dsn := e.cluster.Primary.DSN("")
 	db, s, err := openPlainGORM(dsn)
 	if err != nil {
 		lis.Close()
@@ -215,14 +258,24 @@ func startFaultsExecutor(lis net.Listener, dsn string, conns int, durable bool) 
 		Region: faultsPrimaryRegion, PrimaryRegion: faultsPrimaryRegion, Secret: faultsSecret,
 		// A connection per writer: ErrBusy should come from faults, not
 		// from a pool smaller than the load.
-		PrimaryDSN: dsn + fmt.Sprintf("&pool_max_conns=%d", conns),
-		Executor:   forward.ExecutorConfig{DurableDedup: durable},
+		PrimaryDSN: dsn + fmt.Sprintf("&pool_max_conns=%d", e.conns),
+		Executor:   forward.ExecutorConfig{DurableDedup: e.durable, DedupWindow: faultsDedupWindow},
 	})
 	if err := db.Use(x.plug); err != nil {
 		lis.Close()
 		s.Close()
 		return nil, err
 	}
+	err = flypg.Register(x.plug, "fault_call", func(ctx context.Context, tx *gorm.DB, in faultCallIn) (bool, error) {
+		return true, tx.Create(&faultRow{Key: in.Key, Writer: in.Writer, Mode: "call"}).Error
+	})
+	if err != nil {
+		x.plug.Close()
+		lis.Close()
+		s.Close()
+		return nil, err
+	}
+	e.started++
 	go func() { x.served <- x.plug.Serve(lis) }()
 	return x, nil
 }

@@ -32,9 +32,10 @@ const (
 // counted as a safe failure.
 func classify(err error) (outcome, string) {
 	var (
-		rerr *flypg.ReplicationError
-		cerr *forward.CommittedError
-		pg   *pgconn.PgError
+		rerr    *flypg.ReplicationError
+		cerr    *forward.CommittedError
+		callErr *forward.CallError
+		pg      *pgconn.PgError
 	)
 	switch {
 	case err == nil:
@@ -45,6 +46,9 @@ func classify(err error) (outcome, string) {
 		return outAcked, "replication_error"
 	case errors.As(err, &cerr):
 		return outAcked, "committed_error"
+	case errors.As(err, &callErr):
+		// The function failed: its transaction rolled back.
+		return outFailed, "call_failed"
 	case errors.Is(err, forward.ErrInDoubt):
 		return outInDoubt, "in_doubt"
 	case errors.Is(err, forward.ErrUnavailable):
@@ -94,6 +98,13 @@ var faultModes = []struct {
 	// INSERT is the transaction's last statement and carries the COMMIT.
 	{"assoc", func(db *gorm.DB, key string, w int) error {
 		return db.Create(&faultRow{Key: key, Writer: w, Mode: "assoc", Parent: &faultParent{Key: key}}).Error
+	}},
+	// A registered function on the primary (flypg.Call): its own RPC,
+	// retried by request ID, recorded in its own transaction under durable
+	// deduplication.
+	{"call", func(db *gorm.DB, key string, w int) error {
+		_, err := flypg.Call[bool](db.Statement.Context, db, "fault_call", faultCallIn{Key: key, Writer: w})
+		return err
 	}},
 }
 

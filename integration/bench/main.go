@@ -35,7 +35,11 @@ type options struct {
 	rtt   time.Duration // round-trip time of simulated cross-region links (peers)
 	// durableDedup turns on the executor's durable deduplication (forward, faults).
 	durableDedup bool
-	logf         func(format string, args ...any)
+	// soakUnits is how many units the soak runs between its measurements;
+	// soakAuth authenticates its clients.
+	soakUnits int
+	soakAuth  bool
+	logf      func(format string, args ...any)
 }
 
 func suites() map[string]suite {
@@ -44,6 +48,7 @@ func suites() map[string]suite {
 		"forward": {about: "a forwarded INSERT against a direct one, on the same primary", run: runForward, goals: forwardGoals},
 		"peers":   {about: "a replica-region GORM app: direct to the far primary vs dbresolver vs flypg", run: runPeers, goals: peersGoals},
 		"faults":  {about: "forwarded writes under resets, latency, executor restarts and replication stalls: nothing lost, nothing doubled", run: runFaults, goals: faultsGoals},
+		"soak":    {about: "a long mixed load against the executor as its own process: nothing retained per unit", run: runSoak, goals: soakGoals},
 	}
 }
 
@@ -55,6 +60,8 @@ func main() {
 		cpuProf = flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
 		rtt     = flag.Duration("rtt", 20*time.Millisecond, "round-trip time added to every simulated cross-region link (peers)")
 		durable = flag.Bool("durable-dedup", false, "the executor records committed request IDs on the primary (forward, faults)")
+		soakN   = flag.Int("soak-units", 1_000_000, "units the soak runs between its two measurements (the long variant: 10000000)")
+		soakA   = flag.Bool("soak-auth", false, "soak with authenticated clients: each quiet period then lasts the replay window (2 minutes)")
 	)
 	flag.Parse()
 	s, ok := suites()[*name]
@@ -64,7 +71,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	o := options{quick: *quick, out: *out, rtt: *rtt, durableDedup: *durable, logf: func(format string, args ...any) {
+	o := options{quick: *quick, out: *out, rtt: *rtt, durableDedup: *durable, soakUnits: *soakN, soakAuth: *soakA, logf: func(format string, args ...any) {
 		fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
 	}}
 	if *cpuProf != "" {

@@ -291,7 +291,7 @@ func TestEncodeArgErrors(t *testing.T) {
 		{"chan", make(chan int), "wire: argument of type chan int: unsupported kind chan"},
 		{"func", func() {}, "unsupported kind func"},
 		{"complex", complex(1, 2), "unsupported kind complex128"},
-		{"invalid UTF-8", "\xff", "string is not valid UTF-8"},
+		{"invalid UTF-8", "\xff", "invalid byte sequence for encoding \"UTF8\": 0xff (SQLSTATE 22021)"},
 		{"bad net.IP", net.IP{1, 2, 3}, "invalid net.IP of 3 bytes"},
 		{"failing Valuer", failingValuer{}, "driver.Valuer: boom"},
 		{"panicking Valuer", panickingValuer{}, "Value() panicked: kaboom"},
