@@ -2,7 +2,9 @@ package forward
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
+	"runtime"
 	"testing"
 	"time"
 
@@ -103,4 +105,48 @@ func TestLedgerRecorded(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestLedgerEntryCost checks the ledger's memory accounting against the
+// heap: what an entry really costs stays near what DedupMaxBytes charges.
+func TestLedgerEntryCost(t *testing.T) {
+	const n = 20000
+	l := newLedger(time.Minute, 1<<30, 1024)
+	t0 := time.Now()
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = string(id16())
+	}
+	k, answer := keep(answerExec, &forwardpb.ExecResponse{Result: &forwardpb.Result{RowsAffected: 1, CommandTag: "INSERT 0 1"}, CommitLsn: 1 << 30, Instance: "0123456789abcdef"})
+	before := heapNow()
+	for _, id := range ids {
+		e, _, err := l.begin(id, t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.finish(e, committed, 1<<30, k, append([]byte(nil), answer...), t0)
+	}
+	after := heapNow()
+	per := float64(after-before) / n
+	charged := float64(l.used) / n
+	t.Logf("%.0f bytes per entry on the heap, %.0f charged", per, charged)
+	if per > 1.25*charged {
+		t.Fatalf("an entry costs %.0f bytes, the budget charges %.0f", per, charged)
+	}
+	if l.lookup(ids[0], t0) == nil {
+		t.Fatal("entry gone")
+	}
+}
+
+func heapNow() uint64 {
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+func id16() []byte {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return b
 }

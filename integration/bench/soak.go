@@ -72,7 +72,12 @@ func (soakRow) TableName() string { return "soak_rows" }
 
 const soakCallSQL = `INSERT INTO soak_calls (n) VALUES (($1::jsonb ->> 'n')::int) RETURNING to_jsonb(id)::text`
 
+// soakProfileRate samples the heap profiles finely enough to show what is
+// retained per unit (the runtime's default samples once per 512 KiB).
+const soakProfileRate = 16 << 10
+
 func runSoak(ctx context.Context, o options) (results, error) {
+	runtime.MemProfileRate = soakProfileRate
 	plan := soakPlanFor(o)
 	c, err := pgtest.Start(ctx, pgtest.Options{Replicas: 1, Settings: map[string]string{"max_connections": "200"}})
 	if err != nil {
@@ -307,10 +312,11 @@ func startExecutorProcess(ctx context.Context, dir, dsn string, plan soakPlan) (
 		args = append(args, "-insecure")
 	}
 	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), "FLYPG_SECRET=")
+	secret := ""
 	if plan.auth {
-		cmd.Env = append(os.Environ(), "FLYPG_SECRET="+benchSecret)
+		secret = benchSecret
 	}
+	cmd.Env = append(os.Environ(), "FLYPG_SECRET="+secret, fmt.Sprintf("GODEBUG=memprofilerate=%d", soakProfileRate))
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		logf.Close()
