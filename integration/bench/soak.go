@@ -158,6 +158,7 @@ func runSoak(ctx context.Context, o options) (results, error) {
 		"units_lone_writes":          float64(tally.lone.Load()),
 		"units_transactions":         float64(tally.tx.Load()),
 		"units_calls":                float64(tally.calls.Load()),
+		"authenticated":              float64(boolInt(plan.auth)),
 	}
 	r["heap_growth_bytes"] = max(r["executor_heap_growth_bytes"], r["client_heap_growth_bytes"])
 	r["goroutines_growth"] = r["executor_goroutines_growth"] + r["client_goroutines_growth"]
