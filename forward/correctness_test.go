@@ -9,7 +9,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"net"
 	"sync"
 	"testing"
 	"time"
@@ -34,19 +33,7 @@ func (e *env) addExecutor(t *testing.T, cfg forward.ExecutorConfig) (*forward.Ex
 		cfg.DSN = e.cluster.Primary.DSN("")
 	}
 	cfg.Secret = secret
-	x, err := forward.NewExecutor(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		x.Close()
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- x.Serve(lis) }()
-	t.Cleanup(func() { x.Close(); <-served })
-	return x, lis.Addr().String()
+	return serveExecutor(t, cfg)
 }
 
 // openClient opens a forwarding pool on a client of cfg (Target set).
@@ -64,32 +51,6 @@ func openClient(t *testing.T, cfg forward.ClientConfig) (*forward.Client, *sql.D
 	db := c.OpenDB()
 	t.Cleanup(func() { db.Close() })
 	return c, db
-}
-
-// waitCommitted waits, on its own goroutine, until a row named name is on
-// the primary, then runs then; the channel gets the outcome.
-func (e *env) waitCommitted(name string, then func() error) <-chan error {
-	done := make(chan error, 1)
-	go func() {
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			n, err := e.countErr("name = $1", name)
-			if err != nil {
-				done <- err
-				return
-			}
-			if n > 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				done <- fmt.Errorf("%s never committed", name)
-				return
-			}
-			time.Sleep(time.Millisecond)
-		}
-		done <- then()
-	}()
-	return done
 }
 
 // TestNoSessionStateCrossesUnits runs, on an executor with one primary

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"testing"
 	"time"
 
@@ -22,18 +21,8 @@ import (
 // of the first or a second instance behind the same dns:/// name.
 func (e *env) secondExecutor(t *testing.T, cfg forward.ExecutorConfig) (forwardpb.ExecutorClient, string) {
 	t.Helper()
-	x, err := forward.NewExecutor(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- x.Serve(lis) }()
-	t.Cleanup(func() { x.Close(); <-done })
-	return rawClient(t, lis.Addr().String(), secret), lis.Addr().String()
+	_, addr := serveExecutor(t, cfg)
+	return rawClient(t, addr, secret), addr
 }
 
 func TestDurableDedup(t *testing.T) {

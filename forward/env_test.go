@@ -3,6 +3,7 @@ package forward_test
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -30,15 +31,14 @@ const secret = "0123456789abcdef-test-secret"
 // env is a primary + replica, an executor on the primary serving on
 // loopback, a client, and pools for checking what happened.
 type env struct {
-	cluster  *pgtest.Cluster
-	exec     *forward.Executor
-	addr     string
-	client   *forward.Client
-	db       *sql.DB       // forwarding pool
-	primary  *pgxpool.Pool // direct, for checks
-	replica  *sql.DB       // direct, for read-your-writes checks
-	tracker  *lsn.Tracker
-	serveErr chan error
+	cluster *pgtest.Cluster
+	exec    *forward.Executor
+	addr    string
+	client  *forward.Client
+	db      *sql.DB       // forwarding pool
+	primary *pgxpool.Pool // direct, for checks
+	replica *sql.DB       // direct, for read-your-writes checks
+	tracker *lsn.Tracker
 }
 
 type envOption func(*forward.ExecutorConfig, *forward.ClientConfig)
@@ -86,23 +86,31 @@ func startEnv(t *testing.T, opts ...envOption) *env {
 
 func (e *env) startExecutor(t *testing.T, cfg forward.ExecutorConfig) {
 	t.Helper()
+	e.exec, e.addr = serveExecutor(t, cfg)
+}
+
+// serveExecutor starts an executor of cfg serving on loopback until the
+// test ends.
+func serveExecutor(t *testing.T, cfg forward.ExecutorConfig) (*forward.Executor, string) {
+	t.Helper()
 	x, err := forward.NewExecutor(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
+		x.Close()
 		t.Fatal(err)
 	}
-	e.exec, e.addr = x, lis.Addr().String()
-	e.serveErr = make(chan error, 1)
-	go func() { e.serveErr <- x.Serve(lis) }()
+	served := make(chan error, 1)
+	go func() { served <- x.Serve(lis) }()
 	t.Cleanup(func() {
 		x.Close()
-		if err := <-e.serveErr; err != nil {
+		if err := <-served; err != nil {
 			t.Errorf("Serve: %v", err)
 		}
 	})
+	return x, lis.Addr().String()
 }
 
 func (e *env) count(t *testing.T, where string, args ...any) int {
@@ -130,4 +138,30 @@ func (e *env) idleInTransaction(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// waitCommitted waits, on its own goroutine, until a row named name is on
+// the primary, then runs then; the channel gets the outcome.
+func (e *env) waitCommitted(name string, then func() error) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			n, err := e.countErr("name = $1", name)
+			if err != nil {
+				done <- err
+				return
+			}
+			if n > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				done <- fmt.Errorf("%s never committed", name)
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+		done <- then()
+	}()
+	return done
 }

@@ -7,7 +7,6 @@ package forward_test
 import (
 	"context"
 	"errors"
-	"net"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -25,19 +24,20 @@ import (
 func serveNoPrimary(t *testing.T, cfg forward.ExecutorConfig) (*forward.Executor, string) {
 	t.Helper()
 	cfg.AllowUnauthenticated = true
-	x, err := forward.NewExecutor(context.Background(), cfg)
+	return serveExecutor(t, cfg)
+}
+
+// openSession opens a session stream on the executor at addr, without
+// credentials, closed when the test ends.
+func openSession(t *testing.T, addr string) (forwardpb.Executor_SessionClient, context.CancelFunc) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(protoCtx())
+	t.Cleanup(cancel)
+	stream, err := rawClient(t, addr, "").Session(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		x.Close()
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- x.Serve(lis) }()
-	t.Cleanup(func() { x.Close(); <-served })
-	return x, lis.Addr().String()
+	return stream, cancel
 }
 
 func heapAfterGC() uint64 {
@@ -54,13 +54,7 @@ func heapAfterGC() uint64 {
 // context, in particular, is released from the stream's).
 func TestSessionRetainsNothingPerStatement(t *testing.T) {
 	_, addr := serveNoPrimary(t, forward.ExecutorConfig{})
-	api := rawClient(t, addr, "")
-	ctx, cancel := context.WithCancel(protoCtx())
-	defer cancel()
-	stream, err := api.Session(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	stream, _ := openSession(t, addr)
 	seq := uint64(0)
 	run := func(n int) {
 		for i := 0; i < n; i++ {
@@ -96,13 +90,7 @@ func TestSessionRetainsNothingPerStatement(t *testing.T) {
 // requests, answers or goroutines).
 func TestSessionBackPressure(t *testing.T) {
 	_, addr := serveNoPrimary(t, forward.ExecutorConfig{SessionMaxBytes: 16 << 10})
-	api := rawClient(t, addr, "")
-	ctx, cancel := context.WithCancel(protoCtx())
-	defer cancel()
-	stream, err := api.Session(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	stream, cancel := openSession(t, addr)
 	base := runtime.NumGoroutine()
 	const total = 50000
 	var sent atomic.Int64

@@ -34,32 +34,12 @@ func TestLostReplyAfterCommit(t *testing.T) {
 	// resets the link while the reply is still on its way (200 ms RTT),
 	// and heals it for the client's questions.
 	cutReplyAfter := func(name string) <-chan error {
-		done := make(chan error, 1)
-		go func() {
-			deadline := time.Now().Add(5 * time.Second)
-			for {
-				n, err := e.countErr("name = $1", name)
-				if err != nil {
-					done <- err
-					return
-				}
-				if n > 0 {
-					break
-				}
-				if time.Now().After(deadline) {
-					done <- errors.New("row never committed")
-					return
-				}
-				time.Sleep(time.Millisecond)
-			}
+		return e.waitCommitted(name, func() error {
 			if err := link.ResetPeer(); err != nil {
-				done <- err
-				return
+				return err
 			}
-			link.Clear()
-			done <- nil
-		}()
-		return done
+			return link.Clear()
+		})
 	}
 
 	for _, tc := range []struct {

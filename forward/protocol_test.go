@@ -241,19 +241,8 @@ func TestHealth(t *testing.T) {
 			once.Do(func() { close(probed) })
 		}
 	}))
-	x, err := forward.NewExecutor(context.Background(), forward.ExecutorConfig{DSN: e.cluster.Replicas[0].DSN(""), AllowUnauthenticated: true, HealthInterval: 50 * time.Millisecond, Logger: logger})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		x.Close()
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- x.Serve(lis) }()
-	defer func() { x.Close(); <-served }()
-	cc2, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	_, addr := serveExecutor(t, forward.ExecutorConfig{DSN: e.cluster.Replicas[0].DSN(""), AllowUnauthenticated: true, HealthInterval: 50 * time.Millisecond, Logger: logger})
+	cc2, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
