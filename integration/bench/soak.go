@@ -98,7 +98,10 @@ func runSoak(ctx context.Context, o options) (results, error) {
 	if err := c.WaitReplicated(ctx); err != nil {
 		return nil, err
 	}
-	x, err := startExecutorProcess(ctx, o.out, c.Primary.DSN(""), plan)
+	// The executor's pools open all their connections at once, so that the
+	// file descriptors measured do not depend on how far the warm-up's
+	// concurrency grew them.
+	x, err := startExecutorProcess(ctx, o.out, c.Primary.DSN("")+"&pool_min_conns=20&pool_max_conns=20", plan)
 	if err != nil {
 		return nil, err
 	}
