@@ -46,6 +46,20 @@
 // may have committed, and it is never retried blindly. Client.Resolve asks
 // later.
 //
+// # Isolation and capacity
+//
+// Units share the executor's pool of primary connections, and nothing one
+// leaves in its session reaches another: a statement that can create
+// session state (SET, temporary tables, prepared statements, LISTEN,
+// session advisory locks, ...) closes its connection after its unit, and
+// one that calls unknown functions has the session checked in the same
+// round trip as its commit LSN (see the README for the rule). Units wait
+// for a slot as a pool's callers wait for a connection, until shortly
+// before their deadline; transactions, which hold theirs across round
+// trips, never take the last quarter. The executor's memory is bounded: its
+// deduplication ledger by DedupMaxBytes, each session stream by
+// SessionMaxBytes (beyond which it stops reading the stream).
+//
 // # Security
 //
 // The executor runs SQL for whoever calls it, so every call is
