@@ -102,8 +102,8 @@ type Client struct {
 
 	rpcs, units, retries atomic.Uint64
 
-	sessionsOff atomic.Bool  // the executor has no Session method
-	lastUnready atomic.Int64 // when awaitReady last gave up, in Unix nanoseconds
+	sessionsOff atomic.Bool // the executor has no Session method
+	lastUnready atomic.Pointer[unready]
 	sessMu      sync.Mutex
 	sess        [sessionCount]*session
 	sessNext    int
@@ -252,19 +252,32 @@ func (c *Client) awaitReady(ctx context.Context) error {
 	}
 	// database/sql tries a statement that failed with ErrBadConn twice more
 	// at once; waiting ConnectWait again each time would triple the stall.
-	if last := c.lastUnready.Load(); last != 0 && time.Since(time.Unix(0, last)) < c.cfg.ConnectWait {
-		return fmt.Errorf("no connection to the executor (state %s); it was not ready %v ago either", s, time.Since(time.Unix(0, last)).Round(time.Millisecond))
+	// Unless a connection was ready since: then it is worth waiting again.
+	if last := c.lastUnready.Load(); last != nil && time.Since(last.at) < c.cfg.ConnectWait && c.readyEpoch.Load() == last.epoch {
+		if s == connectivity.Idle {
+			c.cc.Connect() // for the next unit
+		}
+		return fmt.Errorf("no connection to the executor (state %s); it was not ready %v ago either", s, time.Since(last.at).Round(time.Millisecond))
 	}
+	epoch := c.readyEpoch.Load()
 	err := c.waitReady(ctx, s)
 	if err != nil {
-		c.lastUnready.Store(time.Now().UnixNano())
+		c.lastUnready.Store(&unready{at: time.Now(), epoch: epoch})
 	}
 	return err
+}
+
+// unready is when awaitReady last gave up, and how many times a
+// connection had been ready then.
+type unready struct {
+	at    time.Time
+	epoch uint64
 }
 
 func (c *Client) waitReady(ctx context.Context, s connectivity.State) error {
 	wctx, cancel := context.WithTimeout(ctx, c.cfg.ConnectWait)
 	defer cancel()
+	kicked := false
 	for {
 		switch s {
 		case connectivity.Ready:
@@ -273,6 +286,15 @@ func (c *Client) waitReady(ctx context.Context, s connectivity.State) error {
 			return ErrClosed
 		case connectivity.Idle:
 			c.cc.Connect()
+		case connectivity.TransientFailure:
+			// A unit is waiting: try again now rather than after a
+			// reconnect backoff grown by earlier failures, which can
+			// outlast ConnectWait. (Only the first unit of a
+			// ConnectWait period waits here.)
+			if !kicked {
+				c.cc.ResetConnectBackoff()
+				kicked = true
+			}
 		}
 		if !c.cc.WaitForStateChange(wctx, s) {
 			if ctx.Err() != nil {
