@@ -104,6 +104,7 @@ type Client struct {
 
 	sessionsOff atomic.Bool // the executor has no Session method
 	lastUnready atomic.Pointer[unready]
+	lastKick    atomic.Int64 // when a wait last cut the reconnect backoff short, Unix nanoseconds
 	sessMu      sync.Mutex
 	sess        [sessionCount]*session
 	sessNext    int
@@ -252,15 +253,19 @@ func (c *Client) awaitReady(ctx context.Context) error {
 	}
 	// database/sql tries a statement that failed with ErrBadConn twice more
 	// at once; waiting ConnectWait again each time would triple the stall.
-	// Unless a connection was ready since: then it is worth waiting again.
+	// So within ConnectWait of a wait that gave up, with no connection
+	// ready since, a unit waits only a tenth of it: long enough for a
+	// connection to a reachable executor (the wait kicks the reconnect).
+	wait := c.cfg.ConnectWait
 	if last := c.lastUnready.Load(); last != nil && time.Since(last.at) < c.cfg.ConnectWait && c.readyEpoch.Load() == last.epoch {
-		if s == connectivity.Idle {
-			c.cc.Connect() // for the next unit
+		wait /= 10
+		if err := c.waitReady(ctx, s, wait); err != nil {
+			return fmt.Errorf("no connection to the executor (state %s); it was not ready %v ago either", c.cc.GetState(), time.Since(last.at).Round(time.Millisecond))
 		}
-		return fmt.Errorf("no connection to the executor (state %s); it was not ready %v ago either", s, time.Since(last.at).Round(time.Millisecond))
+		return nil
 	}
 	epoch := c.readyEpoch.Load()
-	err := c.waitReady(ctx, s)
+	err := c.waitReady(ctx, s, wait)
 	if err != nil {
 		c.lastUnready.Store(&unready{at: time.Now(), epoch: epoch})
 	}
@@ -274,8 +279,9 @@ type unready struct {
 	epoch uint64
 }
 
-func (c *Client) waitReady(ctx context.Context, s connectivity.State) error {
-	wctx, cancel := context.WithTimeout(ctx, c.cfg.ConnectWait)
+// waitReady waits up to wait for a ready connection, from state s.
+func (c *Client) waitReady(ctx context.Context, s connectivity.State, wait time.Duration) error {
+	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	kicked := false
 	for {
@@ -289,9 +295,10 @@ func (c *Client) waitReady(ctx context.Context, s connectivity.State) error {
 		case connectivity.TransientFailure:
 			// A unit is waiting: try again now rather than after a
 			// reconnect backoff grown by earlier failures, which can
-			// outlast ConnectWait. (Only the first unit of a
-			// ConnectWait period waits here.)
-			if !kicked {
+			// outlast ConnectWait; at most ten times a ConnectWait, so
+			// that an outage does not turn into a storm of attempts.
+			if now := time.Now().UnixNano(); !kicked && now-c.lastKick.Load() > int64(c.cfg.ConnectWait/10) {
+				c.lastKick.Store(now)
 				c.cc.ResetConnectBackoff()
 				kicked = true
 			}
@@ -300,7 +307,7 @@ func (c *Client) waitReady(ctx context.Context, s connectivity.State) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			return fmt.Errorf("no connection to the executor within %v (state %s)", c.cfg.ConnectWait, s)
+			return fmt.Errorf("no connection to the executor within %v (state %s)", wait, s)
 		}
 		s = c.cc.GetState()
 	}
