@@ -439,7 +439,17 @@ func (x *Executor) probe() healthpb.HealthCheckResponse_ServingStatus {
 		sys        int64
 		db         string
 	)
-	if err := x.pool.QueryRow(ctx, `SELECT pg_is_in_recovery(), `+identityColumns).Scan(&inRecovery, &sys, &db); err != nil {
+	// On an acquired connection: pgxpool's own QueryRow keeps each result
+	// referenced from a per-connection batch for a long while.
+	err := func() error {
+		c, err := x.pool.Acquire(ctx)
+		if err != nil {
+			return err
+		}
+		defer c.Release()
+		return c.Conn().QueryRow(ctx, `SELECT pg_is_in_recovery(), `+identityColumns).Scan(&inRecovery, &sys, &db)
+	}()
+	if err != nil {
 		x.log.Warn("forward: executor: primary unreachable", "err", err)
 		return healthpb.HealthCheckResponse_NOT_SERVING
 	}

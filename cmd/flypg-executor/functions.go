@@ -56,7 +56,15 @@ func (f *sqlFunctions) HandleCall(ctx context.Context, name string, payload []by
 	if !ok {
 		return nil, 0, fmt.Errorf("%w: %q", forward.ErrUnknownFunction, name)
 	}
-	tx, err := f.pool.Begin(ctx)
+	// One connection for the transaction and the LSN after its commit.
+	// (pgxpool's own QueryRow keeps each result referenced from a
+	// per-connection batch for a long while.)
+	c, err := f.pool.Acquire(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer c.Release()
+	tx, err := c.Begin(ctx)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -85,7 +93,7 @@ func (f *sqlFunctions) HandleCall(ctx context.Context, name string, payload []by
 	if out != nil {
 		result = []byte(*out)
 	}
-	return result, f.commitLSN(ctx), nil
+	return result, f.commitLSN(ctx, c.Conn()), nil
 }
 
 // RecordsCalls: HandleCall records the request ID under durable
@@ -95,18 +103,18 @@ func (f *sqlFunctions) RecordsCalls() bool { return true }
 // commitLSN is the primary's insert LSN after a commit, normalized with its
 // WAL segment size; 0 if it cannot be read (the caller then cannot wait for
 // replication, but the call did commit).
-func (f *sqlFunctions) commitLSN(ctx context.Context) uint64 {
+func (f *sqlFunctions) commitLSN(ctx context.Context, c *pgx.Conn) uint64 {
 	seg := f.seg.Load()
 	if seg == 0 {
 		var s string
-		if err := f.pool.QueryRow(ctx, pglsn.SegmentSizeSQL).Scan(&s); err != nil {
+		if err := c.QueryRow(ctx, pglsn.SegmentSizeSQL).Scan(&s); err != nil {
 			return 0
 		}
 		seg = pglsn.ParseSegmentSize(s)
 		f.seg.Store(seg)
 	}
 	var text string
-	if err := f.pool.QueryRow(ctx, `SELECT pg_current_wal_insert_lsn()::text`).Scan(&text); err != nil {
+	if err := c.QueryRow(ctx, `SELECT pg_current_wal_insert_lsn()::text`).Scan(&text); err != nil {
 		return 0
 	}
 	l, ok := pglsn.Parse(text)

@@ -49,7 +49,7 @@ type soakPlan struct {
 const soakAuthWindow = 2 * time.Minute
 
 func soakPlanFor(o options) soakPlan {
-	p := soakPlan{clients: 32, warmup: 100_000, units: o.soakUnits, window: 20 * time.Second, auth: o.soakAuth}
+	p := soakPlan{clients: 32, warmup: 50_000, units: o.soakUnits, window: 20 * time.Second, auth: o.soakAuth}
 	if o.quick {
 		p.warmup, p.units = 5_000, 20_000
 	}
