@@ -74,7 +74,7 @@ func TestSessionRetainsNothingPerStatement(t *testing.T) {
 	}
 	run(2000) // warm-up: pools, maps and buffers at their working size
 	before := heapAfterGC()
-	const n = 20000
+	const n = 10000
 	run(n)
 	after := heapAfterGC()
 	growth := int64(after) - int64(before)
