@@ -483,3 +483,28 @@ func TestCapacityWaitsLikeAPool(t *testing.T) {
 		t.Fatalf("%d of 36 rows", n)
 	}
 }
+
+// TestResolveTakesASlot: a Resolve that reads the primary (durable
+// deduplication, an ID this process does not hold) is admitted like any
+// unit: with every slot taken it waits for one, then is refused as busy.
+func TestResolveTakesASlot(t *testing.T) {
+	e := startEnv(t)
+	_, addr := e.addExecutor(t, forward.ExecutorConfig{DSN: e.cluster.Primary.DSN("") + "&pool_max_conns=2", MaxConcurrent: 1, QueueTimeout: 200 * time.Millisecond, DurableDedup: true})
+	_, db := openClient(t, forward.ClientConfig{Target: addr})
+	ctx := context.Background()
+	// A transaction holds the only slot.
+	tx, err := db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `INSERT INTO items (name) VALUES ('holding')`); err != nil {
+		t.Fatal(err)
+	}
+	api := rawClient(t, addr, secret)
+	var md metadata.MD
+	_, err = api.Resolve(protoCtx(), &forwardpb.ResolveRequest{Unit: &forwardpb.Unit{RequestId: id16(), Attempt: 2, Instance: "elsewhere"}}, grpc.Trailer(&md))
+	if status.Code(err) != codes.ResourceExhausted || first1(md, "flypg-refusal") != "busy" {
+		t.Fatalf("Resolve with every slot taken: %v %v, want busy", err, md)
+	}
+}
