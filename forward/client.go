@@ -18,8 +18,6 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
@@ -54,10 +52,17 @@ type ClientConfig struct {
 	// URL such as "dns:///iad.myapp.internal:5444" that resolves to every
 	// primary-region instance.
 	Target string
-	// Secret is the shared secret the executor authenticates with.
-	Secret string
-	// TLS, if set, is used for the connection; nil means plaintext, for
-	// private networks such as Fly's WireGuard mesh.
+	// Secret is the shared secret the executor authenticates with: the
+	// connection is mutual TLS keyed from it, which needs no certificate.
+	// OldSecrets are offered too, for a rotation without downtime (an
+	// executor that knows only one of them still accepts the client).
+	// Without a Secret the connection is plaintext, which only an
+	// executor without a secret, on loopback, accepts.
+	Secret     string
+	OldSecrets []string
+	// TLS, if set, replaces the TLS keyed from the secret: for an executor
+	// served on the application's own gRPC server with its own
+	// certificate (RegisterGRPC). Each call then carries an HMAC of Secret.
 	TLS *tls.Config
 	// Timeout bounds one forwarded unit (a statement, a transaction's round
 	// trip, a call) when the caller's context has no earlier deadline.
@@ -91,11 +96,12 @@ type ClientConfig struct {
 // Client is a connection to an executor, shared by every database/sql
 // connection of its Connector: one HTTP/2 connection carries all calls.
 type Client struct {
-	cfg    ClientConfig
-	cc     *grpc.ClientConn
-	api    forwardpb.ExecutorClient
-	health healthpb.HealthClient
-	log    *slog.Logger
+	cfg       ClientConfig
+	transport *clientTransport
+	cc        *grpc.ClientConn
+	api       forwardpb.ExecutorClient
+	health    healthpb.HealthClient
+	log       *slog.Logger
 
 	inst       instances     // the executor instance of each connection
 	readyEpoch atomic.Uint64 // counts transitions to READY
@@ -130,12 +136,11 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if cfg.ConnectWait <= 0 {
 		cfg.ConnectWait = DefaultConnectWait
 	}
-	transport := insecure.NewCredentials()
-	if cfg.TLS != nil {
-		transport = credentials.NewTLS(cfg.TLS)
+	security, transport, err := dialSecurity(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("forward: client: %w", err)
 	}
-	opts := []grpc.DialOption{
-		grpc.WithTransportCredentials(transport),
+	opts := append(security,
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: defaultKeepaliveTime, Timeout: defaultKeepaliveTimout, PermitWithoutStream: true}),
 		// Reconnect within a second of the executor coming back, rather
 		// than after gRPC's default backoff of up to two minutes.
@@ -146,21 +151,14 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(cfg.MaxRecvBytes)),
 		grpc.WithChainUnaryInterceptor(protocolUnary),
 		grpc.WithChainStreamInterceptor(protocolStream),
-	}
-	if cfg.Secret != "" {
-		creds, err := auth.NewCredentials(cfg.Secret, cfg.TLS != nil)
-		if err != nil {
-			return nil, fmt.Errorf("forward: client: %w", err)
-		}
-		opts = append(opts, grpc.WithPerRPCCredentials(creds))
-	}
+	)
 	opts = append(opts, cfg.DialOptions...)
 	cc, err := grpc.NewClient(cfg.Target, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("forward: client: %s: %w", cfg.Target, err)
 	}
 	ctx, stop := context.WithCancel(context.Background())
-	c := &Client{cfg: cfg, cc: cc, api: forwardpb.NewExecutorClient(cc), health: healthpb.NewHealthClient(cc), log: cfg.Logger, stop: stop, baseCtx: ctx}
+	c := &Client{cfg: cfg, transport: transport, cc: cc, api: forwardpb.NewExecutorClient(cc), health: healthpb.NewHealthClient(cc), log: cfg.Logger, stop: stop, baseCtx: ctx}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
@@ -260,7 +258,7 @@ func (c *Client) awaitReady(ctx context.Context) error {
 	if last := c.lastUnready.Load(); last != nil && time.Since(last.at) < c.cfg.ConnectWait && c.readyEpoch.Load() == last.epoch {
 		wait /= 10
 		if err := c.waitReady(ctx, s, wait); err != nil {
-			return fmt.Errorf("no connection to the executor (state %s); it was not ready %v ago either", c.cc.GetState(), time.Since(last.at).Round(time.Millisecond))
+			return c.refusedOr(fmt.Errorf("no connection to the executor (state %s); it was not ready %v ago either", c.cc.GetState(), time.Since(last.at).Round(time.Millisecond)))
 		}
 		return nil
 	}
@@ -269,7 +267,7 @@ func (c *Client) awaitReady(ctx context.Context) error {
 	if err != nil {
 		c.lastUnready.Store(&unready{at: time.Now(), epoch: epoch})
 	}
-	return err
+	return c.refusedOr(err)
 }
 
 // unready is when awaitReady last gave up, and how many times a
@@ -417,6 +415,9 @@ func (c *Client) do(ctx context.Context, op string, id []byte, rcpt *Receipt, tr
 	kind := ErrInDoubt
 	if n == 1 {
 		kind = ErrUnavailable
+		if errors.Is(lastErr, ErrUnauthenticated) {
+			kind = ErrUnauthenticated // the executor refused the connection
+		}
 	}
 	if ctx.Err() != nil {
 		// Let errors.Is see the caller's cancellation or deadline too.

@@ -28,7 +28,7 @@ type ctxwatchHandler = ctxwatch.Handler
 
 // ProtocolVersion is the forwarding protocol's major version, sent by
 // clients in the flypg-protocol header and checked by the executor.
-const ProtocolVersion = "1"
+const ProtocolVersion = "2"
 
 // Defaults for zero fields of ExecutorConfig.
 const (
@@ -83,12 +83,15 @@ type ExecutorConfig struct {
 	Calls CallHandler
 
 	// Secret authenticates clients (at least 16 bytes, the same on every
-	// node). OldSecrets are also accepted, for rotation.
+	// node): the executor serves only mutual TLS keyed from it (see the
+	// README's Security section). OldSecrets are also accepted, for a
+	// rotation without downtime.
 	Secret     string
 	OldSecrets []string
-	// AllowUnauthenticated serves without a secret. Serve refuses it on a
-	// non-loopback address; use it for local development or when mutual
-	// TLS configured on your own *grpc.Server authenticates clients.
+	// AllowUnauthenticated serves without a secret, to loopback callers
+	// only (checked for every call; Serve also refuses a non-loopback
+	// address), or to callers whose client certificate the application's
+	// own TLS verified (RegisterGRPC). For local development.
 	AllowUnauthenticated bool
 
 	// MaxConcurrent bounds the units (statements, transactions, calls,
@@ -107,6 +110,24 @@ type ExecutorConfig struct {
 	// MaxRequestBytes bounds a request message (Serve's gRPC server);
 	// MaxResponseBytes bounds one statement's result.
 	MaxRequestBytes, MaxResponseBytes int
+	// MaxArgValues bounds the argument values (array elements count
+	// each) of one request, which decoded cost far more than their
+	// encoding; a request with more is refused before it is decoded.
+	MaxArgValues int
+	// MaxRowBytes bounds one message from the primary, hence one result
+	// row, before it is buffered; default MaxResponseBytes plus 64 KiB.
+	// A larger row breaks the primary connection (the statement is in
+	// doubt if it ran in its own transaction).
+	MaxRowBytes int
+
+	// MaxConnections bounds the connections the executor's servers hold;
+	// more are closed at once. HandshakeTimeout bounds the TLS handshake
+	// (and the first frames) of a connection; IdleConnTimeout closes a
+	// connection without calls for that long. MaxStreamsPerConn bounds the
+	// calls open at once on one connection, MaxHeaderBytes the headers of
+	// one call. They apply to servers built with ServerOptions.
+	MaxConnections, MaxStreamsPerConn, MaxHeaderBytes int
+	HandshakeTimeout, IdleConnTimeout                 time.Duration
 
 	// TxIdleTimeout ends a transaction that waits this long for its next
 	// message; TxMaxDuration ends one that lasts longer. Both roll back.
@@ -171,7 +192,8 @@ type Executor struct {
 	cfg      ExecutorConfig
 	pool     *pgxpool.Pool
 	ownPool  bool
-	verifier *auth.Verifier
+	keys     *auth.Keyring  // nil without a secret
+	verifier *auth.Verifier // calls signed inside the application's TLS
 	instance string
 	ledger   *ledger
 	slots    chan struct{} // one per running unit
@@ -185,6 +207,8 @@ type Executor struct {
 	ident      atomic.Pointer[Identity] // the database the pool serves, once read
 	inFlight   atomic.Int64
 	openTx     atomic.Int64
+
+	conns, refusedConns atomic.Int64 // see limitedTransport
 
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -226,13 +250,9 @@ func NewExecutor(ctx context.Context, cfg ExecutorConfig) (*Executor, error) {
 		}
 		d = &durable{table: table, retention: retention}
 	}
-	var verifier *auth.Verifier
-	if cfg.Secret != "" {
-		v, err := auth.NewVerifier(cfg.Secret, auth.WithAdditionalSecrets(cfg.OldSecrets...))
-		if err != nil {
-			return nil, fmt.Errorf("forward: executor: %w", err)
-		}
-		verifier = v
+	keys, verifier, err := newAuth(cfg.Secret, cfg.OldSecrets)
+	if err != nil {
+		return nil, fmt.Errorf("forward: executor: %w", err)
 	}
 	var pc *pgxpool.Config
 	if cfg.DSN != "" {
@@ -249,7 +269,8 @@ func NewExecutor(ctx context.Context, cfg ExecutorConfig) (*Executor, error) {
 	}
 
 	// Everything checked: from here on, only acquisitions.
-	x := &Executor{cfg: cfg, pool: cfg.Pool, verifier: verifier, durable: d, health: health.NewServer(), stop: make(chan struct{}), log: cfg.Logger}
+	x := &Executor{cfg: cfg, pool: cfg.Pool, keys: keys, verifier: verifier, durable: d, health: health.NewServer(), stop: make(chan struct{}), log: cfg.Logger}
+	x.forgetSecrets()
 	if x.log == nil {
 		x.log = slog.New(slog.DiscardHandler)
 	}
@@ -308,6 +329,7 @@ func setDefaults(c *ExecutorConfig) {
 	defInt(&c.DedupMaxBytes, DefaultDedupMaxBytes)
 	defInt(&c.SessionMaxBytes, DefaultSessionMaxBytes)
 	defInt(&c.MaxReplayBytes, DefaultMaxReplayBytes)
+	setLimitDefaults(c)
 }
 
 // Instance returns the random ID of this executor process.
@@ -320,18 +342,20 @@ func (x *Executor) Register(s grpc.ServiceRegistrar) {
 	healthpb.RegisterHealthServer(s, x.health)
 }
 
-// ServerOptions are the gRPC server options Serve uses: message size
-// limits and keepalive settings that match the client's.
+// ServerOptions are the gRPC server options Serve uses: transport
+// credentials (TLS keyed from the secret, or plaintext for loopback
+// without one) and a connection cap, authentication of every call from its
+// headers before its messages are read, the limits of ExecutorConfig, and
+// keepalive settings that match the client's. An application serving the
+// executor on its own server (RegisterGRPC) should build that server with
+// them; options it adds later take precedence.
 func (x *Executor) ServerOptions() []grpc.ServerOption {
-	return append([]grpc.ServerOption{
-		// Headroom above MaxRequestBytes, so that the handlers can refuse an
-		// oversized request themselves, with an answer that says nothing
-		// ran; far larger ones are cut off by gRPC.
-		grpc.MaxRecvMsgSize(2*x.cfg.MaxRequestBytes + 1<<20),
-		grpc.MaxSendMsgSize(x.cfg.MaxResponseBytes + 1<<20),
+	opts := append(x.securityOptions(),
+		grpc.MaxSendMsgSize(x.cfg.MaxResponseBytes+1<<20),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-	}, x.cfg.ServerOptions...)
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, MaxConnectionIdle: x.cfg.IdleConnTimeout}),
+	)
+	return append(opts, x.cfg.ServerOptions...)
 }
 
 // InFlight returns the number of units (statements, transactions, calls)
@@ -346,7 +370,7 @@ func (x *Executor) OpenTransactions() int64 { return x.openTx.Load() }
 // (then it returns nil) or a listener error. It refuses a non-loopback
 // address when the executor does not authenticate clients.
 func (x *Executor) Serve(lis net.Listener) error {
-	if x.verifier == nil && !isLoopback(lis.Addr()) {
+	if x.keys == nil && !isLoopback(lis.Addr()) {
 		return fmt.Errorf("forward: executor: refusing to serve unauthenticated on %s: set a Secret", lis.Addr())
 	}
 	s := grpc.NewServer(x.ServerOptions()...)

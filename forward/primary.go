@@ -82,7 +82,7 @@ func classify(err error) *stmtError {
 	if errors.As(err, &tl) {
 		return &stmtError{err: err, kind: kindTooLarge}
 	}
-	return &stmtError{err: err, kind: kindConn}
+	return &stmtError{err: explainRowLimit(err), kind: kindConn}
 }
 
 func decodeArgs(vals []*forwardpb.Value) ([]any, error) {

@@ -15,7 +15,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/flypg/flypg/forward/forwardpb"
-	"github.com/flypg/flypg/forward/internal/auth"
 	"github.com/flypg/flypg/forward/internal/wire"
 )
 
@@ -70,16 +69,6 @@ type service struct {
 	x *Executor
 }
 
-// authorize checks credentials and protocol version before anything runs.
-func (x *Executor) authorize(ctx context.Context, method string) error {
-	if x.verifier != nil {
-		if err := x.verifier.Verify(ctx, method); err != nil {
-			return err
-		}
-	}
-	return auth.CheckProtocol(ctx, ProtocolVersion)
-}
-
 func unitID(u *forwardpb.Unit) (string, error) {
 	if u == nil || len(u.GetRequestId()) != 16 {
 		return "", status.Error(codes.InvalidArgument, "forward: unit needs a 16-byte request_id")
@@ -131,8 +120,13 @@ func (x *Executor) admit(ctx context.Context, u *forwardpb.Unit, records bool) (
 	}
 }
 
-// checkSize refuses a request over MaxRequestBytes before anything runs.
+// checkSize refuses a request over MaxRequestBytes, or one the codec
+// refused, before anything runs.
 func (x *Executor) checkSize(ctx context.Context, m proto.Message) error {
+	if r := refusal(m); r != "" {
+		setTrailer(ctx, trailer(outcomeNotRun, 0))
+		return status.Errorf(codes.ResourceExhausted, "forward: request refused: %s; nothing ran", r)
+	}
 	if n := proto.Size(m); n > x.cfg.MaxRequestBytes {
 		setTrailer(ctx, trailer(outcomeNotRun, 0))
 		return status.Errorf(codes.ResourceExhausted, "forward: request of %d bytes exceeds the executor's MaxRequestBytes (%d); nothing ran", n, x.cfg.MaxRequestBytes)
@@ -227,6 +221,7 @@ func (x *Executor) startUnit(ctx context.Context, e *ledgerEntry, u *forwardpb.U
 		uc.release()
 		return refuse(err)
 	}
+	x.boundRows(c.Conn())
 	if x.durable != nil {
 		// On the unit's connection before it opens a transaction, so that
 		// the table never depends on the unit committing.

@@ -30,6 +30,10 @@ func (s *service) Tx(stream forwardpb.Executor_TxServer) error {
 	if err != nil {
 		return err
 	}
+	if r := refusal(first); r != "" {
+		stream.SetTrailer(trailer(outcomeNotRun, 0))
+		return status.Errorf(codes.ResourceExhausted, "forward: request refused: %s; nothing ran", r)
+	}
 	if n := proto.Size(first); n > x.cfg.MaxRequestBytes {
 		stream.SetTrailer(trailer(outcomeNotRun, 0))
 		return status.Errorf(codes.ResourceExhausted, "forward: message of %d bytes exceeds the executor's MaxRequestBytes (%d); nothing ran", n, x.cfg.MaxRequestBytes)
@@ -144,6 +148,9 @@ func (t *txRun) run(ctx context.Context, begin string, first *forwardpb.Statemen
 			return t.end(ctx, status.FromContextError(ctx.Err()).Err())
 		}
 		idle.Reset(x.cfg.TxIdleTimeout)
+		if r := refusal(m); r != "" {
+			return t.end(ctx, status.Errorf(codes.ResourceExhausted, "forward: request refused: %s; the transaction rolled back", r))
+		}
 		if n := proto.Size(m); n > x.cfg.MaxRequestBytes {
 			return t.end(ctx, status.Errorf(codes.ResourceExhausted, "forward: message of %d bytes exceeds the executor's MaxRequestBytes (%d); the transaction rolled back", n, x.cfg.MaxRequestBytes))
 		}

@@ -7,9 +7,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/flypg/flypg/forward/forwardpb"
 )
@@ -40,6 +43,12 @@ type session struct {
 // messages of one stream travel in order, so a large result on one session
 // delays the others' answers only on that session.
 const sessionCount = 4
+
+// maxSessionMessage is the largest statement sent on a session; larger
+// ones go as calls of their own. It is far below any sensible
+// MaxRequestBytes of the executor, and sending such a statement costs far
+// more than opening a call.
+const maxSessionMessage = 64 << 10
 
 // session returns one of the client's live sessions, opening it if needed,
 // or nil when sessions are off or one cannot be opened now (the caller then
@@ -131,6 +140,11 @@ func (s *session) fail(err error) {
 // executor holds the stream back, or the network stalls) ends the session,
 // whose other statements are then asked again elsewhere.
 func (s *session) exec(ctx context.Context, req *forwardpb.ExecRequest, md *metadata.MD) (*forwardpb.ExecResponse, error) {
+	if proto.Size(req) > maxSessionMessage {
+		// A message over the executor's receive limit would end the whole
+		// session; a call that size is refused alone, saying nothing ran.
+		return s.c.api.Exec(ctx, req, grpc.Trailer(md))
+	}
 	m := &forwardpb.SessionRequest{Exec: req}
 	if h := s.c.cfg.SessionHeaders; h != nil {
 		m.Headers = h(ctx)

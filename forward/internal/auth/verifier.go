@@ -100,7 +100,8 @@ func NewVerifier(secret string, opts ...VerifierOption) (*Verifier, error) {
 // replayed header, and codes.ResourceExhausted if the replay cache is full.
 // A wrong secret and a header signed for another method are
 // indistinguishable (both are a MAC mismatch) because the method is not
-// sent. Messages never contain the secret.
+// sent. Messages never contain the secret, and nothing about the server's
+// clock reaches a caller whose MAC is wrong.
 //
 // Verify consumes the nonce: call it exactly once per RPC.
 func (v *Verifier) Verify(ctx context.Context, fullMethod string) error {
@@ -121,18 +122,21 @@ func (v *Verifier) Verify(ctx context.Context, fullMethod string) error {
 		return unauthenticated("malformed %s header: %v", AuthHeader, err)
 	}
 
-	// The timestamp is checked before the MAC: it is cheap and a clear
-	// skew message is what an operator with a drifting clock needs.
+	// The MAC is checked first: a caller without the secret learns only
+	// that its header is wrong, nothing about the server's clock (which
+	// the window check would otherwise reveal, one probe at a time).
+	if !v.macMatches(&h, fullMethod) {
+		return unauthenticated("bad MAC for %s: wrong secret, or header signed for another method", fullMethod)
+	}
+
+	// Past the MAC the caller holds the secret: a clear skew message is
+	// what an operator with a drifting clock needs.
 	now := v.now()
 	signed := time.Unix(h.ts, 0)
 	if skew := now.Sub(signed); skew > v.window {
 		return unauthenticated("timestamp is %v in the past, outside the ±%v window (replayed header or client clock behind)", skew.Truncate(time.Second), v.window)
 	} else if -skew > v.window {
 		return unauthenticated("timestamp is %v in the future, outside the ±%v window (client clock ahead)", (-skew).Truncate(time.Second), v.window)
-	}
-
-	if !v.macMatches(&h, fullMethod) {
-		return unauthenticated("bad MAC for %s: wrong secret, or header signed for another method", fullMethod)
 	}
 
 	// Only authenticated headers reach the replay cache, so only holders of

@@ -322,3 +322,31 @@ func captureHeaderAt(t testing.TB, at time.Time, fullMethod string) string {
 	}
 	return h
 }
+
+// TestNoClockForStrangers: without the secret, a caller cannot tell a
+// header outside the window from one inside it, so it cannot probe the
+// server's clock.
+func TestNoClockForStrangers(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	v, err := NewVerifier(testSecret, WithNow(func() time.Time { return t0 }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := func(at time.Time) string {
+		c, err := newCredentials(otherSecret, false, func() time.Time { return at }, rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := c.sign(methodCheck)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return status.Convert(v.Verify(incoming(AuthHeader, h), methodCheck)).Message()
+	}
+	inside := msg(t0)
+	for _, at := range []time.Time{t0.Add(-time.Hour), t0.Add(time.Hour), time.Unix(0, 0)} {
+		if got := msg(at); got != inside {
+			t.Fatalf("a wrongly signed header at %v gets %q; inside the window it gets %q", at, got, inside)
+		}
+	}
+}
