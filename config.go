@@ -15,6 +15,7 @@ import (
 
 	"github.com/flypg/flypg/fly"
 	"github.com/flypg/flypg/forward"
+	"github.com/flypg/flypg/internal/secret"
 )
 
 // DefaultPort is the gRPC port every node serves on (Plugin.Serve) and the
@@ -48,13 +49,19 @@ type Config struct {
 	// which resolves to every instance in the primary region.
 	PrimaryAddr string
 	// Secret authenticates nodes to each other's executors; the same on
-	// every node, at least 16 bytes, stable across deploys. Required to
+	// every node, at least 16 random bytes, stable across deploys. Nodes
+	// talk mutual TLS keyed from it: no certificate to manage. Required to
 	// forward and to serve, unless Insecure.
 	Secret string
-	// Insecure allows forwarding and serving without a secret. Serving
-	// still refuses a non-loopback address. For local development only.
+	// OldSecrets are accepted and offered besides Secret while a new
+	// secret rolls out (see the README's Security section).
+	OldSecrets []string
+	// Insecure allows forwarding and serving without a secret, to and
+	// from loopback only (checked for every call). For local development.
 	Insecure bool
-	// TLS, if set, secures the connections to executors (client side).
+	// TLS, if set, replaces the TLS keyed from the secret on connections to
+	// executors: for executors served with RegisterGRPC on a server with
+	// your own certificate. Calls then carry an HMAC of Secret.
 	TLS *tls.Config
 
 	// PrimaryDSN is the connection string the executor uses to reach the
@@ -70,7 +77,8 @@ type Config struct {
 	RPCTimeout time.Duration
 
 	// Executor holds limits for the executor this node serves (Serve). Its
-	// DSN, Pool, Calls, Secret and Logger fields are set by the plugin.
+	// DSN, Pool, Calls, Secret, OldSecrets and Logger fields are set by the
+	// plugin.
 	Executor forward.ExecutorConfig
 
 	// Logger receives flypg's logs: quiet at info level, each routing
@@ -106,6 +114,7 @@ type Config struct {
 // flypg's own:
 //
 //	FLYPG_SECRET          Secret
+//	FLYPG_OLD_SECRETS     OldSecrets (comma-separated)
 //	FLYPG_PRIMARY_ADDR    PrimaryAddr
 //	FLYPG_PORT            Port
 //	FLYPG_PRIMARY_DSN     PrimaryDSN (else DATABASE_URL, at use)
@@ -124,6 +133,7 @@ func ConfigFromEnv() Config {
 		PrimaryAddr:   os.Getenv("FLYPG_PRIMARY_ADDR"),
 		PrimaryDSN:    os.Getenv("FLYPG_PRIMARY_DSN"),
 		Insecure:      os.Getenv("FLYPG_INSECURE") == "true",
+		OldSecrets:    secret.SplitList(os.Getenv("FLYPG_OLD_SECRETS")),
 	}
 	c.Executor.DurableDedup = os.Getenv("FLYPG_DURABLE_DEDUP") == "true"
 	var errs []error
@@ -188,6 +198,14 @@ func (c Config) resolve() (Config, error) {
 	}
 	if c.Secret != "" && len(c.Secret) < 16 {
 		return c, fmt.Errorf("flypg: config: Secret is %d bytes; use at least 16 random bytes", len(c.Secret))
+	}
+	for i, s := range c.OldSecrets {
+		if len(s) < 16 {
+			return c, fmt.Errorf("flypg: config: OldSecrets[%d] is %d bytes; use at least 16 random bytes", i, len(s))
+		}
+	}
+	if len(c.OldSecrets) > 0 && c.Secret == "" {
+		return c, errors.New("flypg: config: OldSecrets without a Secret")
 	}
 	if c.Region != c.PrimaryRegion {
 		if c.PrimaryAddr == "" {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/flypg/flypg/callbacks"
 	"github.com/flypg/flypg/forward"
+	"github.com/flypg/flypg/internal/secret"
 	"github.com/flypg/flypg/lsn"
 )
 
@@ -26,7 +27,8 @@ const PluginName = "flypg"
 // Plugin is flypg's GORM plugin. Create it with New, install it with
 // db.Use, and Close it when the application stops.
 type Plugin struct {
-	cfg Config // as given; resolved in Initialize
+	cfg     Config                       // as given, resolved in Initialize; its secrets cleared (see setConfig)
+	secrets secret.Sealed[configSecrets] // cfg's secrets
 
 	mu      sync.Mutex
 	db      *gorm.DB
@@ -54,7 +56,32 @@ type Plugin struct {
 // New returns a plugin for cfg. Nothing is checked or connected until
 // db.Use calls Initialize.
 func New(cfg Config) *Plugin {
-	return &Plugin{cfg: cfg, regions: map[string]*forward.Client{}, funcs: map[string]callFunc{}}
+	p := &Plugin{regions: map[string]*forward.Client{}, funcs: map[string]callFunc{}}
+	p.setConfig(cfg)
+	return p
+}
+
+// configSecrets are the fields of Config that must never be printed.
+type configSecrets struct {
+	secret, primaryDSN string
+	old                []string
+}
+
+// setConfig keeps cfg with its secrets sealed away, so that no printing
+// of the plugin, whatever the verb or the struct holding it, shows them.
+func (p *Plugin) setConfig(cfg Config) {
+	p.secrets = secret.Seal(configSecrets{secret: cfg.Secret, primaryDSN: cfg.PrimaryDSN, old: cfg.OldSecrets})
+	cfg.Secret, cfg.PrimaryDSN, cfg.OldSecrets = "", "", nil
+	// The plugin sets these itself (executorInstance).
+	cfg.Executor.Secret, cfg.Executor.OldSecrets, cfg.Executor.DSN = "", nil, ""
+	p.cfg = cfg
+}
+
+// config returns the configuration with its secrets.
+func (p *Plugin) config() Config {
+	cfg, s := p.cfg, p.secrets.Open()
+	cfg.Secret, cfg.PrimaryDSN, cfg.OldSecrets = s.secret, s.primaryDSN, s.old
+	return cfg
 }
 
 // Name implements gorm.Plugin.
@@ -73,11 +100,11 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 	if p.closed {
 		return errors.New("flypg: the plugin is closed")
 	}
-	cfg, err := p.cfg.resolve()
+	cfg, err := p.config().resolve()
 	if err != nil {
 		return err
 	}
-	p.cfg = cfg
+	p.setConfig(cfg)
 	p.log = cfg.Logger
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
@@ -167,8 +194,8 @@ func (p *Plugin) replicaIdentity() (forward.Identity, error) {
 // clientConfig is the forwarding client configuration for target, with
 // the plugin's credentials, timeout and instrumentation.
 func (p *Plugin) clientConfig(target string) forward.ClientConfig {
-	cfg := p.cfg
-	cc := forward.ClientConfig{Target: target, Secret: cfg.Secret, TLS: cfg.TLS, Timeout: cfg.RPCTimeout, Logger: cfg.Logger}
+	cfg := p.config()
+	cc := forward.ClientConfig{Target: target, Secret: cfg.Secret, OldSecrets: cfg.OldSecrets, TLS: cfg.TLS, Timeout: cfg.RPCTimeout, Logger: cfg.Logger}
 	if p.metrics != nil {
 		cc.DialOptions = append(cc.DialOptions, grpc.WithChainUnaryInterceptor(p.metrics.unary), grpc.WithChainStreamInterceptor(p.metrics.stream))
 	}
@@ -242,7 +269,7 @@ func (p *Plugin) IsPrimary() bool {
 func (p *Plugin) Config() Config {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.cfg
+	return p.config()
 }
 
 // DB returns a *sql.DB for code that uses database/sql next to GORM (sqlc,
@@ -314,7 +341,13 @@ func (p *Plugin) Start(lis net.Listener) error {
 }
 
 // RegisterGRPC adds the node's gRPC services to an application's own
-// server. Give the server the options of ServerOptions.
+// server. Build the server with the options of ServerOptions: they carry
+// the TLS keyed from the secret, the authentication of every call before
+// its messages are read, and the executor's limits. Without them, calls
+// are still authenticated, only later (after their first message was
+// read): a call must come over TLS keyed from the secret, or over the
+// application's own TLS with an HMAC of the secret (Config.TLS on the
+// calling side), or — without a secret — from a loopback address.
 func (p *Plugin) RegisterGRPC(s grpc.ServiceRegistrar) error {
 	x, err := p.executorInstance()
 	if err != nil {
@@ -349,8 +382,9 @@ func (p *Plugin) executorInstance() (*forward.Executor, error) {
 	}
 	xc := p.cfg.Executor
 	xc.Calls = callHandler{p}
-	xc.Secret = p.cfg.Secret
-	xc.AllowUnauthenticated = p.cfg.Insecure && p.cfg.Secret == ""
+	s := p.secrets.Open()
+	xc.Secret, xc.OldSecrets = s.secret, s.old
+	xc.AllowUnauthenticated = p.cfg.Insecure && s.secret == ""
 	xc.Logger = p.cfg.Logger
 	xc.DSN, xc.Pool = "", nil
 	if p.cfg.TracerProvider != nil {
@@ -385,8 +419,8 @@ func (p *Plugin) executorInstance() (*forward.Executor, error) {
 }
 
 func (p *Plugin) primaryDSN() string {
-	if p.cfg.PrimaryDSN != "" {
-		return p.cfg.PrimaryDSN
+	if dsn := p.secrets.Open().primaryDSN; dsn != "" {
+		return dsn
 	}
 	if d, ok := p.db.Dialector.(*postgres.Dialector); ok && d.Config != nil && d.Config.DSN != "" {
 		return d.Config.DSN

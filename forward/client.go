@@ -136,7 +136,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if cfg.ConnectWait <= 0 {
 		cfg.ConnectWait = DefaultConnectWait
 	}
-	security, transport, err := dialSecurity(cfg)
+	security, transport, err := dialSecurity(&cfg)
 	if err != nil {
 		return nil, fmt.Errorf("forward: client: %w", err)
 	}

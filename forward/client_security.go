@@ -28,13 +28,16 @@ func TransportCredentials(secret string, older ...string) (credentials.Transport
 }
 
 // dialSecurity returns the dial options that authenticate a client, and
-// the transport that notices an executor refusing them:
+// the transport that notices an executor refusing them; it then clears
+// the secrets from cfg, so that they live only where no printing of the
+// client reaches:
 //   - with TLS set, that TLS (the executor runs on the application's own
 //     server, with its certificate) and every call signed with the secret;
 //   - else with a Secret, mutual TLS keyed from it;
 //   - else plaintext, which only an executor without a secret serving
 //     loopback accepts.
-func dialSecurity(cfg ClientConfig) ([]grpc.DialOption, *clientTransport, error) {
+func dialSecurity(cfg *ClientConfig) ([]grpc.DialOption, *clientTransport, error) {
+	defer func() { cfg.Secret, cfg.OldSecrets = "", nil }()
 	var opts []grpc.DialOption
 	var tc credentials.TransportCredentials
 	switch {

@@ -23,7 +23,6 @@ func TestFaultCancelledUnitOutcomeIsKnown(t *testing.T) {
 	t.Parallel()
 	e := newFaultEnv(t, faultConfig{})
 	e.mustWrite("warm-up")
-	minter := newCredMinter(t, testSecret)
 	raw := newRawExecutor(t, e.execAddr)
 	ctx := context.Background()
 
@@ -31,7 +30,7 @@ func TestFaultCancelledUnitOutcomeIsKnown(t *testing.T) {
 		t.Helper()
 		for {
 			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			resp, err := raw.api.Resolve(callCtx(rctx, minter.header(forwardpb.Executor_Resolve_FullMethodName), forward.ProtocolVersion),
+			resp, err := raw.api.Resolve(callCtx(rctx, forward.ProtocolVersion),
 				&forwardpb.ResolveRequest{Unit: &forwardpb.Unit{RequestId: id, Attempt: 2, Instance: instance}})
 			cancel()
 			if err != nil {
@@ -61,9 +60,8 @@ func TestFaultCancelledUnitOutcomeIsKnown(t *testing.T) {
 		// more round trip to the primary for the deadline to land in.
 		st := insertStmt(key)
 		st.Sql = fmt.Sprintf("INSERT INTO fault_writes (key) VALUES ($1) -- %d", i)
-		header := minter.header(forwardpb.Executor_Exec_FullMethodName)
 		dctx, cancel := context.WithTimeout(ctx, time.Duration(200+r.IntN(2800))*time.Microsecond)
-		raw.api.Exec(callCtx(dctx, header, forward.ProtocolVersion), &forwardpb.ExecRequest{Unit: u, Statement: st})
+		raw.api.Exec(callCtx(dctx, forward.ProtocolVersion), &forwardpb.ExecRequest{Unit: u, Statement: st})
 		cancel()
 		out := resolve(u.RequestId, instance).GetOutcome()
 		tally[out]++

@@ -25,7 +25,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"gorm.io/gorm"
 
@@ -312,7 +311,7 @@ func (e *faultEnv) healthy(what string) {
 // SERVING for the executor service.
 func faultServing(t testing.TB, addr string) {
 	t.Helper()
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(secretCredentials(t, testSecret)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -497,8 +496,15 @@ var servingAddrRE = regexp.MustCompile(`serving"? addr=(\S+)`)
 // listen ("127.0.0.1:0" for any port), and returns once it serves.
 func startExecutorProcess(t *testing.T, bin, dsn, listen string) *executorProcess {
 	t.Helper()
-	cmd := exec.Command(bin, "-dsn", dsn, "-listen", listen)
-	cmd.Env = append(os.Environ(), "FLYPG_SECRET="+testSecret)
+	return startExecutorProcessEnv(t, bin, listen, "FLYPG_PRIMARY_DSN="+dsn, "FLYPG_SECRET="+testSecret)
+}
+
+// startExecutorProcessEnv runs the executor binary with env added to the
+// environment, listening on listen.
+func startExecutorProcessEnv(t *testing.T, bin, listen string, env ...string) *executorProcess {
+	t.Helper()
+	cmd := exec.Command(bin, "-listen", listen)
+	cmd.Env = append(os.Environ(), env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -1,9 +1,19 @@
 // Command flypg-executor runs flypg's executor as a process of its own, for
 // deployments that would rather not embed it in the application (or that
 // forward from apps in several languages): it serves SQL forwarding on the
-// primary over gRPC, authenticated with the shared secret.
+// primary over gRPC, to clients holding the shared secret (mutual TLS keyed
+// from it).
 //
-//	FLYPG_SECRET=... flypg-executor -dsn postgres://...@primary:5432/app -listen :5480
+//	FLYPG_SECRET=... FLYPG_PRIMARY_DSN=postgres://...@primary:5432/app flypg-executor -listen :5480
+//
+// Secrets come from the environment only, never from the command line,
+// which every user of the machine can read (ps, /proc):
+//
+//	FLYPG_SECRET        the shared secret (at least 16 random bytes)
+//	FLYPG_OLD_SECRETS   older secrets still accepted during a rotation, comma-separated
+//	FLYPG_PRIMARY_DSN   the primary's connection string (else DATABASE_URL)
+//
+// The -dsn flag exists for connection strings without a password.
 //
 // The application's functions registered with flypg.Register are not
 // available here; flypg.Call needs the application's own executor
@@ -21,12 +31,14 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/flypg/flypg/forward"
+	"github.com/flypg/flypg/internal/secret"
 )
 
 func main() {
@@ -39,9 +51,10 @@ func main() {
 func run() error {
 	var (
 		listen   = flag.String("listen", ":5480", "address to serve gRPC on")
-		dsn      = flag.String("dsn", firstEnv("FLYPG_PRIMARY_DSN", "DATABASE_URL"), "connection string of the primary (default $FLYPG_PRIMARY_DSN, then $DATABASE_URL)")
+		dsnFlag  = flag.String("dsn", "", "connection string of the primary, instead of $FLYPG_PRIMARY_DSN or $DATABASE_URL; visible to every local user, so only for one without a password")
 		stmt     = flag.Duration("statement-timeout", 0, "statement_timeout for forwarded statements (0: the server's)")
 		maxConc  = flag.Int("max-concurrent", 0, "units run at once (0: the pool's size)")
+		maxConns = flag.Int("max-connections", 0, fmt.Sprintf("connections held at once; more are closed (0: %d)", forward.DefaultMaxConnections))
 		insecure = flag.Bool("insecure", false, "serve without a secret (loopback only)")
 		debug    = flag.Bool("debug", false, "log each unit")
 		durable  = flag.Bool("durable-dedup", os.Getenv("FLYPG_DURABLE_DEDUP") == "true", "record committed request IDs on the primary, for exactly-once across restarts and instances (default $FLYPG_DURABLE_DEDUP)")
@@ -51,14 +64,20 @@ func run() error {
 	)
 	flag.Var(funcs, "function", "serve Call of a function defined as one SQL statement: name=SQL, $1 the payload (repeatable)")
 	flag.Parse()
-	if *dsn == "" {
-		return errors.New("no primary: set -dsn, FLYPG_PRIMARY_DSN or DATABASE_URL")
-	}
 	level := slog.LevelInfo
 	if *debug {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	dsn, source := primaryDSN(*dsnFlag)
+	if dsn == "" {
+		return errors.New("no primary: set FLYPG_PRIMARY_DSN or DATABASE_URL")
+	}
+	if source == "-dsn" && strings.Contains(secret.RedactDSN(dsn), secret.Mask) {
+		log.Warn("flypg-executor: the -dsn flag carries a password, which every user of this machine can read; set FLYPG_PRIMARY_DSN instead")
+	}
+	log.Info("flypg-executor: primary", "from", source, "dsn", secret.RedactDSN(dsn))
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -71,7 +90,7 @@ func run() error {
 	}
 	var calls forward.CallHandler
 	if len(funcs) > 0 {
-		pc, err := forward.PoolConfig(*dsn)
+		pc, err := forward.PoolConfig(dsn)
 		if err != nil {
 			return err
 		}
@@ -85,11 +104,13 @@ func run() error {
 	x, err := forward.NewExecutor(ctx, forward.ExecutorConfig{
 		Calls:                calls,
 		DedupWindow:          *window,
-		DSN:                  *dsn,
+		DSN:                  dsn,
 		Secret:               os.Getenv("FLYPG_SECRET"),
+		OldSecrets:           secret.SplitList(os.Getenv("FLYPG_OLD_SECRETS")),
 		AllowUnauthenticated: *insecure,
 		StatementTimeout:     *stmt,
 		MaxConcurrent:        *maxConc,
+		MaxConnections:       *maxConns,
 		DurableDedup:         *durable,
 		Logger:               log,
 	})
@@ -121,11 +142,16 @@ func run() error {
 	}
 }
 
-func firstEnv(names ...string) string {
-	for _, n := range names {
+// primaryDSN returns the primary's connection string and where it came
+// from: the -dsn flag, else the first of the environment variables set.
+func primaryDSN(flagValue string) (dsn, source string) {
+	if flagValue != "" {
+		return flagValue, "-dsn"
+	}
+	for _, n := range []string{"FLYPG_PRIMARY_DSN", "DATABASE_URL"} {
 		if v := os.Getenv(n); v != "" {
-			return v
+			return v, "$" + n
 		}
 	}
-	return ""
+	return "", ""
 }
