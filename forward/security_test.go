@@ -34,7 +34,9 @@ func (l remoteListener) Accept() (net.Conn, error) {
 
 type remoteConn struct{ net.Conn }
 
-func (remoteConn) RemoteAddr() net.Addr { return &net.TCPAddr{IP: net.ParseIP("203.0.113.7"), Port: 40000} }
+func (remoteConn) RemoteAddr() net.Addr {
+	return &net.TCPAddr{IP: net.ParseIP("203.0.113.7"), Port: 40000}
+}
 
 // countingCalls counts the calls that reach the handler.
 type countingCalls struct{ n atomic.Int64 }
