@@ -43,7 +43,7 @@ type env struct {
 
 type envOption func(*forward.ExecutorConfig, *forward.ClientConfig)
 
-func startEnv(t *testing.T, opts ...envOption) *env {
+func startEnv(t testing.TB, opts ...envOption) *env {
 	t.Helper()
 	c := pgtest.StartT(t, pgtest.Options{Replicas: 1})
 	e := &env{cluster: c}
@@ -84,7 +84,7 @@ func startEnv(t *testing.T, opts ...envOption) *env {
 	return e
 }
 
-func (e *env) startExecutor(t *testing.T, cfg forward.ExecutorConfig) {
+func (e *env) startExecutor(t testing.TB, cfg forward.ExecutorConfig) {
 	t.Helper()
 	e.exec, e.addr = serveExecutor(t, cfg)
 }
@@ -113,7 +113,7 @@ func serveExecutor(t *testing.T, cfg forward.ExecutorConfig) (*forward.Executor,
 	return x, lis.Addr().String()
 }
 
-func (e *env) count(t *testing.T, where string, args ...any) int {
+func (e *env) count(t testing.TB, where string, args ...any) int {
 	t.Helper()
 	var n int
 	if err := e.primary.QueryRow(context.Background(), `SELECT count(*) FROM items WHERE `+where, args...).Scan(&n); err != nil {

@@ -45,6 +45,16 @@ func (x *Executor) runAutocommit(ctx context.Context, c *pgx.Conn, st *forwardpb
 // trip.
 func (x *Executor) beginWith(ctx context.Context, c *pgx.Conn, begin string, st *forwardpb.Statement) (*forwardpb.Result, *stmtError) {
 	res, _, serr := x.pipeline(ctx, c, begin, st, false, nil)
+	if serr != nil && serr.kind == kindPg && c.PgConn().TxStatus() == 'I' {
+		// The statement failed to prepare, before BEGIN was sent. Open the
+		// transaction now and fail the statement in it, so that it is
+		// aborted as on a direct connection; otherwise the statements that
+		// follow would each commit on their own.
+		if _, err := c.PgConn().Exec(ctx, begin).ReadAll(); err != nil {
+			return nil, classify(err)
+		}
+		res, _, serr = x.pipeline(ctx, c, "", st, false, nil)
+	}
 	return res, serr
 }
 

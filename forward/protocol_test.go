@@ -25,14 +25,14 @@ import (
 
 // rawClient talks to the executor with the generated stubs, to send what
 // the driver never would: the same request ID twice, stale instances.
-func rawClient(t *testing.T, addr, secret string) forwardpb.ExecutorClient {
+func rawClient(t testing.TB, addr, secret string) forwardpb.ExecutorClient {
 	t.Helper()
 	return forwardpb.NewExecutorClient(rawConn(t, addr, secret))
 }
 
 // rawConn dials the executor with the transport of a client holding
 // secret (none: plaintext).
-func rawConn(t *testing.T, addr, secret string) *grpc.ClientConn {
+func rawConn(t testing.TB, addr, secret string) *grpc.ClientConn {
 	t.Helper()
 	tc := insecure.NewCredentials()
 	if secret != "" {
