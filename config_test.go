@@ -38,6 +38,8 @@ func TestResolve(t *testing.T) {
 		{name: "replica region, insecure allowed", cfg: Config{Region: "syd", PrimaryRegion: "iad", AppName: "shop", Insecure: true}},
 		{name: "replica region without an address", cfg: Config{Region: "syd", PrimaryRegion: "iad", Secret: secret}, wantErr: "PrimaryAddr"},
 		{name: "short secret", cfg: Config{Secret: "short"}, wantErr: "at least 16"},
+		{name: "short old secret", cfg: Config{Secret: secret, OldSecrets: []string{"short"}}, wantErr: "OldSecrets[0] is 5 bytes"},
+		{name: "old secrets without a secret", cfg: Config{OldSecrets: []string{secret}}, wantErr: "without a Secret"},
 		{name: "bad region", cfg: Config{Region: "new york"}, wantErr: "not a region name"},
 		{name: "bad primary region", cfg: Config{PrimaryRegion: "a/b"}, wantErr: "not a region name"},
 		{name: "bad port", cfg: Config{Port: 70000}, wantErr: "Port"},
@@ -67,6 +69,7 @@ func TestConfigFromEnv(t *testing.T) {
 	t.Setenv("PRIMARY_REGION", "iad")
 	t.Setenv("FLY_APP_NAME", "shop")
 	t.Setenv("FLYPG_SECRET", "0123456789abcdef-env")
+	t.Setenv("FLYPG_OLD_SECRETS", "0123456789abcdef-old1, 0123456789abcdef-old2,")
 	t.Setenv("FLYPG_PORT", "6000")
 	t.Setenv("FLYPG_AWAIT_TIMEOUT", "2s")
 	t.Setenv("FLYPG_RPC_TIMEOUT", "750ms")
@@ -77,6 +80,9 @@ func TestConfigFromEnv(t *testing.T) {
 	}
 	if c.Region != "syd" || c.PrimaryRegion != "iad" || c.Port != 6000 || c.AwaitTimeout != 2*time.Second || c.RPCTimeout != 750*time.Millisecond || c.PrimaryAddr != "dns:///iad.shop.internal:6000" || !c.Executor.DurableDedup {
 		t.Fatalf("config from env: %+v", c)
+	}
+	if len(c.OldSecrets) != 2 || c.OldSecrets[0] != "0123456789abcdef-old1" || c.OldSecrets[1] != "0123456789abcdef-old2" {
+		t.Fatalf("OldSecrets from FLYPG_OLD_SECRETS: %q", c.OldSecrets)
 	}
 	if strings.Contains(strings.ToLower(strings.Join([]string{c.PrimaryAddr, c.AppName}, " ")), "env") {
 		t.Fatal("secret leaked into another field")

@@ -62,9 +62,14 @@
 //
 // # Security
 //
-// The executor runs SQL for whoever calls it, so every call is
-// authenticated with an HMAC of a shared secret (never sent on the wire,
-// bound to the method, with replay protection), and the executor refuses to
-// serve unauthenticated on a non-loopback address. TLS, including mutual
-// TLS, can be added through ClientConfig.TLS and your own *grpc.Server.
+// The executor runs SQL for whoever calls it. With a shared secret, client
+// and executor speak only mutual TLS 1.3 keyed from it (an Ed25519 key and a
+// certificate derived from the secret, the same on every node, pinned by
+// both sides): a peer without the secret fails the handshake before any of
+// its messages is read, and nothing recorded off the network means
+// anything on another connection. Every connection, stream, header, message
+// and decoded argument is bounded (ExecutorConfig). Without a secret the
+// executor serves loopback callers only, checked for every call. Your own
+// TLS certificate can replace the derived one (ClientConfig.TLS and your own
+// *grpc.Server); calls then carry an HMAC of the secret.
 package forward

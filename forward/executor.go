@@ -209,6 +209,7 @@ type Executor struct {
 	openTx     atomic.Int64
 
 	conns, refusedConns atomic.Int64 // see limitedTransport
+	refusedLogged       atomic.Int64 // when a refusal was last logged, Unix ns
 
 	stop      chan struct{}
 	wg        sync.WaitGroup

@@ -193,7 +193,7 @@ func (t *limitedTransport) ServerHandshake(raw net.Conn) (net.Conn, credentials.
 	x := t.x
 	if x.conns.Add(1) > int64(x.cfg.MaxConnections) {
 		x.conns.Add(-1)
-		x.refusedConns.Add(1)
+		x.refuseConn(raw.RemoteAddr())
 		return nil, nil, errTooManyConns
 	}
 	release := sync.OnceFunc(func() { x.conns.Add(-1) })
@@ -203,6 +203,17 @@ func (t *limitedTransport) ServerHandshake(raw net.Conn) (net.Conn, credentials.
 		return nil, nil, err
 	}
 	return &countedConn{Conn: conn, release: release}, ai, nil
+}
+
+// refuseConn counts a connection refused at MaxConnections and logs it, at
+// most every ten seconds.
+func (x *Executor) refuseConn(from net.Addr) {
+	n := x.refusedConns.Add(1)
+	now := time.Now().UnixNano()
+	last := x.refusedLogged.Load()
+	if now-last >= int64(10*time.Second) && x.refusedLogged.CompareAndSwap(last, now) {
+		x.log.Warn("forward: executor: connection refused at MaxConnections", "max", x.cfg.MaxConnections, "from", from.String(), "refused_total", n)
+	}
 }
 
 func (t *limitedTransport) Clone() credentials.TransportCredentials {

@@ -13,6 +13,7 @@ import (
 	"math/big"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -107,6 +108,10 @@ func TestSecurityUnauthenticatedPeersHoldLittleMemory(t *testing.T) {
 	t.Parallel()
 	d := newSecDB(t)
 	proc := startExecutorProcess(t, buildExecutor(t), d.dsn, "127.0.0.1:0")
+	// It took the DSN from the environment, and says so.
+	if log := proc.Log(); !strings.Contains(log, "from=$FLYPG_PRIMARY_DSN") {
+		t.Errorf("the executor does not say where its DSN came from:\n%s", log)
+	}
 	db := forwarder(t, proc.addr, testSecret)
 	ctx := context.Background()
 	noErr(t, insert(ctx, db, "warm-up"))

@@ -24,5 +24,12 @@ go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 echo "== go test -race"
 go test -race -count=1 -timeout 12m "$@" ./...
 
+echo "== fuzz (a few seconds per target)"
+# Each target starts past authentication (see forward/fuzz_security_test.go);
+# one worker, since each starts its own PostgreSQL.
+for target in FuzzAuthenticate FuzzSessionSequence FuzzTxSequence FuzzArgBinding FuzzExecRequest; do
+  go test -run '^$' -fuzz "^${target}\$" -fuzztime "${FUZZTIME:-4s}" -fuzzminimizetime 1s -parallel 1 ./forward/
+done
+
 echo "== demo self-test"
 go run ./examples/demo -selftest

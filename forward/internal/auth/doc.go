@@ -1,8 +1,19 @@
 // Package auth authenticates calls to the flypg forward executor.
 //
 // The executor runs arbitrary SQL on the PostgreSQL primary for whoever
-// calls it, so every RPC must prove that its caller holds a shared secret.
-// The scheme is a per-call HMAC rather than a bearer token:
+// calls it, so a caller must prove that it holds a shared secret before
+// anything it sends is read, and nothing captured off the network may be
+// usable again. Two mechanisms, for two transports:
+//
+//   - Keyring: TLS 1.3 with mutual authentication keyed from the secret
+//     (HKDF → Ed25519 key → a deterministic self-signed certificate, pinned
+//     by both sides). This is the transport whenever a secret is set; a
+//     peer without the secret fails the handshake. See Keyring.
+//   - The per-call HMAC header below, for connections whose TLS the
+//     application configured itself (its own certificate): TLS keeps the
+//     header from observers, the header proves the secret.
+//
+// The HMAC header:
 //
 //	authorization: flypg-hmac v1 ts=<unix seconds>,nonce=<nonce>,mac=<mac>
 //
@@ -10,20 +21,13 @@
 //	mac   = base64url, unpadded, of
 //	        HMAC-SHA256(secret, "v1\n" + ts + "\n" + nonce + "\n" + fullMethod)
 //
-// Why this shape:
-//
-//   - The secret never crosses the wire. A captured header reveals nothing
-//     that lets an attacker sign a different call, which matters because the
-//     transport may be plaintext on a private network (Fly's WireGuard 6PN);
-//     NewCredentials only demands TLS when asked to.
-//   - Replay protection. The timestamp bounds how long a header is valid
-//     (a skew window, default ±2 minutes) and the Verifier remembers every
-//     nonce it accepted until its timestamp leaves the window, so a captured
-//     header is accepted at most once.
-//   - Method binding. fullMethod (e.g. "/flypg.forward.v1.Executor/Exec") is
-//     inside the MAC, so a header captured on one method cannot be replayed
-//     against another. The server verifies against the method it is actually
-//     serving, never against anything the client claims.
+// The secret never crosses the wire; the timestamp bounds how long a header
+// is valid (±2 minutes by default) and the Verifier remembers every nonce it
+// accepted until then, so a header is accepted at most once by a process;
+// fullMethod is inside the MAC, so a header is bound to its method. The MAC
+// is checked before the timestamp, so that a caller without the secret
+// learns nothing about the server's clock. The header covers neither the
+// message nor the server instance: it is safe only inside TLS.
 //
 // The header fields must appear in the order above and in canonical form
 // (decimal ts without leading zeros, unpadded base64url); there is exactly
