@@ -91,7 +91,7 @@ func (e *env) startExecutor(t testing.TB, cfg forward.ExecutorConfig) {
 
 // serveExecutor starts an executor of cfg serving on loopback until the
 // test ends.
-func serveExecutor(t *testing.T, cfg forward.ExecutorConfig) (*forward.Executor, string) {
+func serveExecutor(t testing.TB, cfg forward.ExecutorConfig) (*forward.Executor, string) {
 	t.Helper()
 	x, err := forward.NewExecutor(context.Background(), cfg)
 	if err != nil {

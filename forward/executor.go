@@ -330,7 +330,13 @@ func setDefaults(c *ExecutorConfig) {
 	defInt(&c.DedupMaxBytes, DefaultDedupMaxBytes)
 	defInt(&c.SessionMaxBytes, DefaultSessionMaxBytes)
 	defInt(&c.MaxReplayBytes, DefaultMaxReplayBytes)
-	setLimitDefaults(c)
+	def(&c.HandshakeTimeout, DefaultHandshakeTimeout)
+	def(&c.IdleConnTimeout, DefaultIdleConnTimeout)
+	defInt(&c.MaxConnections, DefaultMaxConnections)
+	defInt(&c.MaxStreamsPerConn, DefaultMaxStreamsPerConn)
+	defInt(&c.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	defInt(&c.MaxArgValues, DefaultMaxArgValues)
+	defInt(&c.MaxRowBytes, c.MaxResponseBytes+recvMargin)
 }
 
 // Instance returns the random ID of this executor process.

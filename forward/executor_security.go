@@ -50,25 +50,6 @@ const (
 	recvMargin = 64 << 10
 )
 
-func setLimitDefaults(c *ExecutorConfig) {
-	defInt := func(v *int, d int) {
-		if *v <= 0 {
-			*v = d
-		}
-	}
-	defInt(&c.MaxConnections, DefaultMaxConnections)
-	defInt(&c.MaxStreamsPerConn, DefaultMaxStreamsPerConn)
-	defInt(&c.MaxHeaderBytes, DefaultMaxHeaderBytes)
-	defInt(&c.MaxArgValues, DefaultMaxArgValues)
-	defInt(&c.MaxRowBytes, c.MaxResponseBytes+recvMargin)
-	if c.HandshakeTimeout <= 0 {
-		c.HandshakeTimeout = DefaultHandshakeTimeout
-	}
-	if c.IdleConnTimeout <= 0 {
-		c.IdleConnTimeout = DefaultIdleConnTimeout
-	}
-}
-
 // newAuth derives the executor's TLS identity and call verifier from its
 // secrets (none without a secret).
 func newAuth(secret string, older []string) (*auth.Keyring, *auth.Verifier, error) {

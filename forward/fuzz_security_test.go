@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"testing"
 	"time"
 
@@ -32,16 +31,7 @@ import (
 func FuzzAuthenticate(f *testing.F) {
 	const current, older = "fuzz-current-secret-0123456789", "fuzz-older-secret-0123456789"
 	calls := &countingCalls{}
-	x, err := forward.NewExecutor(context.Background(), forward.ExecutorConfig{Secret: current, OldSecrets: []string{older}, Calls: calls})
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { x.Close() })
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		f.Fatal(err)
-	}
-	go x.Serve(lis)
+	_, addr := serveExecutor(f, forward.ExecutorConfig{Secret: current, OldSecrets: []string{older}, Calls: calls})
 	f.Add(current, "", forward.ProtocolVersion, "", false)
 	f.Add("another-secret-0123456789abcdef", older, forward.ProtocolVersion, "", false)
 	f.Add(older, "", "1", "flypg-hmac v1 ts=1,nonce=x,mac=y", false)
@@ -61,7 +51,7 @@ func FuzzAuthenticate(f *testing.F) {
 				return // the client refuses a short secret itself
 			}
 		}
-		cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(tc))
+		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(tc))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -2,9 +2,13 @@ package forward
 
 import (
 	"context"
+	"net"
 	"testing"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/flypg/flypg/forward/forwardpb"
@@ -30,7 +34,9 @@ func FuzzExecRequest(f *testing.F) {
 	}
 	f.Cleanup(func() { x.Close() })
 	svc := &service{x: x}
-	ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs(auth.ProtocolHeader, ProtocolVersion))
+	// A loopback caller, which an executor without a secret serves.
+	ctx := peer.NewContext(context.Background(), &peer.Peer{Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}})
+	ctx = metadata.NewIncomingContext(ctx, metadata.Pairs(auth.ProtocolHeader, ProtocolVersion))
 
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var req forwardpb.ExecRequest
@@ -45,6 +51,9 @@ func FuzzExecRequest(f *testing.F) {
 		resp, err := svc.Exec(ctx, &req)
 		if err == nil && resp.GetError() == nil {
 			t.Fatalf("a request reached a primary that does not exist: %v", resp)
+		}
+		if status.Code(err) == codes.Unauthenticated {
+			t.Fatalf("a loopback caller was refused: %v", err)
 		}
 		var tx forwardpb.TxRequest
 		if proto.Unmarshal(b, &tx) == nil {

@@ -10,7 +10,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -101,17 +100,8 @@ func TestRegisteredWithoutSecretServesLoopbackOnly(t *testing.T) {
 // a hundred decoded) is refused from its bytes, on a call, on a session
 // (which goes on) and on a transaction, saying that nothing ran.
 func TestArgValuesRefusedBeforeDecoding(t *testing.T) {
-	x, err := forward.NewExecutor(context.Background(), forward.ExecutorConfig{AllowUnauthenticated: true, MaxArgValues: 1000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer x.Close()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go x.Serve(lis)
-	api := forwardpb.NewExecutorClient(rawConn(t, lis.Addr().String(), ""))
+	_, addr := serveExecutor(t, forward.ExecutorConfig{AllowUnauthenticated: true, MaxArgValues: 1000})
+	api := forwardpb.NewExecutorClient(rawConn(t, addr, ""))
 	nulls := func(n int) *forwardpb.Statement {
 		a := &forwardpb.Array{ElemKind: forwardpb.Array_KIND_INT64}
 		for range n {
@@ -125,7 +115,7 @@ func TestArgValuesRefusedBeforeDecoding(t *testing.T) {
 	unit := func() *forwardpb.Unit { return &forwardpb.Unit{RequestId: id16(), Attempt: 1} }
 
 	// Within the limit the request is decoded and goes on (to "no primary").
-	_, err = api.Exec(protoCtx(), &forwardpb.ExecRequest{Unit: unit(), Statement: nulls(999)})
+	_, err := api.Exec(protoCtx(), &forwardpb.ExecRequest{Unit: unit(), Statement: nulls(999)})
 	if status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("999 values: %v, want the executor's answer that it has no primary", err)
 	}
@@ -177,22 +167,8 @@ func TestArgValuesRefusedBeforeDecoding(t *testing.T) {
 // past that gRPC refuses them without receiving them whole.
 func TestReceiveLimit(t *testing.T) {
 	const limit = 64 << 10
-	x, err := forward.NewExecutor(context.Background(), forward.ExecutorConfig{AllowUnauthenticated: true, MaxRequestBytes: limit})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer x.Close()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go x.Serve(lis)
-	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	api := forwardpb.NewExecutorClient(cc)
+	_, addr := serveExecutor(t, forward.ExecutorConfig{AllowUnauthenticated: true, MaxRequestBytes: limit})
+	api := forwardpb.NewExecutorClient(rawConn(t, addr, ""))
 	for _, tc := range []struct {
 		size    int
 		byGRPC  bool

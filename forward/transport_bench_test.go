@@ -2,8 +2,9 @@ package forward_test
 
 import (
 	"context"
-	"net"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/flypg/flypg/forward"
 )
@@ -14,7 +15,9 @@ import (
 // plaintext ("plaintext", an executor without a secret). No database is
 // involved, so the difference is the transport's. "serial" is one call at
 // a time (latency), "parallel" as many as the benchmark's goroutines
-// (throughput, both ends on the same CPUs).
+// (throughput, both ends on the same CPUs). cpu-us/op is the CPU time the
+// process (client and executor together) spent per call, which other
+// load on the machine disturbs less than the time per call.
 func BenchmarkTransport(b *testing.B) {
 	for _, mode := range []string{"plaintext", "tls"} {
 		b.Run(mode, func(b *testing.B) {
@@ -23,17 +26,7 @@ func BenchmarkTransport(b *testing.B) {
 			if mode == "tls" {
 				xc.Secret, cc.Secret = secret, secret
 			}
-			x, err := forward.NewExecutor(context.Background(), xc)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer x.Close()
-			lis, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				b.Fatal(err)
-			}
-			go x.Serve(lis)
-			cc.Target = lis.Addr().String()
+			_, cc.Target = serveExecutor(b, xc)
 			c, err := forward.NewClient(cc)
 			if err != nil {
 				b.Fatal(err)
@@ -46,11 +39,13 @@ func BenchmarkTransport(b *testing.B) {
 			}
 			call()
 			b.Run("serial", func(b *testing.B) {
+				defer reportCPU(b)()
 				for b.Loop() {
 					call()
 				}
 			})
 			b.Run("parallel", func(b *testing.B) {
+				defer reportCPU(b)()
 				b.SetParallelism(16)
 				b.RunParallel(func(pb *testing.PB) {
 					for pb.Next() {
@@ -60,4 +55,16 @@ func BenchmarkTransport(b *testing.B) {
 			})
 		})
 	}
+}
+
+// reportCPU reports the process's CPU time per operation from now until
+// the returned function runs.
+func reportCPU(b *testing.B) func() {
+	cpu := func() time.Duration {
+		var ru syscall.Rusage
+		syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	start := cpu()
+	return func() { b.ReportMetric(float64((cpu()-start).Microseconds())/float64(b.N), "cpu-us/op") }
 }

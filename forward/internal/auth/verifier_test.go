@@ -312,7 +312,13 @@ func TestGetRequestMetadataNeedsMethod(t *testing.T) {
 // captureHeaderAt signs with a fixed clock.
 func captureHeaderAt(t testing.TB, at time.Time, fullMethod string) string {
 	t.Helper()
-	c, err := newCredentials(testSecret, false, func() time.Time { return at }, rand.Reader)
+	return signAt(t, testSecret, at, fullMethod)
+}
+
+// signAt signs a call of fullMethod with secret at a fixed time.
+func signAt(t testing.TB, secret string, at time.Time, fullMethod string) string {
+	t.Helper()
+	c, err := newCredentials(secret, false, func() time.Time { return at }, rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -333,14 +339,7 @@ func TestNoClockForStrangers(t *testing.T) {
 		t.Fatal(err)
 	}
 	msg := func(at time.Time) string {
-		c, err := newCredentials(otherSecret, false, func() time.Time { return at }, rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		h, err := c.sign(methodCheck)
-		if err != nil {
-			t.Fatal(err)
-		}
+		h := signAt(t, otherSecret, at, methodCheck)
 		return status.Convert(v.Verify(incoming(AuthHeader, h), methodCheck)).Message()
 	}
 	inside := msg(t0)
