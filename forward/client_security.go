@@ -74,10 +74,14 @@ type transportState struct {
 	refused atomic.Pointer[refusedError] // nil once a connection was accepted
 }
 
-// refusedError: the executor's TLS refused the client's secret.
+// refusedError: the executor's TLS refused the client's secret, or the
+// client refused the executor's certificate.
 type refusedError struct{ err error }
 
 func (e *refusedError) Error() string {
+	if errors.Is(e.err, auth.ErrNotPinned) {
+		return fmt.Sprintf("the executor's TLS certificate is not derived from this client's secret (another secret, or another server): %v", e.err)
+	}
 	return fmt.Sprintf("the executor refused this client's secret in the TLS handshake: %v", e.err)
 }
 

@@ -2,14 +2,23 @@ package forward_test
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"math/big"
 	"net"
 	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -229,5 +238,73 @@ func TestRowLimit(t *testing.T) {
 	// The executor goes on.
 	if _, err := e.db.Exec(`INSERT INTO items (name) VALUES ('after-row-limit')`); err != nil {
 		t.Fatalf("a write after the refused row: %v", err)
+	}
+}
+
+// TestOwnTLSCertificate: an executor served on the application's own gRPC
+// server with its own certificate (RegisterGRPC, the executor's options
+// then the application's credentials) takes clients that trust that
+// certificate and sign their calls with the secret (ClientConfig.TLS);
+// other secrets and plaintext get nothing run.
+func TestOwnTLSCertificate(t *testing.T) {
+	calls := &countingCalls{}
+	x, err := forward.NewExecutor(context.Background(), forward.ExecutorConfig{Secret: secret, Calls: calls})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Close()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "app"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, priv.Public(), priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(der)
+	roots := x509.NewCertPool()
+	roots.AddCert(leaf)
+	own := credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: priv}}})
+	s := grpc.NewServer(append(x.ServerOptions(), grpc.Creds(own))...)
+	x.Register(s)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(lis)
+	defer s.Stop()
+
+	for _, tc := range []struct {
+		name   string
+		secret string
+		tls    bool
+		want   error
+	}{
+		{"the secret", secret, true, nil},
+		{"another secret", "another-secret-0123456789abcdef", true, forward.ErrUnauthenticated},
+		{"no secret", "", true, forward.ErrUnauthenticated},
+		{"TLS keyed from the secret", secret, false, forward.ErrUnauthenticated}, // the executor's certificate is not the derived one
+		{"plaintext", "", false, forward.ErrUnavailable},
+	} {
+		cfg := forward.ClientConfig{Target: lis.Addr().String(), Secret: tc.secret, Timeout: 2 * time.Second}
+		if tc.tls {
+			cfg.TLS = &tls.Config{RootCAs: roots}
+		}
+		c, err := forward.NewClient(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := calls.n.Load()
+		_, _, err = c.Call(context.Background(), "f", nil)
+		c.Close()
+		ran := calls.n.Load() - before
+		switch {
+		case tc.want == nil && (err != nil || ran != 1):
+			t.Errorf("%s: %v, ran %d times", tc.name, err, ran)
+		case tc.want != nil && (!errors.Is(err, tc.want) || ran != 0):
+			t.Errorf("%s: %v, ran %d times; want %v", tc.name, err, ran, tc.want)
+		}
 	}
 }

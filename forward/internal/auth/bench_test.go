@@ -69,31 +69,41 @@ func BenchmarkSign(b *testing.B) {
 }
 
 // BenchmarkHandshake measures one mutual TLS 1.3 handshake between a
-// client and a server keyed from the same secret, both ends in this
-// process over an in-memory pipe: what every new connection to an
-// executor costs the two CPUs together.
+// client and a server keyed from the same secret ("accepted"), and one with
+// a client of another secret, which the server refuses on its ClientHello
+// ("refused"): what each new connection to an executor costs the two CPUs
+// together, both ends in this process over an in-memory pipe.
 func BenchmarkHandshake(b *testing.B) {
 	k, err := NewKeyring(testSecret)
 	if err != nil {
 		b.Fatal(err)
 	}
-	client, server := k.ClientConfig(), k.ServerConfig()
-	b.ReportAllocs()
-	for b.Loop() {
-		c1, c2 := net.Pipe()
-		errs := make(chan error, 1)
-		go func() { errs <- tls.Server(c1, server).Handshake() }()
-		cli := tls.Client(c2, client)
-		if err := cli.Handshake(); err != nil {
-			b.Fatal(err)
-		}
-		// The server verifies the client's certificate last; a byte
-		// each way completes it.
-		go cli.Write([]byte{1})
-		if err := <-errs; err != nil {
-			b.Fatal(err)
-		}
-		c1.Close()
-		c2.Close()
+	other, err := NewKeyring(otherSecret)
+	if err != nil {
+		b.Fatal(err)
+	}
+	server := k.ServerConfig()
+	for _, tc := range []struct {
+		name   string
+		client *tls.Config
+		ok     bool
+	}{{"accepted", k.ClientConfig(), true}, {"refused", other.ClientConfig(), false}} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				c1, c2 := net.Pipe()
+				errs := make(chan error, 1)
+				go func() { errs <- tls.Server(c1, server).Handshake() }()
+				cli := tls.Client(c2, tc.client)
+				if err := cli.Handshake(); (err == nil) != tc.ok {
+					b.Fatal(err)
+				}
+				if err := <-errs; (err == nil) != tc.ok {
+					b.Fatal(err)
+				}
+				c1.Close()
+				c2.Close()
+			}
+		})
 	}
 }

@@ -151,14 +151,16 @@ func (k *Keyring) ServerConfig() *tls.Config {
 	}
 	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
-		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-			if cert := k.certFor(hello.ServerName); cert != nil {
-				return cert, nil
+		// Called with the ClientHello, before any key exchange: a client
+		// that names no secret we know costs little and gets nothing.
+		GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+			if k.certFor(hello.ServerName) == nil {
+				return nil, errUnknownHint
 			}
-			// With no Certificates configured, nil tells crypto/tls to
-			// abort with unrecognized_name, before any certificate is
-			// sent.
 			return nil, nil
+		},
+		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return k.certFor(hello.ServerName), nil
 		},
 		ClientAuth: tls.RequireAnyClientCert,
 		// Only advertised (as the certificate authorities the server
@@ -206,6 +208,10 @@ func (k *Keyring) certFor(serverName string) *tls.Certificate {
 	}
 	return nil
 }
+
+// errUnknownHint aborts a handshake whose server name hints at no secret
+// of ours.
+var errUnknownHint = errors.New("flypg auth: the client names no secret this server knows")
 
 // ErrNotPinned is the handshake error when the peer's certificate is not
 // derived from any of our secrets.
