@@ -357,8 +357,10 @@ func (p *Plugin) RegisterGRPC(s grpc.ServiceRegistrar) error {
 	return nil
 }
 
-// ServerOptions are the gRPC server options the node's services expect
-// (message size limits, keepalive), for RegisterGRPC.
+// ServerOptions are the gRPC server options the node's services expect,
+// for RegisterGRPC: the transport keyed from the secret, authentication of
+// every call before its messages are read, the executor's limits and
+// keepalive settings (see forward.Executor.ServerOptions).
 func (p *Plugin) ServerOptions() ([]grpc.ServerOption, error) {
 	x, err := p.executorInstance()
 	if err != nil {
