@@ -248,7 +248,9 @@ func randomResets(t *testing.T, e *faultEnv, minCycles, minWrites int) {
 				t.Errorf("SetRTT: %v", err)
 				return
 			}
-			pause(60*time.Millisecond + 2*rtt)
+			// Room for a new connection's TLS handshake (two round
+			// trips) and a write (one) before the next reset.
+			pause(60*time.Millisecond + 3*rtt)
 			if err := e.link.ResetPeer(); err != nil {
 				t.Errorf("ResetPeer: %v", err)
 				return
