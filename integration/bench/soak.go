@@ -41,12 +41,8 @@ type soakPlan struct {
 	units   int           // units between the two measurements
 	window  time.Duration // the executor's DedupWindow
 	quiet   time.Duration // waited out, load stopped, before each measurement
-	auth    bool          // authenticate (the executor's replay cache then holds each call's nonce for its window)
+	auth    bool          // authenticate: mutual TLS keyed from the secret
 }
-
-// soakAuthWindow is how long the executor's replay protection remembers an
-// authenticated call (its default window).
-const soakAuthWindow = 2 * time.Minute
 
 func soakPlanFor(o options) soakPlan {
 	p := soakPlan{clients: 32, warmup: 50_000, units: o.soakUnits, window: 20 * time.Second, auth: o.soakAuth}
@@ -55,9 +51,6 @@ func soakPlanFor(o options) soakPlan {
 	}
 	// The executor drops expired ledger entries every second.
 	p.quiet = p.window + 3*time.Second
-	if p.auth {
-		p.quiet = soakAuthWindow + 3*time.Second
-	}
 	return p
 }
 
