@@ -4,9 +4,6 @@ import (
 	"strings"
 	"testing"
 
-	"gorm.io/driver/postgres"
-	"gorm.io/gorm"
-
 	"github.com/flypg/flypg/internal/secret"
 )
 
@@ -27,14 +24,12 @@ func TestSecretsNeverFormatted(t *testing.T) {
 	cfg.Executor.DSN = "postgres://app:" + password + "@db/app"
 	cfg.Executor.Secret = current
 	p := New(cfg)
-	db, err := gorm.Open(postgres.Open("host=127.0.0.1 port=1 user=app password="+password), &gorm.Config{DisableAutomaticPing: true})
+	// As Initialize keeps the configuration once resolved.
+	resolved, err := p.config().resolve()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Use(p); err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p.setConfig(resolved)
 	type holder struct{ p *Plugin }
 	for name, v := range map[string]any{
 		"Config": cfg, "*Config": &cfg, "Plugin.Config()": p.Config(), "*Plugin": p, "holder": holder{p},
