@@ -202,11 +202,17 @@ type ClientStats struct {
 	RPCs    uint64 // network round trips to the executor
 	Units   uint64 // forwarded units started (statements, transactions, calls)
 	Retries uint64 // attempts repeated after a lost reply
+
+	// Connected reports whether a connection to the executor is ready
+	// now. A unit started while it is false and failing before one
+	// becomes ready was never sent.
+	Connected bool
 }
 
 // Stats returns the client's counters.
 func (c *Client) Stats() ClientStats {
-	return ClientStats{RPCs: c.rpcs.Load(), Units: c.units.Load(), Retries: c.retries.Load()}
+	return ClientStats{RPCs: c.rpcs.Load(), Units: c.units.Load(), Retries: c.retries.Load(),
+		Connected: c.cc.GetState() == connectivity.Ready}
 }
 
 // watch follows the connection state: it counts transitions to READY, by

@@ -34,18 +34,26 @@ func TestFaultExecutorUnreachable(t *testing.T) {
 	e.mustWrite("before")
 	// A second replica-region app dials the executor directly: it shows
 	// that a cut link breaks only the path through it.
-	direct, _ := e.replicaApp(e.execAddr)
+	direct, dPlug := e.replicaApp(e.execAddr)
 
 	// down checks that every kind of write through each app fails as "not
 	// sent" and quickly, and that nothing of it reached the primary. The
 	// writes run at once: each waits for its connect timeout.
 	type downApp struct {
 		db          *gorm.DB
+		plug        *flypg.Plugin
 		target, key string
 	}
 	down := func(t *testing.T, apps ...downApp) {
 		t.Helper()
 		e := e.at(t)
+		// A write sent on a connection the app has not yet seen close is
+		// honestly in doubt; "not sent" is promised once the app knows.
+		for _, a := range apps {
+			eventually(t, 5*time.Second, "the app notices it lost the executor", func() bool {
+				return !a.plug.Stats().Forward.Connected
+			})
+		}
 		type attempt struct {
 			app   downApp
 			name  string
@@ -155,7 +163,8 @@ func TestFaultExecutorUnreachable(t *testing.T) {
 	t.Run("link cut", func(t *testing.T) {
 		e := e.at(t)
 		noErr(t, e.link.Cut())
-		down(t, downApp{e.replica, e.link.Addr(), "cut"})
+		defer e.link.Restore() // also when a check fails: later subtests need the link
+		down(t, downApp{e.replica, e.rPlug, e.link.Addr(), "cut"})
 		// The executor itself is fine: the direct path works.
 		if err := direct.Create(&faultWrite{Key: "cut-direct"}).Error; err != nil {
 			t.Fatalf("write on the direct path while the link is cut: %v", err)
@@ -173,6 +182,7 @@ func TestFaultExecutorUnreachable(t *testing.T) {
 		noErr(t, c.Ping(context.Background()))
 		noErr(t, e.link.Cut())
 		defer e.link.Restore()
+		eventually(t, 5*time.Second, "the client notices the cut", func() bool { return !c.Stats().Connected })
 		for i := 0; i < 3; i++ {
 			start := time.Now()
 			_, _, err = c.Call(context.Background(), "nothing", nil)
@@ -223,7 +233,7 @@ func TestFaultExecutorUnreachable(t *testing.T) {
 	t.Run("executor stopped", func(t *testing.T) {
 		e := e.at(t)
 		e.stopExecutor()
-		down(t, downApp{e.replica, e.link.Addr(), "stopped-link"}, downApp{direct, e.execAddr, "stopped-direct"})
+		down(t, downApp{e.replica, e.rPlug, e.link.Addr(), "stopped-link"}, downApp{direct, dPlug, e.execAddr, "stopped-direct"})
 		// A new executor process on the same address: both apps carry
 		// on, without being restarted.
 		e.restartExecutor()
