@@ -19,25 +19,34 @@ import (
 )
 
 // Func is a function that runs on the primary, in one transaction, for
-// Call: the explicit form of "run this on the primary and wait" (the
-// original's rpc_and_wait, and its users' transaction_on_primary). tx is a
-// *gorm.DB in that transaction; returning an error rolls it back.
+// Function.Call: the explicit form of "run this on the primary and wait"
+// (the original's rpc_and_wait, and its users' transaction_on_primary). tx
+// is a *gorm.DB in that transaction; returning an error rolls it back.
 type Func[In, Out any] func(ctx context.Context, tx *gorm.DB, in In) (Out, error)
 
 // callFunc is a registered function with its input and output encoded.
 type callFunc func(ctx context.Context, tx *gorm.DB, in []byte) ([]byte, error)
 
-// Register registers fn under name on p. Register the same functions on
-// every node (they run where the call lands: the primary for Call).
-// Inputs and outputs travel as JSON.
-func Register[In, Out any](p *Plugin, name string, fn Func[In, Out]) error {
+// Function is a typed handle of a registered function: its Call takes an
+// In and returns an Out. Register returns one; Declare makes one for a
+// function registered only on other nodes. Inputs and outputs travel as
+// JSON.
+type Function[In, Out any] struct {
+	name string
+}
+
+// Register registers fn under name on p and returns its handle. Register
+// the same functions on every node: a call runs where it lands (a node of
+// the primary region, for Call).
+func Register[In, Out any](p *Plugin, name string, fn Func[In, Out]) (Function[In, Out], error) {
+	f := Function[In, Out]{name: name}
 	if name == "" || fn == nil {
-		return errors.New("flypg: Register needs a name and a function")
+		return f, errors.New("flypg: Register needs a name and a function")
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if _, dup := p.funcs[name]; dup {
-		return fmt.Errorf("flypg: function %q already registered", name)
+		return f, fmt.Errorf("flypg: function %q already registered", name)
 	}
 	p.funcs[name] = func(ctx context.Context, tx *gorm.DB, raw []byte) ([]byte, error) {
 		var in In
@@ -54,44 +63,68 @@ func Register[In, Out any](p *Plugin, name string, fn Func[In, Out]) error {
 		}
 		return b, nil
 	}
-	return nil
+	return f, nil
 }
 
-// CallError is a registered function's failure, reported by the node that
-// ran it; its transaction rolled back. errors.As reaches a
-// *pgconn.PgError when PostgreSQL made it fail.
-type CallError = forward.CallError
+// Declare returns the handle of the function registered as name, for code
+// that does not hold what Register returned: a function registered
+// elsewhere in the application, on other nodes only, or served by a
+// standalone flypg-executor (-function). The types are the caller's
+// promise: a mismatch fails when the input or output is decoded.
+func Declare[In, Out any](name string) Function[In, Out] {
+	return Function[In, Out]{name: name}
+}
 
-// ErrUnknownFunction matches a Call of a name no function is registered
-// under on the node that received it.
-var ErrUnknownFunction = forward.ErrUnknownFunction
+// Name returns the name the function is registered under.
+func (f Function[In, Out]) Name() string { return f.name }
 
-// Call runs the function registered as name on a node of the primary
-// region, in one transaction on the primary and one network round trip,
-// and returns its output. Unless ctx says fly.NoAwait, it then waits until
-// the local replica has replayed the function's commit, so that reads see
-// its writes; a replication timeout returns the output together with a
+// Call runs the function on a node of the primary region, in one
+// transaction on the primary and one network round trip, and returns its
+// output. Unless ctx says fly.NoAwait, it then waits until the local
+// replica has replayed the function's commit, so that reads see its
+// writes; a replication timeout returns the output together with a
 // *ReplicationError (the function committed). In the primary region it
-// runs in-process.
-func Call[Out any](ctx context.Context, db *gorm.DB, name string, in any) (Out, error) {
+// runs in-process. db is a *gorm.DB with the plugin installed.
+func (f Function[In, Out]) Call(ctx context.Context, db *gorm.DB, in In) (Out, error) {
 	var out Out
 	p, ok := FromDB(db)
 	if !ok {
-		return out, errors.New("flypg: Call: the *gorm.DB has no flypg plugin (db.Use(flypg.New(cfg)))")
+		return out, errors.New("flypg: call: the *gorm.DB has no flypg plugin (db.Use(flypg.New(cfg)))")
 	}
-	return CallRegion[Out](ctx, db, p.Config().PrimaryRegion, name, in)
+	return f.CallRegion(ctx, db, p.Config().PrimaryRegion, in)
 }
 
-// CallRegion runs the function registered as name on a node of region
-// (like fly_rpc's rpc_region): in-process when region is this node's
-// region, otherwise on an instance found at
-// dns:///<region>.<app>.internal:<port>. It waits for replication only when
-// region is the primary region.
+// CallRegion runs the function on a node of region (like fly_rpc's
+// rpc_region): in-process when region is this node's region, otherwise on
+// an instance found at dns:///<region>.<app>.internal:<port>. It waits for
+// replication only when region is the primary region.
+func (f Function[In, Out]) CallRegion(ctx context.Context, db *gorm.DB, region string, in In) (Out, error) {
+	return callRegion[Out](ctx, db, region, f.name, in)
+}
+
+// Call runs the function registered as name, like Function.Call, with an
+// input of any type.
+//
+// Deprecated: use the Function that Register returns (or Declare), whose
+// Call checks the input's type as well as the output's.
+func Call[Out any](ctx context.Context, db *gorm.DB, name string, in any) (Out, error) {
+	return Declare[any, Out](name).Call(ctx, db, in)
+}
+
+// CallRegion runs the function registered as name in region, like
+// Function.CallRegion, with an input of any type.
+//
+// Deprecated: use the Function that Register returns (or Declare), whose
+// CallRegion checks the input's type as well as the output's.
 func CallRegion[Out any](ctx context.Context, db *gorm.DB, region, name string, in any) (Out, error) {
+	return callRegion[Out](ctx, db, region, name, in)
+}
+
+func callRegion[Out any](ctx context.Context, db *gorm.DB, region, name string, in any) (Out, error) {
 	var out Out
 	p, ok := FromDB(db)
 	if !ok {
-		return out, errors.New("flypg: CallRegion: the *gorm.DB has no flypg plugin (db.Use(flypg.New(cfg)))")
+		return out, errors.New("flypg: call: the *gorm.DB has no flypg plugin (db.Use(flypg.New(cfg)))")
 	}
 	payload, err := json.Marshal(in)
 	if err != nil {
@@ -110,15 +143,20 @@ func CallRegion[Out any](ctx context.Context, db *gorm.DB, region, name string, 
 // on the primary from a replica region.
 func (p *Plugin) call(ctx context.Context, region, name string, payload []byte) ([]byte, error) {
 	cfg := p.Config()
-	if region == cfg.Region {
+	start := time.Now()
+	local := region == cfg.Region
+	ctx, end := p.tracers.startCall(ctx, CallStart{Function: name, Region: region, Local: local})
+	if local {
 		out, _, err := p.runLocal(ctx, name, payload)
-		return out, localCallError(name, err)
+		err = localCallError(name, err)
+		end(CallEnd{Duration: time.Since(start), Err: err})
+		return out, err
 	}
 	client, err := p.clientFor(region)
 	if err != nil {
+		end(CallEnd{Duration: time.Since(start), Err: err})
 		return nil, err
 	}
-	start := time.Now()
 	rctx, rcpt := forward.WithReceipt(ctx)
 	out, commit, err := client.Call(rctx, name, payload)
 	forwarded := time.Since(start)
@@ -127,12 +165,16 @@ func (p *Plugin) call(ctx context.Context, region, name string, payload []byte) 
 	p.mu.Unlock()
 	if err != nil || region != cfg.PrimaryRegion || router == nil {
 		if router != nil && region == cfg.PrimaryRegion {
-			p.observe(ctx, WriteEvent{Op: "call", Function: name, Forward: forwarded, Err: err, RPCs: rcpt.RPCs(), Duration: time.Since(start)})
+			p.tracers.write(ctx, WriteEvent{Op: "call", Function: name, Forward: forwarded, Err: err, RPCs: rcpt.RPCs(), Duration: time.Since(start)})
 		}
+		end(CallEnd{Duration: time.Since(start), Err: err})
 		return out, err
 	}
-	waited, err := router.Wait(ctx, lsn.LSN(commit))
-	p.observe(ctx, WriteEvent{Op: "call", Function: name, LSN: lsn.LSN(commit), Forward: forwarded, Wait: waited, Err: err, NoAwait: fly.IsNoAwait(ctx), RPCs: rcpt.RPCs(), Duration: time.Since(start)})
+	l := lsn.LSN(commit)
+	waited, err := router.Wait(ctx, l)
+	ev := WriteEvent{Op: "call", Function: name, LSN: l, Forward: forwarded, Wait: waited, Err: err, NoAwait: fly.IsNoAwait(ctx), RPCs: rcpt.RPCs(), Duration: time.Since(start)}
+	p.tracers.write(ctx, ev)
+	end(CallEnd{LSN: l, Wait: waited, Duration: ev.Duration, Err: err})
 	return out, err
 }
 

@@ -10,16 +10,12 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"go.opentelemetry.io/otel/trace"
-
 	"github.com/flypg/flypg/fly"
-	"github.com/flypg/flypg/forward"
 	"github.com/flypg/flypg/internal/secret"
 )
 
-// DefaultPort is the gRPC port every node serves on (Plugin.Serve) and the
-// port of the default executor address.
+// DefaultPort is the default of Config.Port (FLYPG_PORT): the gRPC port
+// every node serves on and the port of the default executor address.
 const DefaultPort = 5480
 
 // Defaults for zero Config fields.
@@ -76,10 +72,9 @@ type Config struct {
 	// no earlier deadline; default DefaultRPCTimeout.
 	RPCTimeout time.Duration
 
-	// Executor holds limits for the executor this node serves (Serve). Its
-	// DSN, Pool, Calls, Secret, OldSecrets and Logger fields are set by the
-	// plugin.
-	Executor forward.ExecutorConfig
+	// Executor holds the limits of the executor this node serves (primary
+	// region).
+	Executor ExecutorConfig
 
 	// Logger receives flypg's logs: quiet at info level, each routing
 	// decision at debug level. Nil: silent.
@@ -89,22 +84,15 @@ type Config struct {
 	// transaction commit, call) with the write's context — the caller's
 	// request — and what it cost: time forwarded, time waiting for
 	// replication, round trips. It runs on the caller's goroutine and must
-	// not block.
+	// not block. (It is the simplest WriteTracer.)
 	OnWrite func(context.Context, WriteEvent)
 
-	// Metrics, if set, receives flypg's Prometheus collectors (forwarded
-	// writes by operation and outcome, round-trip latency, replication
-	// waits and timeouts, tracker polls, replay lag, executor load). Give
-	// your own registry: flypg never registers on the global one unless you
-	// pass prometheus.DefaultRegisterer.
-	Metrics prometheus.Registerer
-	// MetricsLabels are constant labels on every collector, e.g.
-	// {"db": "orders"}: two plugins on one registry need different ones.
-	MetricsLabels prometheus.Labels
-	// TracerProvider, if set, traces forwarded writes and calls (client
-	// and server spans, the trace context carried across regions) and
-	// replication waits.
-	TracerProvider trace.TracerProvider
+	// Tracers observe the plugin: each implements one or more of
+	// WriteTracer, StatementTracer, WaitTracer, CallTracer, ReplayTracer,
+	// GRPCTracer, SessionTracer and ExecutorTracer (db.Use reports one
+	// that implements none). flypgprom.New gives Prometheus metrics,
+	// flypgotel.New OpenTelemetry traces across regions.
+	Tracers []any
 
 	envErr error // a malformed variable seen by ConfigFromEnv
 }

@@ -1,6 +1,7 @@
 package flypg
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -93,5 +94,15 @@ func TestConfigFromEnv(t *testing.T) {
 	_, err = ConfigFromEnv().resolve()
 	if err == nil || !strings.Contains(err.Error(), "FLYPG_PORT") || !strings.Contains(err.Error(), "FLYPG_AWAIT_TIMEOUT") {
 		t.Fatalf("malformed env: %v", err)
+	}
+}
+
+func TestTracersImplementSomething(t *testing.T) {
+	if _, err := newTracers(Config{Tracers: []any{"not a tracer"}}); err == nil || !strings.Contains(err.Error(), "Tracers[0] (string)") {
+		t.Fatalf("a string as a tracer: %v", err)
+	}
+	tr, err := newTracers(Config{OnWrite: func(context.Context, WriteEvent) {}})
+	if err != nil || len(tr.writes) != 1 || tr.startStatement() != nil || tr.startWait() != nil || tr.sessionUnit() != nil {
+		t.Fatalf("OnWrite alone: %+v, %v", tr, err)
 	}
 }

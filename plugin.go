@@ -50,7 +50,7 @@ type Plugin struct {
 	serving    sync.WaitGroup // goroutines of Start
 	closed     bool
 	log        *slog.Logger
-	metrics    *metrics // nil without Config.Metrics
+	tracers    tracers
 }
 
 // New returns a plugin for cfg. Nothing is checked or connected until
@@ -72,8 +72,6 @@ type configSecrets struct {
 func (p *Plugin) setConfig(cfg Config) {
 	p.secrets = secret.Seal(configSecrets{secret: cfg.Secret, primaryDSN: cfg.PrimaryDSN, old: cfg.OldSecrets})
 	cfg.Secret, cfg.PrimaryDSN, cfg.OldSecrets = "", "", nil
-	// The plugin sets these itself (executorInstance).
-	cfg.Executor.Secret, cfg.Executor.OldSecrets, cfg.Executor.DSN = "", nil, ""
 	p.cfg = cfg
 }
 
@@ -104,7 +102,12 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 	if err != nil {
 		return err
 	}
+	tr, err := newTracers(cfg)
+	if err != nil {
+		return err
+	}
 	p.setConfig(cfg)
+	p.tracers = tr
 	p.log = cfg.Logger
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
@@ -130,12 +133,6 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 
 func (p *Plugin) startReplica(db *gorm.DB) error {
 	cfg := p.cfg
-	var err error
-	if cfg.Metrics != nil {
-		if p.metrics, err = newMetrics(cfg.Metrics, cfg.MetricsLabels); err != nil {
-			return err
-		}
-	}
 	id, err := p.replicaIdentity()
 	if err != nil {
 		return err
@@ -151,17 +148,15 @@ func (p *Plugin) startReplica(db *gorm.DB) error {
 	// transaction; keep enough idle ones that a busy app does not churn.
 	p.fwdDB.SetMaxIdleConns(64)
 	p.source = lsn.NewReplaySource(p.local)
-	tc := lsn.Config{Source: p.source, Timeout: cfg.AwaitTimeout}
-	if p.metrics != nil {
-		tc.OnLook = p.metrics.onLook
-	}
-	p.tracker, err = lsn.NewTracker(tc)
+	p.tracker, err = lsn.NewTracker(lsn.Config{Source: p.source, Timeout: cfg.AwaitTimeout, OnLook: p.tracers.onLook()})
 	if err != nil {
 		return fmt.Errorf("flypg: tracker: %w", err)
 	}
-	p.router = &callbacks.Router{Local: db.Config.ConnPool, Forward: p.fwdDB, Tracker: p.tracker, Logger: cfg.Logger, Observe: p.observe}
-	if cfg.TracerProvider != nil {
-		p.router.Tracer = cfg.TracerProvider.Tracer(tracerName)
+	p.router = &callbacks.Router{
+		Local: db.Config.ConnPool, Forward: p.fwdDB, Tracker: p.tracker, Logger: cfg.Logger,
+		Observe:        func(ctx context.Context, ev callbacks.Event) { p.tracers.write(ctx, event(ev)) },
+		StartStatement: p.tracers.startStatement(),
+		StartWait:      p.tracers.startWait(),
 	}
 	if err := p.router.Register(db); err != nil {
 		return err
@@ -192,27 +187,13 @@ func (p *Plugin) replicaIdentity() (forward.Identity, error) {
 }
 
 // clientConfig is the forwarding client configuration for target, with
-// the plugin's credentials, timeout and instrumentation.
+// the plugin's credentials, timeout and tracers.
 func (p *Plugin) clientConfig(target string) forward.ClientConfig {
 	cfg := p.config()
-	cc := forward.ClientConfig{Target: target, Secret: cfg.Secret, OldSecrets: cfg.OldSecrets, TLS: cfg.TLS, Timeout: cfg.RPCTimeout, Logger: cfg.Logger}
-	if p.metrics != nil {
-		cc.DialOptions = append(cc.DialOptions, grpc.WithChainUnaryInterceptor(p.metrics.unary), grpc.WithChainStreamInterceptor(p.metrics.stream))
-	}
-	if cfg.TracerProvider != nil {
-		cc.DialOptions = append(cc.DialOptions, tracingClient(cfg.TracerProvider))
-		cc.SessionHeaders = sessionHeaders
-	}
-	return cc
-}
-
-// observe receives every forwarded write: metrics, then the caller's hook.
-func (p *Plugin) observe(ctx context.Context, ev callbacks.Event) {
-	if p.metrics != nil {
-		p.metrics.observeWrite(ev)
-	}
-	if p.cfg.OnWrite != nil {
-		p.cfg.OnWrite(ctx, ev)
+	return forward.ClientConfig{
+		Target: target, Secret: cfg.Secret, OldSecrets: cfg.OldSecrets, TLS: cfg.TLS, Timeout: cfg.RPCTimeout, Logger: cfg.Logger,
+		DialOptions:    p.tracers.dialOptions(),
+		SessionHeaders: p.tracers.sessionHeaders(),
 	}
 }
 
@@ -382,17 +363,14 @@ func (p *Plugin) executorInstance() (*forward.Executor, error) {
 	if p.executor != nil {
 		return p.executor, nil
 	}
-	xc := p.cfg.Executor
+	xc := p.cfg.Executor.forward()
 	xc.Calls = callHandler{p}
 	s := p.secrets.Open()
 	xc.Secret, xc.OldSecrets = s.secret, s.old
 	xc.AllowUnauthenticated = p.cfg.Insecure && s.secret == ""
 	xc.Logger = p.cfg.Logger
-	xc.DSN, xc.Pool = "", nil
-	if p.cfg.TracerProvider != nil {
-		xc.ServerOptions = append(xc.ServerOptions, tracingServer(p.cfg.TracerProvider))
-		xc.SessionUnit = sessionUnit(p.cfg.TracerProvider)
-	}
+	xc.ServerOptions = p.tracers.serverOptions()
+	xc.SessionUnit = p.tracers.sessionUnit()
 	if p.primary {
 		dsn := p.primaryDSN()
 		if dsn == "" {
@@ -404,17 +382,9 @@ func (p *Plugin) executorInstance() (*forward.Executor, error) {
 	if err != nil {
 		return nil, err
 	}
-	if p.cfg.Metrics != nil {
-		if p.metrics == nil {
-			if p.metrics, err = newMetrics(p.cfg.Metrics, p.cfg.MetricsLabels); err != nil {
-				x.Close()
-				return nil, err
-			}
-		}
-		if err := p.metrics.registerExecutor(x); err != nil {
-			x.Close()
-			return nil, err
-		}
+	if err := p.tracers.executor(x); err != nil {
+		x.Close()
+		return nil, err
 	}
 	p.executor = x
 	return x, nil

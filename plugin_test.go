@@ -191,8 +191,10 @@ func TestDefaultTransactionIsOneRoundTrip(t *testing.T) {
 
 func TestCallErrorCodesAndStart(t *testing.T) {
 	e := startTwoRegions(t)
+	var refuse flypg.Function[string, string]
 	for _, p := range []*flypg.Plugin{e.pPlug, e.rPlug} {
-		err := flypg.Register(p, "refuse", func(ctx context.Context, tx *gorm.DB, in string) (string, error) {
+		var err error
+		refuse, err = flypg.Register(p, "refuse", func(ctx context.Context, tx *gorm.DB, in string) (string, error) {
 			return "", flypg.NewCallError("no_such_thing", "no "+in)
 		})
 		if err != nil {
@@ -203,7 +205,7 @@ func TestCallErrorCodesAndStart(t *testing.T) {
 	// Remote (replica region to primary) and in-process (primary region)
 	// failures look the same to the caller.
 	for name, db := range map[string]*gorm.DB{"remote": e.replica, "in-process": e.primary} {
-		_, err := flypg.Call[string](ctx, db, "refuse", "widget")
+		_, err := refuse.Call(ctx, db, "widget")
 		var ce *flypg.CallError
 		if !errors.As(err, &ce) || ce.Code != "no_such_thing" || ce.Message != "no widget" || ce.Name != "refuse" {
 			t.Fatalf("%s: %v (%#v), want a CallError with the function's code", name, err, ce)
@@ -212,8 +214,12 @@ func TestCallErrorCodesAndStart(t *testing.T) {
 			t.Fatalf("%s: a function's own failure reported safe to retry", name)
 		}
 	}
-	if _, err := flypg.Call[string](ctx, e.replica, "nope", ""); !errors.Is(err, flypg.ErrUnknownFunction) {
+	if _, err := flypg.Declare[string, string]("nope").Call(ctx, e.replica, ""); !errors.Is(err, flypg.ErrUnknownFunction) {
 		t.Fatalf("unknown function: %v", err)
+	}
+	// The deprecated untyped form keeps working.
+	if _, err := flypg.Call[string](ctx, e.replica, "refuse", "widget"); !errors.As(err, new(*flypg.CallError)) {
+		t.Fatalf("flypg.Call: %v", err)
 	}
 
 	// Start reports a configuration error at once instead of from a

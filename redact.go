@@ -10,7 +10,8 @@ import (
 type configView Config
 
 // Format prints the configuration with Secret, OldSecrets and the
-// password of PrimaryDSN (and of Executor's DSN) masked, under every verb.
+// password of PrimaryDSN masked, under every verb. (Executor holds limits
+// only: nothing in it is secret.)
 func (c Config) Format(f fmt.State, verb rune) {
 	v := configView(c)
 	v.Secret = secret.Redact(v.Secret)

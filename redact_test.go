@@ -21,8 +21,6 @@ func TestSecretsNeverFormatted(t *testing.T) {
 		Secret: current, OldSecrets: []string{old},
 		PrimaryDSN: "host=db user=app password=" + password,
 	}
-	cfg.Executor.DSN = "postgres://app:" + password + "@db/app"
-	cfg.Executor.Secret = current
 	p := New(cfg)
 	// As Initialize keeps the configuration once resolved.
 	resolved, err := p.config().resolve()

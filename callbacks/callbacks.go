@@ -6,9 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/trace"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 
@@ -52,7 +49,7 @@ type state struct {
 	rcpt  *forward.Receipt // nil for forwarded reads: nothing to wait for
 	op    string
 	start time.Time
-	span  trace.Span // nil without a Tracer
+	end   func(error) // Router.StartStatement's, or nil
 
 	// The chain's error just before GORM's commit or rollback: the one
 	// that decided it, before a rollback's own error joins it.
@@ -150,9 +147,8 @@ func (r *Router) route(op string) func(*gorm.DB) {
 			return
 		}
 		st := &state{op: op, start: time.Now()}
-		if r.Tracer != nil {
-			stmt.Context, st.span = r.Tracer.Start(stmt.Context, "flypg.forward "+op,
-				trace.WithAttributes(attribute.String("db.sql.table", stmt.Table), attribute.Bool("flypg.write", write)))
+		if r.StartStatement != nil {
+			stmt.Context, st.end = r.StartStatement(stmt.Context, op, stmt.Table, write)
 		}
 		if write {
 			ctx, rcpt := forward.WithReceipt(stmt.Context)
@@ -306,14 +302,8 @@ func (r *Router) await(db *gorm.DB) {
 		return
 	}
 	st := v.(*state)
-	if st.span != nil {
-		defer func() {
-			if db.Error != nil {
-				st.span.RecordError(db.Error)
-				st.span.SetStatus(codes.Error, "forwarded statement failed")
-			}
-			st.span.End()
-		}()
+	if st.end != nil {
+		defer func() { st.end(db.Error) }()
 	}
 	if st.rcpt == nil {
 		return

@@ -9,9 +9,6 @@ import (
 	"reflect"
 	"time"
 
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/trace"
 	"gorm.io/gorm"
 
 	"github.com/flypg/flypg/fly"
@@ -34,9 +31,15 @@ type Router struct {
 	// with the write's context (which carries the caller's request): for
 	// metrics and per-request reports. It must not block.
 	Observe func(context.Context, Event)
-	// Tracer, if set, records a span per forwarded write (parent of the
-	// gRPC client span) and per replication wait.
-	Tracer trace.Tracer
+	// StartStatement, if set, is called for every statement routed to the
+	// primary, before it is sent: op and table name it, write says whether
+	// it writes. The context it returns becomes the statement's (a tracing
+	// span, say, then parent of the gRPC call); end, if not nil, is called
+	// with the statement's outcome once it and its wait have ended.
+	StartStatement func(ctx context.Context, op, table string, write bool) (_ context.Context, end func(error))
+	// StartWait, if set, brackets every wait for replication in the same
+	// way.
+	StartWait func(ctx context.Context, l lsn.LSN) (_ context.Context, end func(error))
 
 	chains  chainCache   // what GORM's callback chains allow after a statement
 	fwdPool *forwardPool // the pool of statements routed to the primary
@@ -98,9 +101,9 @@ func (r *Router) Wait(ctx context.Context, l lsn.LSN) (time.Duration, error) {
 	if l == 0 || fly.IsNoAwait(ctx) {
 		return 0, nil
 	}
-	var span trace.Span
-	if r.Tracer != nil {
-		ctx, span = r.Tracer.Start(ctx, "flypg.replication_wait", trace.WithAttributes(attribute.String("flypg.lsn", l.String())))
+	var end func(error)
+	if r.StartWait != nil {
+		ctx, end = r.StartWait(ctx, l)
 	}
 	start := time.Now()
 	err := r.Tracker.Wait(ctx, l)
@@ -108,12 +111,8 @@ func (r *Router) Wait(ctx context.Context, l lsn.LSN) (time.Duration, error) {
 	if err != nil {
 		err = &ReplicationError{LSN: l, Err: err}
 	}
-	if span != nil {
-		if err != nil {
-			span.RecordError(err)
-			span.SetStatus(codes.Error, "replica did not replay the write in time")
-		}
-		span.End()
+	if end != nil {
+		end(err)
 	}
 	return waited, err
 }

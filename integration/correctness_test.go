@@ -39,7 +39,7 @@ func insertNote(ctx context.Context, tx *gorm.DB, note string) (string, error) {
 // servePrimaryPlugin starts a primary-region plugin on dsn with cfg's
 // executor settings, its node's gRPC services on its own loopback server
 // (unauthenticated: the tests speak the protocol themselves).
-func servePrimaryPlugin(t *testing.T, dsn string, xc forward.ExecutorConfig) (*flypg.Plugin, string) {
+func servePrimaryPlugin(t *testing.T, dsn string, xc flypg.ExecutorConfig) (*flypg.Plugin, string) {
 	t.Helper()
 	db := openGORM(t, dsn)
 	p := flypg.New(flypg.Config{Region: primaryRegion, PrimaryRegion: primaryRegion, Insecure: true, Executor: xc})
@@ -47,7 +47,7 @@ func servePrimaryPlugin(t *testing.T, dsn string, xc forward.ExecutorConfig) (*f
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Close() })
-	if err := flypg.Register(p, "note", insertNote); err != nil {
+	if _, err := flypg.Register(p, "note", insertNote); err != nil {
 		t.Fatal(err)
 	}
 	opts, err := p.ServerOptions()
@@ -85,7 +85,7 @@ func TestCallRunsOnceAcrossInstances(t *testing.T) {
 	name := createDatabase(t, c, "callonce")
 	dsn := c.Primary.DSN(name)
 	noErr(t, openGORM(t, dsn).AutoMigrate(&Ledger{}))
-	xc := forward.ExecutorConfig{DurableDedup: true}
+	xc := flypg.ExecutorConfig{DurableDedup: true}
 	_, addrA := servePrimaryPlugin(t, dsn, xc)
 	_, addrB := servePrimaryPlugin(t, dsn, xc)
 	a, b := protocolClient(t, addrA), protocolClient(t, addrB)
@@ -127,7 +127,7 @@ func TestCallWhoseCommitReplyIsLostIsInDoubt(t *testing.T) {
 			}
 			t.Cleanup(func() { link.Close() })
 			dsn := strings.Replace(c.Primary.DSN(name), c.Primary.Addr(), link.Addr(), 1)
-			p, addr := servePrimaryPlugin(t, dsn, forward.ExecutorConfig{DurableDedup: durable})
+			p, addr := servePrimaryPlugin(t, dsn, flypg.ExecutorConfig{DurableDedup: durable})
 			_ = p
 			client, err := forward.NewClient(forward.ClientConfig{Target: addr, Timeout: 10 * time.Second})
 			if err != nil {
@@ -198,7 +198,7 @@ func TestDatabaseMismatchIsRefused(t *testing.T) {
 	if err := c.WaitReplicated(ctx); err != nil {
 		t.Fatal(err)
 	}
-	_, addr := servePrimaryPlugin(t, c.Primary.DSN(serving), forward.ExecutorConfig{})
+	_, addr := servePrimaryPlugin(t, c.Primary.DSN(serving), flypg.ExecutorConfig{})
 	app := openGORM(t, c.Replicas[0].DSN(other))
 	p := flypg.New(flypg.Config{Region: replicaRegion, PrimaryRegion: primaryRegion, PrimaryAddr: addr, Insecure: true, AwaitTimeout: 2 * time.Second})
 	if err := app.Use(p); err != nil {
@@ -208,7 +208,7 @@ func TestDatabaseMismatchIsRefused(t *testing.T) {
 	for what, err := range map[string]error{
 		"create": app.Create(&Ledger{Note: "lost"}).Error,
 		"call": func() error {
-			_, err := flypg.Call[string](context.Background(), app, "note", "lost")
+			_, err := flypg.Declare[string, string]("note").Call(context.Background(), app, "lost")
 			return err
 		}(),
 	} {
@@ -254,9 +254,10 @@ func TestCallLSNUsesTheServersSegmentSize(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pp.Close() })
-	if err := flypg.Register(pp, "switch", func(ctx context.Context, tx *gorm.DB, _ struct{}) (bool, error) {
+	switchWAL, err := flypg.Register(pp, "switch", func(ctx context.Context, tx *gorm.DB, _ struct{}) (bool, error) {
 		return true, tx.Exec(`SELECT pg_switch_wal()`).Error
-	}); err != nil {
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -284,7 +285,7 @@ func TestCallLSNUsesTheServersSegmentSize(t *testing.T) {
 		}
 		ok(t, primary.Exec(`CREATE TABLE IF NOT EXISTS filler (x int); INSERT INTO filler VALUES (1); SELECT pg_switch_wal()`))
 	}
-	if _, err := flypg.Call[bool](context.Background(), app, "switch", struct{}{}); err != nil {
+	if _, err := switchWAL.Call(context.Background(), app, struct{}{}); err != nil {
 		t.Fatalf("call: %v", err)
 	}
 	if len(seen) != 1 || seen[0].LSN%(1<<20) != 0 {

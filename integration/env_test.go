@@ -125,6 +125,8 @@ type envConfig struct {
 	// gorm adjusts the GORM configuration of the replica-region handle
 	// (and of the reference database runCompared compares it with).
 	gorm func(*gorm.Config)
+	// plugins adjusts the two plugins' configurations.
+	plugins func(primary, replica *flypg.Config)
 }
 
 func requireCluster(t testing.TB) *pgtest.Cluster {
@@ -207,14 +209,19 @@ func newEnvWith(t *testing.T, cfg envConfig) *env {
 	e := &env{t: t, cluster: c, gormOpts: cfg.gorm}
 	e.dbname = createDatabase(t, c, strings.ToLower(safeName(t.Name())))
 
-	e.primary, e.pPlug, e.addr = servePrimary(t, c.Primary.DSN(e.dbname))
+	rcfg := flypg.Config{
+		Region: replicaRegion, PrimaryRegion: primaryRegion, Secret: testSecret,
+		AwaitTimeout: cfg.awaitTimeout,
+	}
+	e.primary, e.pPlug, e.addr = servePrimary(t, c.Primary.DSN(e.dbname), func(pcfg *flypg.Config) {
+		if cfg.plugins != nil {
+			cfg.plugins(pcfg, &rcfg)
+		}
+	})
 
 	e.replica = openGORM(t, c.Replicas[0].DSN(e.dbname), cfg.gorm)
-	e.rPlug = flypg.New(flypg.Config{
-		Region: replicaRegion, PrimaryRegion: primaryRegion,
-		PrimaryAddr: e.addr, Secret: testSecret,
-		AwaitTimeout: cfg.awaitTimeout,
-	})
+	rcfg.PrimaryAddr = e.addr
+	e.rPlug = flypg.New(rcfg)
 	if err := e.replica.Use(e.rPlug); err != nil {
 		t.Fatal(err)
 	}
@@ -231,11 +238,16 @@ func newEnvWith(t *testing.T, cfg envConfig) *env {
 }
 
 // servePrimary opens the primary-region app on dsn and serves its executor
-// on a loopback listener until the test ends.
-func servePrimary(t testing.TB, dsn string) (*gorm.DB, *flypg.Plugin, string) {
+// on a loopback listener until the test ends; opts adjust its plugin's
+// configuration.
+func servePrimary(t testing.TB, dsn string, opts ...func(*flypg.Config)) (*gorm.DB, *flypg.Plugin, string) {
 	t.Helper()
 	db := openGORM(t, dsn)
-	plug := flypg.New(flypg.Config{Region: primaryRegion, PrimaryRegion: primaryRegion, Secret: testSecret})
+	cfg := flypg.Config{Region: primaryRegion, PrimaryRegion: primaryRegion, Secret: testSecret}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	plug := flypg.New(cfg)
 	if err := db.Use(plug); err != nil {
 		t.Fatal(err)
 	}

@@ -54,7 +54,7 @@ type faultConfig struct {
 	link         bool            // put a pgtest.Link between the replica-region app and the executor
 	rpcTimeout   time.Duration   // replica plugin's RPCTimeout; default 5s
 	awaitTimeout time.Duration   // replica plugin's AwaitTimeout; default 10s
-	executor     forward.ExecutorConfig
+	executor     flypg.ExecutorConfig
 	// dsnParams are added to the executor's connection string, e.g.
 	// "pool_max_conns=32".
 	dsnParams string

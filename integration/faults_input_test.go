@@ -56,7 +56,7 @@ func newUnit() *forwardpb.Unit {
 // service says SERVING and a normal write succeeds right after.
 func TestFaultBadInput(t *testing.T) {
 	t.Parallel()
-	e := newFaultEnv(t, faultConfig{executor: forward.ExecutorConfig{
+	e := newFaultEnv(t, faultConfig{executor: flypg.ExecutorConfig{
 		MaxRequestBytes:  inputMaxRequest,
 		MaxResponseBytes: inputMaxResponse,
 		StatementTimeout: inputStmtTimeout,
@@ -279,7 +279,7 @@ func TestFaultBadInput(t *testing.T) {
 
 	t.Run("unknown function", func(t *testing.T) {
 		e := e.at(t)
-		_, err := flypg.Call[int](ctx, e.replica, "no_such_function", map[string]int{"x": 1})
+		_, err := flypg.Declare[map[string]int, int]("no_such_function").Call(ctx, e.replica, map[string]int{"x": 1})
 		if !errors.Is(err, flypg.ErrUnknownFunction) || !strings.Contains(err.Error(), "no_such_function") {
 			t.Errorf("Call of an unknown function: %v, want ErrUnknownFunction naming it", err)
 		}

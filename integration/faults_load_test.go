@@ -151,7 +151,7 @@ func TestFaultLoadWriters(t *testing.T) {
 			e := newFaultEnv(t, faultConfig{
 				cluster: c, dsnParams: "pool_max_conns=16",
 				rpcTimeout: 60 * time.Second, awaitTimeout: 30 * time.Second,
-				executor: forward.ExecutorConfig{QueueTimeout: 60 * time.Second},
+				executor: flypg.ExecutorConfig{QueueTimeout: 60 * time.Second},
 			})
 			e.mustWrite("warm-up")
 			r := writeWave(t, e, "wave", writers)
@@ -171,7 +171,7 @@ func TestFaultLoadWriters(t *testing.T) {
 		t.Run("back-pressure", func(t *testing.T) {
 			e := newFaultEnv(t, faultConfig{
 				cluster:  c,
-				executor: forward.ExecutorConfig{MaxConcurrent: 4, QueueTimeout: 5 * time.Millisecond},
+				executor: flypg.ExecutorConfig{MaxConcurrent: 4, QueueTimeout: 5 * time.Millisecond},
 			})
 			e.mustWrite("warm-up")
 			r := writeWave(t, e, "busy", writers)

@@ -82,7 +82,7 @@ func wantBalances(t *testing.T, db *gorm.DB, a, b *Account, wantA, wantB int64) 
 	}
 }
 
-// TestCall: flypg.Register + flypg.Call run a registered function in one
+// TestCall: flypg.Register and its Function's Call run a registered function in one
 // transaction on the primary in one round trip, and the caller reads its
 // effect right after; a failing function rolls back; unknown names fail
 // with ErrUnknownFunction; CallRegion to the own region runs in-process;
@@ -91,11 +91,18 @@ func TestCall(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	// The same functions on every node.
+	var (
+		transferFn flypg.Function[transferIn, transferOut]
+		whereFn    flypg.Function[struct{}, bool]
+		err        error
+	)
 	for _, p := range []*flypg.Plugin{e.pPlug, e.rPlug} {
-		noErr(t, flypg.Register(p, "transfer", transfer))
-		noErr(t, flypg.Register(p, "where", whereAmI))
+		transferFn, err = flypg.Register(p, "transfer", transfer)
+		noErr(t, err)
+		whereFn, err = flypg.Register(p, "where", whereAmI)
+		noErr(t, err)
 	}
-	if err := flypg.Register(e.rPlug, "transfer", transfer); err == nil {
+	if _, err := flypg.Register(e.rPlug, "transfer", transfer); err == nil {
 		t.Error("registering a name twice succeeded")
 	}
 	alice, bob := Account{Owner: "alice", Balance: 100}, Account{Owner: "bob"}
@@ -106,7 +113,7 @@ func TestCall(t *testing.T) {
 	var out transferOut
 	rpcs, waits := e.counted(func() {
 		var err error
-		out, err = flypg.Call[transferOut](ctx, e.replica, "transfer", transferIn{From: alice.ID, To: bob.ID, Amount: 30})
+		out, err = transferFn.Call(ctx, e.replica, transferIn{From: alice.ID, To: bob.ID, Amount: 30})
 		noErr(t, err)
 	})
 	if out != (transferOut{FromBalance: 70, ToBalance: 30}) {
@@ -119,7 +126,7 @@ func TestCall(t *testing.T) {
 	wantBalances(t, e.plain, &alice, &bob, 70, 30)
 
 	// The debit breaks the balance check after the credit: both roll back.
-	_, err := flypg.Call[transferOut](ctx, e.replica, "transfer", transferIn{From: alice.ID, To: bob.ID, Amount: 1000})
+	_, err = transferFn.Call(ctx, e.replica, transferIn{From: alice.ID, To: bob.ID, Amount: 1000})
 	var ce *flypg.CallError
 	if !errors.As(err, &ce) || sqlState(err) != "23514" {
 		t.Fatalf("overdraft: %v, want a *CallError with SQLSTATE 23514", err)
@@ -128,12 +135,12 @@ func TestCall(t *testing.T) {
 	wantBalances(t, e.plain, &alice, &bob, 70, 30)
 
 	// An error of the function's own.
-	_, err = flypg.Call[transferOut](ctx, e.replica, "transfer", transferIn{From: alice.ID, To: bob.ID, Amount: -5})
+	_, err = transferFn.Call(ctx, e.replica, transferIn{From: alice.ID, To: bob.ID, Amount: -5})
 	if !errors.As(err, &ce) || !strings.Contains(err.Error(), errNotPositive.Error()) {
 		t.Fatalf("negative amount: %v, want a *CallError saying %q", err, errNotPositive)
 	}
 
-	_, err = flypg.Call[transferOut](ctx, e.replica, "no-such-function", nil)
+	_, err = flypg.Declare[any, transferOut]("no-such-function").Call(ctx, e.replica, nil)
 	if !errors.Is(err, flypg.ErrUnknownFunction) {
 		t.Fatalf("unknown function: %v, want ErrUnknownFunction", err)
 	}
@@ -142,7 +149,7 @@ func TestCall(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 10 {
 		wg.Go(func() {
-			if _, err := flypg.Call[transferOut](ctx, e.replica, "transfer", transferIn{From: alice.ID, To: bob.ID, Amount: 1}); err != nil {
+			if _, err := transferFn.Call(ctx, e.replica, transferIn{From: alice.ID, To: bob.ID, Amount: 1}); err != nil {
 				t.Errorf("concurrent transfer: %v", err)
 			}
 		})
@@ -152,7 +159,7 @@ func TestCall(t *testing.T) {
 
 	// NoAwait: forwarded, committed, not waited for.
 	_, waits = e.counted(func() {
-		_, err := flypg.Call[transferOut](fly.NoAwait(ctx), e.replica, "transfer", transferIn{From: alice.ID, To: bob.ID, Amount: 10})
+		_, err := transferFn.Call(fly.NoAwait(ctx), e.replica, transferIn{From: alice.ID, To: bob.ID, Amount: 10})
 		noErr(t, err)
 	})
 	if waits != 0 {
@@ -163,30 +170,30 @@ func TestCall(t *testing.T) {
 	// CallRegion to the own region runs in-process, on the local replica.
 	var rec bool
 	rpcs, _ = e.counted(func() {
-		rec, err = flypg.CallRegion[bool](ctx, e.replica, replicaRegion, "where", struct{}{})
+		rec, err = whereFn.CallRegion(ctx, e.replica, replicaRegion, struct{}{})
 		noErr(t, err)
 	})
 	if !rec || rpcs != 0 {
 		t.Fatalf("CallRegion(own region): in recovery %v, %d round trips; want in-process on the replica", rec, rpcs)
 	}
-	if _, err := flypg.CallRegion[bool](ctx, e.replica, replicaRegion, "nope", struct{}{}); !errors.Is(err, flypg.ErrUnknownFunction) {
+	if _, err := flypg.Declare[struct{}, bool]("nope").CallRegion(ctx, e.replica, replicaRegion, struct{}{}); !errors.Is(err, flypg.ErrUnknownFunction) {
 		t.Fatalf("CallRegion(own region) of an unknown name: %v", err)
 	}
 	// Call from the replica region lands on the primary.
-	rec, err = flypg.Call[bool](ctx, e.replica, "where", struct{}{})
+	rec, err = whereFn.Call(ctx, e.replica, struct{}{})
 	noErr(t, err)
 	if rec {
 		t.Fatal("Call from the replica region ran on a server in recovery")
 	}
 	// In the primary region, Call runs in-process on the primary.
 	before := e.pPlug.Stats()
-	out, err = flypg.Call[transferOut](ctx, e.primary, "transfer", transferIn{From: bob.ID, To: alice.ID, Amount: 5})
+	out, err = transferFn.Call(ctx, e.primary, transferIn{From: bob.ID, To: alice.ID, Amount: 5})
 	noErr(t, err)
 	if out != (transferOut{FromBalance: 45, ToBalance: 55}) || e.pPlug.Stats() != before {
 		t.Fatalf("primary-region Call returned %+v (stats %+v)", out, e.pPlug.Stats())
 	}
 	wantBalances(t, e.plain, &alice, &bob, 55, 45)
-	if _, err := flypg.Call[bool](ctx, e.plain, "where", struct{}{}); err == nil {
+	if _, err := whereFn.Call(ctx, e.plain, struct{}{}); err == nil {
 		t.Fatal("Call on a *gorm.DB without the plugin succeeded")
 	}
 }

@@ -28,7 +28,8 @@ func TestReplicationTimeout(t *testing.T) {
 	const await = 300 * time.Millisecond
 	e := newEnvWith(t, envConfig{cluster: c, awaitTimeout: await})
 	link := c.ReplicationLink(0)
-	noErr(t, flypg.Register(e.pPlug, "transfer", transfer))
+	transferFn, err := flypg.Register(e.pPlug, "transfer", transfer)
+	noErr(t, err)
 	alice, bob := Account{Owner: "alice", Balance: 100}, Account{Owner: "bob"}
 	ok(t, e.replica.Create(&alice))
 	ok(t, e.replica.Create(&bob))
@@ -122,7 +123,7 @@ func TestReplicationTimeout(t *testing.T) {
 			if countRows(t, e.plain, "widgets", "name = ?", fault.name+"-tx") != 1 {
 				t.Error("the timed-out transaction is not on the primary")
 			}
-			out, err := flypg.Call[transferOut](ctx, e.replica, "transfer", transferIn{From: alice.ID, To: bob.ID, Amount: 1})
+			out, err := transferFn.Call(ctx, e.replica, transferIn{From: alice.ID, To: bob.ID, Amount: 1})
 			if !errors.Is(err, flypg.ErrReplicationTimeout) {
 				t.Errorf("Call with replication broken: %v, want ErrReplicationTimeout", err)
 			}

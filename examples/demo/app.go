@@ -310,7 +310,7 @@ func (a *app) deleteItem(w http.ResponseWriter, r *http.Request) {
 }
 
 // moveItem runs the registered function moveItemFunc on the primary with
-// flypg.Call: one round trip to the primary region, then one wait for
+// moveItemFn.Call: one round trip to the primary region, then one wait for
 // replication.
 func (a *app) moveItem(w http.ResponseWriter, r *http.Request) {
 	id, ok := pathID(w, r)
@@ -327,7 +327,7 @@ func (a *app) moveItem(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, `"list_id" must be a positive list id`)
 		return
 	}
-	res, err := flypg.Call[moveResult](r.Context(), a.db, moveItemFunc, moveInput{ItemID: id, ToListID: in.ListID})
+	res, err := moveItemFn.Call(r.Context(), a.db, moveInput{ItemID: id, ToListID: in.ListID})
 	var ce *flypg.CallError
 	if errors.As(err, &ce) && (ce.Code == codeItemNotFound || ce.Code == codeListNotFound) {
 		writeError(w, http.StatusNotFound, ce.Message)

@@ -67,11 +67,14 @@ const (
 	codeListNotFound = "list_not_found"
 )
 
+// moveItemFn calls moveItem, typed both ways.
+var moveItemFn = flypg.Declare[moveInput, moveResult](moveItemFunc)
+
 // registerFunctions registers the app's functions on a node's plugin.
-// Every node registers the same functions: flypg.Call runs them wherever
-// the call lands, which for the primary region's executor is the primary.
+// Every node registers the same functions: a call runs them wherever it
+// lands, which for the primary region's executor is the primary.
 func registerFunctions(p *flypg.Plugin) error {
-	if err := flypg.Register(p, moveItemFunc, moveItem); err != nil {
+	if _, err := flypg.Register(p, moveItemFunc, moveItem); err != nil {
 		return fmt.Errorf("register %s: %w", moveItemFunc, err)
 	}
 	return nil
@@ -83,7 +86,7 @@ func registerFunctions(p *flypg.Plugin) error {
 //
 // Why a registered function: the same steps written as a GORM transaction
 // in the replica region would be forwarded statement by statement, one
-// cross-region round trip each (four here). flypg.Call ships the whole
+// cross-region round trip each (four here). A call ships the whole
 // function in one round trip and then waits once for replication.
 func moveItem(ctx context.Context, tx *gorm.DB, in moveInput) (moveResult, error) {
 	var item Item

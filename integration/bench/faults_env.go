@@ -237,6 +237,9 @@ type faultsExecutor struct {
 	stopOnce sync.Once
 }
 
+// faultCall is the registered function of the "call" mode.
+var faultCall = flypg.Declare[faultCallIn, bool]("fault_call")
+
 // faultCallIn is the input of the registered function of the "call" mode.
 type faultCallIn struct {
 	Key    string
@@ -259,14 +262,14 @@ func (e *faultsEnv) startExecutor(lis net.Listener) (*faultsExecutor, error) {
 		// A connection per writer: ErrBusy should come from faults, not
 		// from a pool smaller than the load.
 		PrimaryDSN: dsn + fmt.Sprintf("&pool_max_conns=%d", e.conns),
-		Executor:   forward.ExecutorConfig{DurableDedup: e.durable, DedupWindow: faultsDedupWindow},
+		Executor:   flypg.ExecutorConfig{DurableDedup: e.durable, DedupWindow: faultsDedupWindow},
 	})
 	if err := db.Use(x.plug); err != nil {
 		lis.Close()
 		s.Close()
 		return nil, err
 	}
-	err = flypg.Register(x.plug, "fault_call", func(ctx context.Context, tx *gorm.DB, in faultCallIn) (bool, error) {
+	_, err = flypg.Register(x.plug, faultCall.Name(), func(ctx context.Context, tx *gorm.DB, in faultCallIn) (bool, error) {
 		return true, tx.Create(&faultRow{Key: in.Key, Writer: in.Writer, Mode: "call"}).Error
 	})
 	if err != nil {

@@ -99,11 +99,11 @@ var faultModes = []struct {
 	{"assoc", func(db *gorm.DB, key string, w int) error {
 		return db.Create(&faultRow{Key: key, Writer: w, Mode: "assoc", Parent: &faultParent{Key: key}}).Error
 	}},
-	// A registered function on the primary (flypg.Call): its own RPC,
+	// A registered function on the primary (faultCall): its own RPC,
 	// retried by request ID, recorded in its own transaction under durable
 	// deduplication.
 	{"call", func(db *gorm.DB, key string, w int) error {
-		_, err := flypg.Call[bool](db.Statement.Context, db, "fault_call", faultCallIn{Key: key, Writer: w})
+		_, err := faultCall.Call(db.Statement.Context, db, faultCallIn{Key: key, Writer: w})
 		return err
 	}},
 }

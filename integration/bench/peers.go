@@ -235,7 +235,7 @@ func (e *peersEnv) startPrimaryRegion(dsn string) error {
 	if err := db.Use(p); err != nil {
 		return err
 	}
-	if err := flypg.Register(p, peersTransfer, transferFunc); err != nil {
+	if _, err := flypg.Register(p, peersTransfer, transferFunc); err != nil {
 		return err
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -287,7 +287,8 @@ func (e *peersEnv) openFlypg(replicaDSN string) (*gorm.DB, error) {
 		return nil, err
 	}
 	// Functions are registered on every node, as an app would.
-	return db, flypg.Register(e.rPlug, peersTransfer, transferFunc)
+	_, err = flypg.Register(e.rPlug, peersTransfer, transferFunc)
+	return db, err
 }
 
 // record keeps flypg's forwarded writes while a latency phase runs, to
@@ -461,11 +462,12 @@ func transferDirect(db *gorm.DB) func(context.Context, transferIn) (transferOut,
 	}
 }
 
-// transferFlypg runs the transfer as one flypg.Call: one round trip, then
-// the wait for replay.
+// transferFlypg runs the transfer as one call of a registered function:
+// one round trip, then the wait for replay.
 func transferFlypg(db *gorm.DB) func(context.Context, transferIn) (transferOut, error) {
+	fn := flypg.Declare[transferIn, transferOut](peersTransfer)
 	return func(ctx context.Context, in transferIn) (transferOut, error) {
-		return flypg.Call[transferOut](ctx, db, peersTransfer, in)
+		return fn.Call(ctx, db, in)
 	}
 }
 

@@ -65,6 +65,9 @@ func (soakRow) TableName() string { return "soak_rows" }
 
 const soakCallSQL = `INSERT INTO soak_calls (n) VALUES (($1::jsonb ->> 'n')::int) RETURNING to_jsonb(id)::text`
 
+// soakCall is the function the executor serves with soakCallSQL.
+var soakCall = flypg.Declare[map[string]int, int64]("soak_call")
+
 // soakProfileRate samples the heap profiles finely enough to show what is
 // retained per unit (the runtime's default samples once per 512 KiB).
 const soakProfileRate = 16 << 10
@@ -244,7 +247,7 @@ func soakLoad(ctx context.Context, app *gorm.DB, clients, n int, logf func(strin
 					})
 					t.tx.Add(1)
 				case 9:
-					_, err = flypg.Call[int64](ctx, app, "soak_call", map[string]int{"n": i})
+					_, err = soakCall.Call(ctx, app, map[string]int{"n": i})
 					t.calls.Add(1)
 				}
 				if err != nil {
@@ -304,7 +307,7 @@ func startExecutorProcess(ctx context.Context, dir, dsn string, plan soakPlan) (
 		return nil, err
 	}
 	args := []string{"-dsn", dsn, "-listen", "127.0.0.1:0", "-debug-addr", "127.0.0.1:0",
-		"-dedup-window", plan.window.String(), "-function", "soak_call=" + soakCallSQL}
+		"-dedup-window", plan.window.String(), "-function", soakCall.Name() + "=" + soakCallSQL}
 	if !plan.auth {
 		args = append(args, "-insecure")
 	}

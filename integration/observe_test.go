@@ -1,4 +1,4 @@
-package flypg_test
+package integration
 
 import (
 	"context"
@@ -12,35 +12,44 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/flypg/flypg"
-	"github.com/flypg/flypg/fly"
+	"github.com/flypg/flypg/flypgotel"
+	"github.com/flypg/flypg/flypgprom"
 )
 
-func TestMetricsAndTraces(t *testing.T) {
+// TestObservabilityAdapters: flypgprom and flypgotel, given as tracers to
+// both regions' plugins, count a forwarded write and trace it across the
+// regions — the statement, its wait and the call as children of the
+// caller's span, and the executor's server spans in the same trace.
+func TestObservabilityAdapters(t *testing.T) {
+	t.Parallel()
 	preg, rreg := prometheus.NewRegistry(), prometheus.NewRegistry()
 	spans := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
 	t.Cleanup(func() { tp.Shutdown(context.Background()) })
-	e := startTwoRegions(t, func(p, r *flypg.Config) {
-		p.Metrics, r.Metrics = preg, rreg
-		p.TracerProvider, r.TracerProvider = tp, tp
+	pm, err := flypgprom.New(preg, prometheus.Labels{"db": "test"})
+	noErr(t, err)
+	rm, err := flypgprom.New(rreg, nil)
+	noErr(t, err)
+	e := newEnvWith(t, envConfig{models: []any{&Widget{}}, plugins: func(p, r *flypg.Config) {
+		p.Tracers = []any{pm, flypgotel.New(tp)}
+		r.Tracers = []any{rm, flypgotel.New(tp)}
+	}})
+	echo, err := flypg.Register(e.pPlug, "echo", func(ctx context.Context, tx *gorm.DB, s string) (string, error) {
+		return s, tx.Create(&Widget{Name: "echo " + s}).Error
 	})
-	ctx := context.Background()
-	if err := e.primary.Session(&gorm.Session{Context: fly.Local(ctx)}).AutoMigrate(&Widget{}); err != nil {
-		t.Fatal(err)
-	}
-	e.cluster.WaitReplicated(ctx)
+	noErr(t, err)
 
-	// A traced request in the replica region: its forwarded write and wait
-	// become children of the request's span, and the executor's server
-	// span joins the same trace across the "regions".
-	reqCtx, req := tp.Tracer("test").Start(ctx, "request")
-	if err := e.replica.WithContext(reqCtx).Create(&Widget{Name: "traced"}).Error; err != nil {
-		t.Fatal(err)
-	}
+	// A traced request in the replica region.
+	ctx, req := tp.Tracer("test").Start(context.Background(), "request")
+	ok(t, e.replica.WithContext(ctx).Create(&Widget{Name: "traced"}))
+	_, err = echo.Call(ctx, e.replica, "hi")
+	noErr(t, err)
 	req.End()
 
-	if n := counterValue(t, rreg, "flypg_forwarded_total", map[string]string{"op": "create", "outcome": "ok"}); n != 1 {
-		t.Fatalf("flypg_forwarded_total{op=create,outcome=ok} = %v, want 1", n)
+	for op, want := range map[string]float64{"create": 1, "call": 1} {
+		if n := counterValue(t, rreg, "flypg_forwarded_total", map[string]string{"op": op, "outcome": "ok"}); n != want {
+			t.Errorf("flypg_forwarded_total{op=%s,outcome=ok} = %v, want %v", op, n, want)
+		}
 	}
 	for _, name := range []string{"flypg_forward_rpc_duration_seconds", "flypg_replication_wait_duration_seconds", "flypg_tracker_polls_total", "flypg_replay_lag_bytes", "flypg_replay_lag_seconds", "flypg_replication_wait_timeouts_total"} {
 		if !gathered(t, rreg, name) {
@@ -55,24 +64,26 @@ func TestMetricsAndTraces(t *testing.T) {
 
 	traceID := req.SpanContext().TraceID()
 	var names []string
-	var server bool
+	servers := 0
 	for _, s := range spans.Ended() {
 		if s.SpanContext().TraceID() != traceID {
 			continue
 		}
 		names = append(names, s.Name())
 		if s.SpanKind() == trace.SpanKindServer && strings.Contains(s.Name(), "Executor/") {
-			server = true
+			servers++
 		}
 	}
 	joined := strings.Join(names, ",")
-	for _, want := range []string{"flypg.forward create", "flypg.replication_wait", "flypg.forward.v1.Executor/"} {
+	for _, want := range []string{"flypg.forward create", "flypg.replication_wait", "flypg.call echo", "flypg.forward.v1.Executor/Exec", "flypg.forward.v1.Executor/Call"} {
 		if !strings.Contains(joined, want) {
 			t.Errorf("trace has no %q span; spans: %s", want, joined)
 		}
 	}
-	if !server {
-		t.Errorf("the executor's server span is not in the request's trace: %s", joined)
+	// The executor's server spans of the statement (on a session) and of
+	// the call joined the request's trace across the "regions".
+	if servers < 2 {
+		t.Errorf("%d executor server spans in the request's trace, want 2: %s", servers, joined)
 	}
 }
 
@@ -80,9 +91,7 @@ func TestMetricsAndTraces(t *testing.T) {
 func counterValue(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
+	noErr(t, err)
 	for _, mf := range mfs {
 		if mf.GetName() != name {
 			continue
@@ -102,10 +111,9 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name string, labels ma
 }
 
 func gathered(t *testing.T, reg *prometheus.Registry, name string) bool {
+	t.Helper()
 	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
+	noErr(t, err)
 	for _, mf := range mfs {
 		if mf.GetName() == name {
 			return true

@@ -1,4 +1,4 @@
-package flypg
+package flypgprom
 
 import (
 	"context"
@@ -8,21 +8,17 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
-	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/propagation"
-	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 
-	"github.com/flypg/flypg/callbacks"
-	"github.com/flypg/flypg/forward"
+	"github.com/flypg/flypg"
 	"github.com/flypg/flypg/lsn"
 )
 
-// metrics are a plugin's Prometheus collectors. They are registered on the
-// Registerer the caller gives in Config.Metrics, never on the global one.
-type metrics struct {
+// Metrics are a plugin's Prometheus collectors. It implements
+// flypg.WriteTracer, flypg.ReplayTracer, flypg.GRPCTracer and
+// flypg.ExecutorTracer.
+type Metrics struct {
 	forwarded *prometheus.CounterVec   // by op and outcome
 	rpc       *prometheus.HistogramVec // by method and code
 	wait      prometheus.Histogram
@@ -35,9 +31,21 @@ type metrics struct {
 	labels   prometheus.Labels
 }
 
-func newMetrics(reg prometheus.Registerer, labels prometheus.Labels) (*metrics, error) {
+var (
+	_ flypg.WriteTracer    = (*Metrics)(nil)
+	_ flypg.ReplayTracer   = (*Metrics)(nil)
+	_ flypg.GRPCTracer     = (*Metrics)(nil)
+	_ flypg.ExecutorTracer = (*Metrics)(nil)
+)
+
+// New registers flypg's collectors on reg, with constLabels (may be nil) on
+// every one of them.
+func New(reg prometheus.Registerer, constLabels prometheus.Labels) (*Metrics, error) {
+	if reg == nil {
+		return nil, errors.New("flypgprom: no Registerer (pass prometheus.DefaultRegisterer for the global one)")
+	}
 	opts := func(name, help string) prometheus.Opts {
-		return prometheus.Opts{Namespace: "flypg", Name: name, Help: help, ConstLabels: labels}
+		return prometheus.Opts{Namespace: "flypg", Name: name, Help: help, ConstLabels: constLabels}
 	}
 	hist := func(name, help string, buckets []float64) prometheus.HistogramOpts {
 		o := opts(name, help)
@@ -46,14 +54,14 @@ func newMetrics(reg prometheus.Registerer, labels prometheus.Labels) (*metrics, 
 	// Latencies span loopback (sub-millisecond) to cross-ocean (hundreds of
 	// milliseconds) round trips.
 	buckets := prometheus.ExponentialBuckets(0.0002, 2, 15)
-	m := &metrics{
+	m := &Metrics{
 		forwarded: prometheus.NewCounterVec(prometheus.CounterOpts(opts("forwarded_total", "Forwarded writes (statements, transactions, calls) by operation and outcome.")), []string{"op", "outcome"}),
 		rpc:       prometheus.NewHistogramVec(hist("forward_rpc_duration_seconds", "Round trips to the primary region's executor, by gRPC method and status code.", buckets), []string{"method", "code"}),
 		wait:      prometheus.NewHistogram(hist("replication_wait_duration_seconds", "Time spent waiting for the local replica to replay a forwarded write.", buckets)),
 		timeouts:  prometheus.NewCounter(prometheus.CounterOpts(opts("replication_wait_timeouts_total", "Waits for replication that ended before the replica replayed the write (the write committed)."))),
 		polls:     prometheus.NewCounterVec(prometheus.CounterOpts(opts("tracker_polls_total", "Looks at the local replica's replay position, by outcome.")), []string{"outcome"}),
 		reg:       reg,
-		labels:    labels,
+		labels:    constLabels,
 	}
 	lagBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts(opts("replay_lag_bytes", "WAL bytes between the newest write this node forwarded and the local replica's replay position at the last look.")), func() float64 {
 		return float64(m.lagBytes())
@@ -69,13 +77,13 @@ func newMetrics(reg prometheus.Registerer, labels prometheus.Labels) (*metrics, 
 	})
 	for _, c := range []prometheus.Collector{m.forwarded, m.rpc, m.wait, m.timeouts, m.polls, lagBytes, lagSeconds} {
 		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("flypg: register metrics: %w (two plugins on one registry need different Config.MetricsLabels)", err)
+			return nil, fmt.Errorf("flypgprom: register: %w (two plugins on one registry need different constant labels)", err)
 		}
 	}
 	return m, nil
 }
 
-func (m *metrics) lagBytes() uint64 {
+func (m *Metrics) lagBytes() uint64 {
 	st := m.replayed.Load()
 	h := m.highest.Load()
 	if st == nil || h <= uint64(st.Replayed) {
@@ -84,14 +92,14 @@ func (m *metrics) lagBytes() uint64 {
 	return h - uint64(st.Replayed)
 }
 
-// observeWrite counts a forwarded write and its wait.
-func (m *metrics) observeWrite(ev callbacks.Event) {
+// TraceWrite counts a forwarded write and its wait.
+func (m *Metrics) TraceWrite(_ context.Context, ev flypg.WriteEvent) {
 	outcome := "ok"
 	switch {
-	case errors.Is(ev.Err, ErrReplicationTimeout):
+	case errors.Is(ev.Err, flypg.ErrReplicationTimeout):
 		outcome = "replication_timeout"
 		m.timeouts.Inc()
-	case errors.As(ev.Err, new(*ReplicationError)):
+	case errors.As(ev.Err, new(*flypg.ReplicationError)):
 		outcome = "replication_error"
 	case ev.Err != nil:
 		outcome = "error"
@@ -105,7 +113,9 @@ func (m *metrics) observeWrite(ev callbacks.Event) {
 	}
 }
 
-func (m *metrics) onLook(l lsn.Look) {
+// TraceReplay counts a look at the local replica and keeps its position
+// for the lag gauges.
+func (m *Metrics) TraceReplay(l lsn.Look) {
 	if l.Err != nil {
 		m.polls.WithLabelValues("error").Inc()
 		return
@@ -115,7 +125,15 @@ func (m *metrics) onLook(l lsn.Look) {
 	m.replayed.Store(&st)
 }
 
-func (m *metrics) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+// DialOptions time the round trips to other nodes.
+func (m *Metrics) DialOptions() []grpc.DialOption {
+	return []grpc.DialOption{grpc.WithChainUnaryInterceptor(m.unary), grpc.WithChainStreamInterceptor(m.stream)}
+}
+
+// ServerOptions returns nil: the executor's load is read by TraceExecutor.
+func (m *Metrics) ServerOptions() []grpc.ServerOption { return nil }
+
+func (m *Metrics) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 	start := time.Now()
 	err := invoker(ctx, method, req, reply, cc, opts...)
 	m.rpc.WithLabelValues(shortMethod(method), status.Code(err).String()).Observe(time.Since(start).Seconds())
@@ -124,7 +142,7 @@ func (m *metrics) unary(ctx context.Context, method string, req, reply any, cc *
 
 // stream times the opening of a stream; a transaction's round trips are
 // counted by the forwarded-writes metrics.
-func (m *metrics) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+func (m *Metrics) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 	start := time.Now()
 	s, err := streamer(ctx, desc, cc, method, opts...)
 	m.rpc.WithLabelValues(shortMethod(method), status.Code(err).String()).Observe(time.Since(start).Seconds())
@@ -140,8 +158,8 @@ func shortMethod(full string) string {
 	return full
 }
 
-// registerExecutor adds the executor's gauges.
-func (m *metrics) registerExecutor(x *forward.Executor) error {
+// TraceExecutor registers the gauges of the executor the node serves.
+func (m *Metrics) TraceExecutor(x flypg.ExecutorLoad) error {
 	opts := func(name, help string) prometheus.GaugeOpts {
 		return prometheus.GaugeOpts{Namespace: "flypg", Name: name, Help: help, ConstLabels: m.labels}
 	}
@@ -150,49 +168,8 @@ func (m *metrics) registerExecutor(x *forward.Executor) error {
 		prometheus.NewGaugeFunc(opts("executor_open_transactions", "Forwarded transactions holding a primary connection."), func() float64 { return float64(x.OpenTransactions()) }),
 	} {
 		if err := m.reg.Register(c); err != nil {
-			return fmt.Errorf("flypg: register executor metrics: %w", err)
+			return fmt.Errorf("flypgprom: register executor metrics: %w", err)
 		}
 	}
 	return nil
-}
-
-// tracing returns the gRPC options that trace forwarded calls with tp and
-// carry the trace context across regions (W3C traceparent), without
-// touching OpenTelemetry's global propagator.
-func tracingClient(tp trace.TracerProvider) grpc.DialOption {
-	return grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(tp), otelgrpc.WithPropagators(propagation.TraceContext{})))
-}
-
-func tracingServer(tp trace.TracerProvider) grpc.ServerOption {
-	return grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithTracerProvider(tp), otelgrpc.WithPropagators(propagation.TraceContext{})))
-}
-
-const tracerName = "github.com/flypg/flypg"
-
-// sessionHeaders carries the trace context of a statement that travels on
-// a session, where no per-call metadata exists.
-func sessionHeaders(ctx context.Context) map[string]string {
-	carrier := propagation.MapCarrier{}
-	propagation.TraceContext{}.Inject(ctx, carrier)
-	if len(carrier) == 0 {
-		return nil
-	}
-	return carrier
-}
-
-// sessionUnit gives each statement that arrives on a session the server
-// span a call would have had, as a child of the caller's trace.
-func sessionUnit(tp trace.TracerProvider) func(context.Context, map[string]string) (context.Context, func(error)) {
-	tracer := tp.Tracer(tracerName)
-	return func(ctx context.Context, headers map[string]string) (context.Context, func(error)) {
-		ctx = propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier(headers))
-		ctx, span := tracer.Start(ctx, "flypg.forward.v1.Executor/Exec", trace.WithSpanKind(trace.SpanKindServer))
-		return ctx, func(err error) {
-			if err != nil {
-				span.RecordError(err)
-				span.SetStatus(codes.Error, status.Convert(err).Message())
-			}
-			span.End()
-		}
-	}
 }
