@@ -20,19 +20,46 @@
 // no environment set, both regions are "local": local development needs no
 // set-up.
 //
-// Every node serves a gRPC service (Plugin.Serve or Plugin.RegisterGRPC):
-// SQL forwarding in the primary region, and registered functions
-// (Register, Call, CallRegion) everywhere.
+// # The executor
+//
+// The executor is not a separate product: it is flypg's gRPC service, and
+// the app's own instances in the primary region serve it. Every node
+// serves the service on Config.Port (FLYPG_PORT) with Plugin.Start (in the
+// background) or Plugin.Serve (blocking), or adds it to the application's
+// own gRPC server with Plugin.RegisterGRPC and Plugin.ServerOptions. In
+// the primary region it runs forwarded SQL; in every region it runs
+// registered functions (Register, Function.Call, Function.CallRegion).
+// cmd/flypg-executor serves the same SQL forwarding as a process of its
+// own (a sidecar next to the primary), for deployments that would rather
+// not embed it in the app, or that forward from apps in several languages;
+// it runs functions of one SQL statement (-function), not the app's
+// registered Go functions.
+//
+// # Errors
 //
 // A write that committed but was not yet replayed when the wait ended
-// returns a *ReplicationError (errors.Is(err, ErrReplicationTimeout)); the
-// forwarding layer's own errors are *forward.Error values (ErrUnavailable:
-// not sent, safe to retry; ErrInDoubt: may have committed); PostgreSQL's
-// errors arrive as *pgconn.PgError, so GORM's TranslateError works.
+// returns a *ReplicationError (errors.Is(err, ErrReplicationTimeout));
+// the forwarding layer's own errors are *ForwardError values
+// (ErrUnavailable: not sent, safe to retry; ErrInDoubt: may have
+// committed); PostgreSQL's errors arrive as *pgconn.PgError, so GORM's
+// TranslateError works. SafeToRetry and Committed sort them.
 //
-// The pieces live in their own packages: fly (region facts and context
-// markers), lsn (WAL positions and the replication tracker), forward (the
-// gRPC executor and the forwarding database/sql driver), callbacks (the
-// routing rules), migration (SQL the optional parts need) and pgtest (a
-// local primary + replica for tests).
+// # Observability
+//
+// The core links neither Prometheus nor OpenTelemetry. Config.Tracers takes
+// values implementing small tracer interfaces (WriteTracer,
+// StatementTracer, WaitTracer, CallTracer, ReplayTracer, GRPCTracer,
+// SessionTracer, ExecutorTracer), as pgx's tracers do; package flypgprom
+// implements them with Prometheus metrics and package flypgotel with
+// OpenTelemetry traces across regions.
+//
+// # Packages
+//
+// The pieces live in their own packages: fly (region facts, context
+// markers, Fly Postgres URL rewriting), lsn (WAL positions and the
+// replication tracker), forward (the gRPC executor and the forwarding
+// database/sql driver), callbacks (the routing rules), migration (SQL the
+// optional parts need), flypgprom and flypgotel (observability adapters)
+// and pgtest (a local primary + replica for tests, and cmd/pgtest to run
+// one from a shell).
 package flypg

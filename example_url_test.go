@@ -6,49 +6,20 @@ import (
 	"github.com/flypg/flypg"
 )
 
-// The DATABASE_URL that "fly postgres attach" sets, adapted for an instance
-// in a replica region (fra) and one in the primary region (iad). In an app
-// the config would come from fly.Region(), fly.PrimaryRegion() and the
-// app's own notion of production.
+// The DATABASE_URL that "fly postgres attach" sets, for an instance in a
+// replica region: it reads from the nearest database, its region's
+// replica, on Fly Postgres's direct port.
 func ExampleConfigureURL() {
-	const databaseURL = "postgres://app:s3cr%2Ft@top2.nearest.of.my-db.internal:5432/app?sslmode=disable"
-
-	replica, err := flypg.ConfigureURL(databaseURL, flypg.URLConfig{
-		Region:        "fra",
-		PrimaryRegion: "iad",
-		Production:    true,
+	url, err := flypg.ConfigureURL("postgres://app:secret@top2.nearest.of.my-db.internal:5432/app", flypg.URLConfig{
+		Region:        "fra", // fly.Region()
+		PrimaryRegion: "iad", // fly.PrimaryRegion()
+		Production:    true,  // on Fly.io: os.Getenv("FLY_APP_NAME") != ""
 	})
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	fmt.Println(replica)
-
-	primary, err := flypg.ConfigureURL(databaseURL, flypg.URLConfig{
-		Region:        "iad",
-		PrimaryRegion: "iad",
-		Production:    true,
-	})
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
-	fmt.Println(primary)
-
-	// Keyword/value strings work too.
-	dsn, err := flypg.ConfigureURL("host=my-db.internal user=app dbname=app", flypg.URLConfig{
-		Region:        "fra",
-		PrimaryRegion: "iad",
-		Production:    true,
-	})
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
-	fmt.Println(dsn)
-
+	fmt.Println(url)
 	// Output:
-	// postgres://app:s3cr%2Ft@top1.nearest.of.my-db.internal:5433/app?sslmode=disable
-	// postgres://app:s3cr%2Ft@top1.nearest.of.my-db.internal:5432/app?sslmode=disable
-	// host=top1.nearest.of.my-db.internal port=5433 user=app dbname=app
+	// postgres://app:secret@top1.nearest.of.my-db.internal:5433/app
 }

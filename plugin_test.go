@@ -15,7 +15,6 @@ import (
 
 	"github.com/flypg/flypg"
 	"github.com/flypg/flypg/fly"
-	"github.com/flypg/flypg/forward"
 	"github.com/flypg/flypg/pgtest"
 )
 
@@ -238,27 +237,44 @@ func TestCallErrorCodesAndStart(t *testing.T) {
 	}
 }
 
-func TestSafeToRetry(t *testing.T) {
+// retryable is an error that says it is safe to retry, as pgconn's
+// errors of a request that never left do.
+type retryable struct{}
+
+func (retryable) Error() string     { return "never sent" }
+func (retryable) SafeToRetry() bool { return true }
+
+func TestSafeToRetryAndCommitted(t *testing.T) {
 	wrap := func(kind error) error {
-		return fmt.Errorf("create: %w", &forward.Error{Op: "exec", Target: "x", Kind: kind})
+		return fmt.Errorf("create: %w", &flypg.ForwardError{Op: "exec", Target: "x", Kind: kind})
 	}
 	tests := []struct {
-		err  error
-		want bool
+		name            string
+		err             error
+		safe, committed bool
 	}{
-		{nil, false},
-		{errors.New("something"), false},
-		{wrap(flypg.ErrUnavailable), true},
-		{wrap(flypg.ErrBusy), true},
-		{wrap(flypg.ErrTxAborted), true},
-		{wrap(flypg.ErrInDoubt), false},
-		{wrap(flypg.ErrUnauthenticated), false},
-		{&flypg.ReplicationError{}, false}, // committed
-		{&pgconn.PgError{Code: "23505"}, false},
+		{"nil", nil, false, false},
+		{"plain error", errors.New("something"), false, false},
+		{"unavailable", wrap(flypg.ErrUnavailable), true, false},
+		{"busy", wrap(flypg.ErrBusy), true, false},
+		{"transaction aborted", wrap(flypg.ErrTxAborted), true, false},
+		{"in doubt", wrap(flypg.ErrInDoubt), false, false},
+		{"unauthenticated", wrap(flypg.ErrUnauthenticated), false, false},
+		{"PostgreSQL refused", &pgconn.PgError{Code: "23505"}, false, false},
+		{"pgx: never sent", fmt.Errorf("query: %w", retryable{}), true, false},
+		{"replication timeout", &flypg.ReplicationError{}, false, true},
+		// A wait whose last look failed with an error that says "safe to
+		// retry" still reports a committed write: never retry it.
+		{"replication error over a retryable look", fmt.Errorf("create: %w", &flypg.ReplicationError{Err: retryable{}}), false, true},
+		{"GORM failed after the commit", &flypg.CommittedError{Err: errors.New("scan")}, false, true},
+		{"result lost", fmt.Errorf("gorm: %w", &flypg.ResultLostError{Op: "exec", Reason: "gone"}), false, true},
 	}
 	for _, tt := range tests {
-		if got := flypg.SafeToRetry(tt.err); got != tt.want {
-			t.Errorf("SafeToRetry(%v) = %v, want %v", tt.err, got, tt.want)
+		if got := flypg.SafeToRetry(tt.err); got != tt.safe {
+			t.Errorf("%s: SafeToRetry = %v, want %v", tt.name, got, tt.safe)
+		}
+		if got := flypg.Committed(tt.err); got != tt.committed {
+			t.Errorf("%s: Committed = %v, want %v", tt.name, got, tt.committed)
 		}
 	}
 }

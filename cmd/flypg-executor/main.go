@@ -16,8 +16,8 @@
 // The -dsn flag exists for connection strings without a password.
 //
 // The application's functions registered with flypg.Register are not
-// available here; flypg.Call needs the application's own executor
-// (Plugin.Serve). Functions of one SQL statement can be served instead
+// available here; calling them needs the application's own executor
+// (Plugin.Start, Serve or RegisterGRPC). Functions of one SQL statement can be served instead
 // (-function name=SQL: the call's payload is $1, the first column of the
 // first row is the output).
 package main

@@ -1,4 +1,4 @@
-package flypg_test
+package fly_test
 
 import (
 	"maps"
@@ -7,18 +7,18 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/flypg/flypg"
+	"github.com/flypg/flypg/fly"
 )
 
 var (
-	urlTestReplica = flypg.URLConfig{Region: "fra", PrimaryRegion: "iad", Production: true}
-	urlTestPrimary = flypg.URLConfig{Region: "iad", PrimaryRegion: "iad", Production: true}
+	urlTestReplica = fly.URLConfig{Region: "fra", PrimaryRegion: "iad", Production: true}
+	urlTestPrimary = fly.URLConfig{Region: "iad", PrimaryRegion: "iad", Production: true}
 )
 
 var urlTestCases = []struct {
 	name string
 	in   string
-	cfg  flypg.URLConfig
+	cfg  fly.URLConfig
 	want string
 }{
 	// Host rules, in a replica region (port becomes 5433).
@@ -102,11 +102,11 @@ var urlTestCases = []struct {
 		"postgres://u:p@my-db.flycast:5432/app"},
 
 	// Not production: returned as given, even if it would not parse.
-	{"dev unchanged", "postgres://u:p@my-db.internal:5432/app", flypg.URLConfig{Region: "fra", PrimaryRegion: "iad"},
+	{"dev unchanged", "postgres://u:p@my-db.internal:5432/app", fly.URLConfig{Region: "fra", PrimaryRegion: "iad"},
 		"postgres://u:p@my-db.internal:5432/app"},
-	{"dev empty", "", flypg.URLConfig{}, ""},
-	{"dev garbage", "mysql://what", flypg.URLConfig{Region: "fra", PrimaryRegion: "iad"}, "mysql://what"},
-	{"dev keyword/value", "host=localhost", flypg.URLConfig{}, "host=localhost"},
+	{"dev empty", "", fly.URLConfig{}, ""},
+	{"dev garbage", "mysql://what", fly.URLConfig{Region: "fra", PrimaryRegion: "iad"}, "mysql://what"},
+	{"dev keyword/value", "host=localhost", fly.URLConfig{}, "host=localhost"},
 
 	// Keyword/value strings.
 	{"kv prefix and port", "host=my-db.internal port=5432 user=u password=p dbname=app sslmode=disable", urlTestReplica,
@@ -152,7 +152,7 @@ var urlTestCases = []struct {
 func TestConfigureURL(t *testing.T) {
 	for _, tc := range urlTestCases {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := flypg.ConfigureURL(tc.in, tc.cfg)
+			got, err := fly.ConfigureURL(tc.in, tc.cfg)
 			if err != nil {
 				t.Fatalf("ConfigureURL(%q) error: %v", tc.in, err)
 			}
@@ -160,7 +160,7 @@ func TestConfigureURL(t *testing.T) {
 				t.Errorf("ConfigureURL(%q)\n got %q\nwant %q", tc.in, got, tc.want)
 			}
 			// Rewriting is idempotent, so configuring twice is harmless.
-			again, err := flypg.ConfigureURL(got, tc.cfg)
+			again, err := fly.ConfigureURL(got, tc.cfg)
 			if tc.cfg.Production && (err != nil || again != got) {
 				t.Errorf("ConfigureURL(ConfigureURL(%q)) = %q, %v; want %q", tc.in, again, err, got)
 			}
@@ -174,11 +174,11 @@ func TestConfigureURLErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		in      string
-		cfg     flypg.URLConfig
+		cfg     fly.URLConfig
 		wantMsg string // a fragment of the expected message
 	}{
-		{"no region", "postgres://u:hunter2@db.internal/app", flypg.URLConfig{PrimaryRegion: "iad", Production: true}, "Region and PrimaryRegion"},
-		{"no primary region", "postgres://u:hunter2@db.internal/app", flypg.URLConfig{Region: "iad", Production: true}, "Region and PrimaryRegion"},
+		{"no region", "postgres://u:hunter2@db.internal/app", fly.URLConfig{PrimaryRegion: "iad", Production: true}, "Region and PrimaryRegion"},
+		{"no primary region", "postgres://u:hunter2@db.internal/app", fly.URLConfig{Region: "iad", Production: true}, "Region and PrimaryRegion"},
 		{"empty", "", urlTestReplica, "empty connection string"},
 		{"nul", "postgres://u:hunter2@db.internal/app\x00", urlTestReplica, "NUL"},
 		{"unknown scheme", "mysql://u:hunter2@db.internal/app", urlTestReplica, `unsupported scheme "mysql"`},
@@ -227,7 +227,7 @@ func TestConfigureURLErrors(t *testing.T) {
 		{"kv host with space", "host='db internal' password=hunter2", urlTestReplica, "neither a DNS name"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := flypg.ConfigureURL(tc.in, tc.cfg)
+			got, err := fly.ConfigureURL(tc.in, tc.cfg)
 			if err == nil {
 				t.Fatalf("ConfigureURL(%q) = %q, want an error", tc.in, got)
 			}
@@ -235,8 +235,8 @@ func TestConfigureURLErrors(t *testing.T) {
 				t.Errorf("ConfigureURL(%q) returned %q with its error, want \"\"", tc.in, got)
 			}
 			msg := err.Error()
-			if !strings.HasPrefix(msg, "flypg: configure URL: ") {
-				t.Errorf("error %q lacks the flypg: configure URL: prefix", msg)
+			if !strings.HasPrefix(msg, "fly: configure URL: ") {
+				t.Errorf("error %q lacks the fly: configure URL: prefix", msg)
 			}
 			if !strings.Contains(msg, tc.wantMsg) {
 				t.Errorf("error %q does not mention %q", msg, tc.wantMsg)
@@ -263,7 +263,7 @@ func TestConfigureURLAgreesWithPgx(t *testing.T) {
 			if err != nil {
 				t.Fatalf("pgx cannot parse the input: %v", err)
 			}
-			out, err := flypg.ConfigureURL(tc.in, tc.cfg)
+			out, err := fly.ConfigureURL(tc.in, tc.cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -308,7 +308,7 @@ func FuzzConfigureURL(f *testing.F) {
 		if replica {
 			cfg = urlTestReplica
 		}
-		out, err := flypg.ConfigureURL(in, cfg)
+		out, err := fly.ConfigureURL(in, cfg)
 		if err != nil {
 			if out != "" {
 				t.Fatalf("ConfigureURL(%q) = %q with error %v", in, out, err)
