@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # flypg's whole test run, as the README gives it and CI runs it:
-# PostgreSQL set-up if missing, formatting, vet, and the race-enabled tests,
+# PostgreSQL set-up if missing, formatting, vet, staticcheck and tidiness of
+# both modules (the library and the benchmark harness, integration/bench,
+# joined by go.work), the light-core check, and the race-enabled tests,
 # including the integration tests against a real primary and replica.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/ensure-postgres.sh
+
+# The benchmark harness is a module of its own: `./...` stops at its
+# go.mod, so it is named explicitly.
+modules=(./... ./integration/bench/...)
 
 echo "== gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
@@ -15,11 +21,18 @@ if [ -n "$unformatted" ]; then
   exit 1
 fi
 
+echo "== go mod tidy"
+go mod tidy -diff
+(cd integration/bench && go mod tidy -diff)
+
 echo "== go vet"
-go vet ./...
+go vet "${modules[@]}"
 
 echo "== staticcheck"
-go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 "${modules[@]}"
+
+echo "== light core"
+scripts/check-core-deps.sh
 
 echo "== go test -race"
 go test -race -count=1 -timeout 12m "$@" ./...
