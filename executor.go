@@ -26,6 +26,22 @@ type ExecutorConfig struct {
 	// MaxRequestBytes bounds one request (default 8 MiB), MaxResponseBytes
 	// one statement's result (default 16 MiB).
 	MaxRequestBytes, MaxResponseBytes int
+	// MaxArgValues bounds the argument values of one request, each array
+	// element counting (default 100,000); a request with more is refused
+	// before it is decoded. MaxRowBytes bounds one message from the
+	// primary, hence one result row, before it is buffered (default
+	// MaxResponseBytes plus 64 KiB).
+	MaxArgValues, MaxRowBytes int
+
+	// MaxConnections bounds the connections the executor holds (default
+	// 1,024); more are closed at once. HandshakeTimeout bounds a
+	// connection's TLS handshake and first frames (default 10s);
+	// IdleConnTimeout closes a connection without calls (default 5m).
+	// MaxStreamsPerConn bounds the calls open at once on one connection
+	// (default 256), MaxHeaderBytes the headers of one call (default
+	// 32 KiB). The README's Security section says what each bounds.
+	MaxConnections, MaxStreamsPerConn, MaxHeaderBytes int
+	HandshakeTimeout, IdleConnTimeout                 time.Duration
 
 	// TxIdleTimeout rolls back a forwarded transaction that waits this long
 	// for its next statement (default 30s); TxMaxDuration one open this
@@ -67,20 +83,27 @@ type ExecutorConfig struct {
 // the plugin fills in the rest.
 func (c ExecutorConfig) forward() forward.ExecutorConfig {
 	return forward.ExecutorConfig{
-		MaxConcurrent:    c.MaxConcurrent,
-		QueueTimeout:     c.QueueTimeout,
-		MaxRequestBytes:  c.MaxRequestBytes,
-		MaxResponseBytes: c.MaxResponseBytes,
-		TxIdleTimeout:    c.TxIdleTimeout,
-		TxMaxDuration:    c.TxMaxDuration,
-		StatementTimeout: c.StatementTimeout,
-		DedupWindow:      c.DedupWindow,
-		DedupMaxBytes:    c.DedupMaxBytes,
-		MaxReplayBytes:   c.MaxReplayBytes,
-		SessionMaxBytes:  c.SessionMaxBytes,
-		DurableDedup:     c.DurableDedup,
-		DedupTable:       c.DedupTable,
-		DedupRetention:   c.DedupRetention,
-		HealthInterval:   c.HealthInterval,
+		MaxConcurrent:     c.MaxConcurrent,
+		QueueTimeout:      c.QueueTimeout,
+		MaxRequestBytes:   c.MaxRequestBytes,
+		MaxResponseBytes:  c.MaxResponseBytes,
+		MaxArgValues:      c.MaxArgValues,
+		MaxRowBytes:       c.MaxRowBytes,
+		MaxConnections:    c.MaxConnections,
+		MaxStreamsPerConn: c.MaxStreamsPerConn,
+		MaxHeaderBytes:    c.MaxHeaderBytes,
+		HandshakeTimeout:  c.HandshakeTimeout,
+		IdleConnTimeout:   c.IdleConnTimeout,
+		TxIdleTimeout:     c.TxIdleTimeout,
+		TxMaxDuration:     c.TxMaxDuration,
+		StatementTimeout:  c.StatementTimeout,
+		DedupWindow:       c.DedupWindow,
+		DedupMaxBytes:     c.DedupMaxBytes,
+		MaxReplayBytes:    c.MaxReplayBytes,
+		SessionMaxBytes:   c.SessionMaxBytes,
+		DurableDedup:      c.DurableDedup,
+		DedupTable:        c.DedupTable,
+		DedupRetention:    c.DedupRetention,
+		HealthInterval:    c.HealthInterval,
 	}
 }
