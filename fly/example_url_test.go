@@ -11,42 +11,22 @@ import (
 // the config would come from fly.Region(), fly.PrimaryRegion() and the
 // app's own notion of production.
 func ExampleConfigureURL() {
-	const databaseURL = "postgres://app:s3cr%2Ft@top2.nearest.of.my-db.internal:5432/app?sslmode=disable"
-
-	replica, err := fly.ConfigureURL(databaseURL, fly.URLConfig{
-		Region:        "fra",
-		PrimaryRegion: "iad",
-		Production:    true,
-	})
-	if err != nil {
-		fmt.Println(err)
-		return
+	for _, c := range []struct{ databaseURL, region string }{
+		{"postgres://app:s3cr%2Ft@top2.nearest.of.my-db.internal:5432/app?sslmode=disable", "fra"},
+		{"postgres://app:s3cr%2Ft@top2.nearest.of.my-db.internal:5432/app?sslmode=disable", "iad"},
+		{"host=my-db.internal user=app dbname=app", "fra"}, // keyword/value strings work too
+	} {
+		url, err := fly.ConfigureURL(c.databaseURL, fly.URLConfig{
+			Region:        c.region,
+			PrimaryRegion: "iad",
+			Production:    true,
+		})
+		if err != nil {
+			fmt.Println(err)
+			continue
+		}
+		fmt.Println(url)
 	}
-	fmt.Println(replica)
-
-	primary, err := fly.ConfigureURL(databaseURL, fly.URLConfig{
-		Region:        "iad",
-		PrimaryRegion: "iad",
-		Production:    true,
-	})
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
-	fmt.Println(primary)
-
-	// Keyword/value strings work too.
-	dsn, err := fly.ConfigureURL("host=my-db.internal user=app dbname=app", fly.URLConfig{
-		Region:        "fra",
-		PrimaryRegion: "iad",
-		Production:    true,
-	})
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
-	fmt.Println(dsn)
-
 	// Output:
 	// postgres://app:s3cr%2Ft@top1.nearest.of.my-db.internal:5433/app?sslmode=disable
 	// postgres://app:s3cr%2Ft@top1.nearest.of.my-db.internal:5432/app?sslmode=disable
