@@ -252,7 +252,15 @@ func TestFaultLoadWaiters(t *testing.T) {
 		}
 		faultEventually(t, 2*time.Minute, "every waiter to wait", func() bool {
 			return tracker.Stats().Waiting == waiters
-		}, func() string { return fmt.Sprintf("%d waiting, %d failed", tracker.Stats().Waiting, len(failures)) })
+		}, func() string {
+			mu.Lock()
+			defer mu.Unlock()
+			msg := fmt.Sprintf("%d waiting, %d failed", tracker.Stats().Waiting, len(failures))
+			if len(failures) > 0 {
+				msg += fmt.Sprintf(" (the first: %v)", failures[0])
+			}
+			return msg
+		})
 		if released.Load() != 0 {
 			t.Fatalf("%d waiters released although replication is cut", released.Load())
 		}
