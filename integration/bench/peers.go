@@ -686,15 +686,15 @@ func (e *peersEnv) measureThroughput(ctx context.Context, o options, plan peersP
 			}
 			return err
 		}
-		if _, err := throughput(ctx, peersClients, plan.warmPhase, cycle); err != nil {
+		if _, _, err := throughput(ctx, peersClients, plan.warmPhase, cycle); err != nil {
 			return fmt.Errorf("%s warm-up: %w", name, err)
 		}
 		stale.Store(0)
-		tps, err := throughput(ctx, peersClients, plan.phase, cycle)
+		n, took, err := throughput(ctx, peersClients, plan.phase, cycle)
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
-		r["tps_c64_"+name] = tps
+		r["tps_c64_"+name] = float64(n) / took.Seconds()
 		r["stale_reads_c64_"+name] = float64(stale.Load())
 	}
 	r["tps_ratio_c64"] = r["tps_c64_flypg"] / r["tps_c64_direct"]

@@ -10,15 +10,10 @@ package main
 // moments are written next to soak.json for finding what grew.
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"runtime/pprof"
 	"strconv"
@@ -97,7 +92,15 @@ func runSoak(ctx context.Context, o options) (results, error) {
 	// The executor's pools open all their connections at once, so that the
 	// file descriptors measured do not depend on how far the warm-up's
 	// concurrency grew them.
-	x, err := startExecutorProcess(ctx, o.out, c.Primary.DSN("")+"&pool_min_conns=20&pool_max_conns=20", plan)
+	secret := ""
+	if plan.auth {
+		secret = benchSecret
+	}
+	x, err := startExecutorProcess(ctx, executorOptions{
+		dir: o.out, name: "soak", dsn: c.Primary.DSN("") + "&pool_min_conns=20&pool_max_conns=20",
+		secret: secret, window: plan.window, functions: []string{soakCall.Name() + "=" + soakCallSQL},
+		env: []string{fmt.Sprintf("GODEBUG=memprofilerate=%d", soakProfileRate)},
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -266,118 +269,16 @@ func soakLoad(ctx context.Context, app *gorm.DB, clients, n int, logf func(strin
 	return t, nil
 }
 
-// soakExecutor is cmd/flypg-executor running as a process of its own.
-type soakExecutor struct {
-	cmd       *exec.Cmd
-	addr      string // gRPC
-	debugAddr string // net/http/pprof
-	exited    chan struct{}
-	log       *os.File
-}
-
 // soakSnapshot is one measurement.
 type soakSnapshot struct {
 	execHeap, execRSS, execGoroutines, execFDs float64
 	clientHeap, clientGoroutines, clientFDs    float64
 }
 
-var (
-	servingRE  = regexp.MustCompile(`serving"? addr=(\S+)`)
-	profilesRE = regexp.MustCompile(`profiles"? addr=(\S+)`)
-)
-
-// startExecutorProcess builds cmd/flypg-executor and runs it on dsn, with
-// the soak's function, its profiles on loopback and its log in dir.
-func startExecutorProcess(ctx context.Context, dir, dsn string, plan soakPlan) (*soakExecutor, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
-	tmp, err := os.MkdirTemp("", "flypg-soak")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(tmp)
-	bin := filepath.Join(tmp, "flypg-executor")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/flypg/flypg/cmd/flypg-executor")
-	if out, err := build.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("go build cmd/flypg-executor: %v\n%s", err, out)
-	}
-	logf, err := os.Create(filepath.Join(dir, "soak-executor.log"))
-	if err != nil {
-		return nil, err
-	}
-	args := []string{"-dsn", dsn, "-listen", "127.0.0.1:0", "-debug-addr", "127.0.0.1:0",
-		"-dedup-window", plan.window.String(), "-function", soakCall.Name() + "=" + soakCallSQL}
-	if !plan.auth {
-		args = append(args, "-insecure")
-	}
-	cmd := exec.Command(bin, args...)
-	secret := ""
-	if plan.auth {
-		secret = benchSecret
-	}
-	cmd.Env = append(os.Environ(), "FLYPG_SECRET="+secret, fmt.Sprintf("GODEBUG=memprofilerate=%d", soakProfileRate))
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		logf.Close()
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, err
-	}
-	x := &soakExecutor{cmd: cmd, exited: make(chan struct{}), log: logf}
-	addrs := make(chan [2]string, 1)
-	go func() {
-		var grpcAddr, debugAddr string
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			line := sc.Text()
-			fmt.Fprintln(logf, line)
-			if m := servingRE.FindStringSubmatch(line); m != nil {
-				grpcAddr = m[1]
-			}
-			if m := profilesRE.FindStringSubmatch(line); m != nil {
-				debugAddr = m[1]
-			}
-			if grpcAddr != "" && debugAddr != "" {
-				select {
-				case addrs <- [2]string{grpcAddr, debugAddr}:
-				default:
-				}
-			}
-		}
-		io.Copy(logf, stderr)
-		cmd.Wait()
-		close(x.exited)
-	}()
-	select {
-	case a := <-addrs:
-		x.addr, x.debugAddr = a[0], a[1]
-		return x, nil
-	case <-x.exited:
-		return nil, fmt.Errorf("flypg-executor exited before serving; see %s", logf.Name())
-	case <-time.After(30 * time.Second):
-		x.stop()
-		return nil, fmt.Errorf("flypg-executor did not serve within 30s; see %s", logf.Name())
-	}
-}
-
-func (x *soakExecutor) stop() {
-	x.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-x.exited:
-	case <-time.After(15 * time.Second):
-		x.cmd.Process.Kill()
-		<-x.exited
-	}
-	x.log.Close()
-}
-
 // measure waits quiet (the executor's deduplication window and a little),
 // then measures both processes after garbage collection and writes their
 // heap profiles to prefix-*.pb.gz.
-func (x *soakExecutor) measure(ctx context.Context, quiet time.Duration, prefix string) (soakSnapshot, error) {
+func (x *executorProcess) measure(ctx context.Context, quiet time.Duration, prefix string) (soakSnapshot, error) {
 	var s soakSnapshot
 	if !sleepCtx(ctx, quiet) {
 		return s, ctx.Err()
@@ -420,23 +321,6 @@ func (x *soakExecutor) measure(ctx context.Context, quiet time.Duration, prefix 
 	}
 	s.execRSS = rss
 	return s, nil
-}
-
-func (x *soakExecutor) get(ctx context.Context, path string) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+x.debugAddr+path, nil)
-	if err != nil {
-		return "", err
-	}
-	// No connection stays open: it would count as a file descriptor and
-	// two goroutines more at the second measurement.
-	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
-	resp, err := client.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return string(b), err
 }
 
 // memStat reads "# name = value" from a heap profile in text form.
