@@ -22,6 +22,10 @@ const DefaultPort = 5480
 const (
 	DefaultAwaitTimeout = 5 * time.Second
 	DefaultRPCTimeout   = 5 * time.Second
+	// DefaultMaxReplicaLag: LiteFS answers 503 past 10 s of lag and GitLab
+	// drops a replica past 60 s; flypg can read on the primary instead, so
+	// it need not let a write wait long.
+	DefaultMaxReplicaLag = 2 * time.Second
 )
 
 // Config configures a Plugin. The zero value is valid for local
@@ -42,8 +46,21 @@ type Config struct {
 
 	// PrimaryAddr is the executor's gRPC target, used from replica
 	// regions. Default: dns:///<PrimaryRegion>.<AppName>.internal:<Port>,
-	// which resolves to every instance in the primary region.
+	// which resolves to every instance in the primary region. It may name
+	// candidates in several regions — a DNS name resolving to them (such
+	// as dns:///global.<AppName>.internal:<Port>) or addresses separated
+	// by commas — of which only executors reporting SERVING (their
+	// database is the writable primary) get work: writes follow the
+	// primary when it moves, without a restart.
 	PrimaryAddr string
+	// ExecutorHealthCheck gives units only to executors whose gRPC health
+	// service reports SERVING (gRPC's health-checked round robin): set it
+	// when PrimaryAddr is a DNS name resolving to executors in several
+	// regions. It is always on when PrimaryAddr lists several addresses,
+	// and off for a single target, where gRPC picks the first address: an
+	// executor swamped by a burst can miss its health probe, and balancing
+	// would then hold back units it would have served.
+	ExecutorHealthCheck bool
 	// Secret authenticates nodes to each other's executors; the same on
 	// every node, at least 16 random bytes, stable across deploys. Nodes
 	// talk mutual TLS keyed from it: no certificate to manage. Required to
@@ -71,6 +88,44 @@ type Config struct {
 	// RPCTimeout bounds one forwarded unit when the caller's context has
 	// no earlier deadline; default DefaultRPCTimeout.
 	RPCTimeout time.Duration
+
+	// DisableReplicaFallback turns off running reads on the primary while
+	// the local replica cannot be reached. By default a read that cannot
+	// reach it (connection refused or reset, shut down) runs on the
+	// primary, later reads and read-only transactions too, and writes stop
+	// waiting for it; a probe every ProbeInterval brings reads back once the
+	// replica answers and has replayed everything this node wrote or read
+	// on the primary meanwhile. With it set, such reads fail.
+	DisableReplicaFallback bool
+	// ProbeInterval is the pause between looks at an unreachable local
+	// replica; default callbacks.DefaultProbeInterval (250ms).
+	ProbeInterval time.Duration
+	// DisableSafetyNet turns off the safety net: by default a statement
+	// outside a transaction that the local replica refuses as read-only
+	// (SQLSTATE 25006, or 0A000 for temporary and unlogged relations) —
+	// a write the routing rules missed, such as SELECT my_writing_fn() —
+	// runs once on the primary and waits as a write does, and its shape is
+	// logged once at warning level. With it set, the replica's error is
+	// returned.
+	DisableSafetyNet bool
+	// DisableFollowPromotion keeps forwarding writes after the local
+	// database of a replica region was promoted. By default, once it is
+	// seen out of recovery (by the tracker, by the probe, or checked when
+	// the executor cannot be reached), writes and transactions run on it
+	// and nothing waits for replication: the node follows the database's
+	// own failover decision without a restart.
+	DisableFollowPromotion bool
+	// MaxReplicaLag bounds how far behind the local replica may fall:
+	// a write that waits longer than this for it stops waiting, and reads
+	// run on the primary until the replica has replayed everything this
+	// node wrote or read there meanwhile. Default DefaultMaxReplicaLag,
+	// below AwaitTimeout, so that a stalled replica costs a write this
+	// long rather than a replication timeout; negative turns it off.
+	MaxReplicaLag time.Duration
+	// MaxReplicaLagBytes, if positive, also moves reads to the primary
+	// when a look of the tracker finds the replica more than this many WAL
+	// bytes behind the newest write this node waited for. Default 0: off.
+	MaxReplicaLagBytes uint64
 
 	// Executor holds the limits of the executor this node serves (primary
 	// region).
@@ -108,6 +163,7 @@ type Config struct {
 //	FLYPG_PRIMARY_DSN     PrimaryDSN (else DATABASE_URL, at use)
 //	FLYPG_AWAIT_TIMEOUT   AwaitTimeout (a Go duration, e.g. 5s)
 //	FLYPG_RPC_TIMEOUT     RPCTimeout
+//	FLYPG_MAX_REPLICA_LAG MaxReplicaLag
 //	FLYPG_INSECURE        Insecure ("true")
 //	FLYPG_DURABLE_DEDUP   Executor.DurableDedup ("true")
 //
@@ -135,7 +191,7 @@ func ConfigFromEnv() Config {
 	for _, d := range []struct {
 		env string
 		dst *time.Duration
-	}{{"FLYPG_AWAIT_TIMEOUT", &c.AwaitTimeout}, {"FLYPG_RPC_TIMEOUT", &c.RPCTimeout}} {
+	}{{"FLYPG_AWAIT_TIMEOUT", &c.AwaitTimeout}, {"FLYPG_RPC_TIMEOUT", &c.RPCTimeout}, {"FLYPG_MAX_REPLICA_LAG", &c.MaxReplicaLag}} {
 		if v := os.Getenv(d.env); v != "" {
 			t, err := time.ParseDuration(v)
 			if err != nil {
@@ -173,6 +229,9 @@ func (c Config) resolve() (Config, error) {
 	if c.RPCTimeout == 0 {
 		c.RPCTimeout = DefaultRPCTimeout
 	}
+	if c.MaxReplicaLag == 0 {
+		c.MaxReplicaLag = DefaultMaxReplicaLag
+	}
 	for _, r := range []struct{ name, v string }{{"Region", c.Region}, {"PrimaryRegion", c.PrimaryRegion}} {
 		if !validRegion(r.v) {
 			return c, fmt.Errorf("flypg: config: %s %q is not a region name (letters, digits, '-' and '_', at most 63)", r.name, r.v)
@@ -181,8 +240,8 @@ func (c Config) resolve() (Config, error) {
 	if c.Port < 1 || c.Port > 65535 {
 		return c, fmt.Errorf("flypg: config: Port %d out of range", c.Port)
 	}
-	if c.AwaitTimeout < 0 || c.RPCTimeout < 0 {
-		return c, errors.New("flypg: config: negative AwaitTimeout or RPCTimeout")
+	if c.AwaitTimeout < 0 || c.RPCTimeout < 0 || c.ProbeInterval < 0 {
+		return c, errors.New("flypg: config: negative AwaitTimeout, RPCTimeout or ProbeInterval")
 	}
 	if c.Secret != "" && len(c.Secret) < 16 {
 		return c, fmt.Errorf("flypg: config: Secret is %d bytes; use at least 16 random bytes", len(c.Secret))

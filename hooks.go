@@ -1,6 +1,8 @@
 package flypg
 
 import (
+	"github.com/flypg/flypg/callbacks"
+
 	"context"
 	"time"
 
@@ -132,6 +134,13 @@ type CallEnd struct {
 // local replica's replay position (one look serves every waiting write).
 type ReplayTracer interface {
 	TraceReplay(look lsn.Look)
+}
+
+// ReadModeTracer is told whenever reads that would run on the local
+// replica move to the primary (the replica is unreachable or lagging) or
+// back, with the reason.
+type ReadModeTracer interface {
+	TraceReadMode(mode callbacks.Mode)
 }
 
 // GRPCTracer instruments the gRPC connections between nodes: its options

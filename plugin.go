@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -139,6 +140,7 @@ func (p *Plugin) startReplica(db *gorm.DB) error {
 	}
 	cc := p.clientConfig(cfg.PrimaryAddr)
 	cc.Identity = &id
+	cc.HealthChecked = cfg.ExecutorHealthCheck || strings.Contains(cfg.PrimaryAddr, ",")
 	p.client, err = forward.NewClient(cc)
 	if err != nil {
 		return fmt.Errorf("flypg: executor client: %w", err)
@@ -148,16 +150,27 @@ func (p *Plugin) startReplica(db *gorm.DB) error {
 	// transaction; keep enough idle ones that a busy app does not churn.
 	p.fwdDB.SetMaxIdleConns(64)
 	p.source = lsn.NewReplaySource(p.local)
-	p.tracker, err = lsn.NewTracker(lsn.Config{Source: p.source, Timeout: cfg.AwaitTimeout, OnLook: p.tracers.onLook()})
-	if err != nil {
-		return fmt.Errorf("flypg: tracker: %w", err)
-	}
-	p.router = &callbacks.Router{
-		Local: db.Config.ConnPool, Forward: p.fwdDB, Tracker: p.tracker, Logger: cfg.Logger,
+	router := &callbacks.Router{
+		Local: db.Config.ConnPool, Forward: p.fwdDB, Logger: cfg.Logger,
 		Observe:        func(ctx context.Context, ev callbacks.Event) { p.tracers.write(ctx, event(ev)) },
 		StartStatement: p.tracers.startStatement(),
 		StartWait:      p.tracers.startWait(),
 	}
+	if err := p.availability(router); err != nil {
+		return err
+	}
+	onLook := p.tracers.onLook()
+	p.tracker, err = lsn.NewTracker(lsn.Config{Source: p.source, Timeout: cfg.AwaitTimeout, OnLook: func(l lsn.Look) {
+		if onLook != nil {
+			onLook(l)
+		}
+		router.Looked(l)
+	}})
+	if err != nil {
+		return fmt.Errorf("flypg: tracker: %w", err)
+	}
+	router.Tracker = p.tracker
+	p.router = router
 	if err := p.router.Register(db); err != nil {
 		return err
 	}
@@ -200,6 +213,9 @@ func (p *Plugin) clientConfig(target string) forward.ClientConfig {
 func (p *Plugin) stopReplica() {
 	if p.routed != nil {
 		p.routed.Close()
+	}
+	if p.router != nil {
+		p.router.Close()
 	}
 	if p.tracker != nil {
 		p.tracker.Close()
@@ -417,6 +433,7 @@ func FromDB(db *gorm.DB) (*Plugin, bool) {
 type Stats struct {
 	Forward forward.ClientStats // round trips and units to the primary region's executor
 	Tracker lsn.Stats           // replication waits
+	Reads   callbacks.ReadStats // reads run on the primary: replica unreachable, safety net
 }
 
 // Stats returns the plugin's counters; zero in the primary region.
@@ -429,6 +446,9 @@ func (p *Plugin) Stats() Stats {
 	}
 	if p.tracker != nil {
 		s.Tracker = p.tracker.Stats()
+	}
+	if p.router != nil {
+		s.Reads = p.router.ReadStats()
 	}
 	return s
 }

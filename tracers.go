@@ -24,6 +24,7 @@ type tracers struct {
 	grpcs      []GRPCTracer
 	sessions   []SessionTracer
 	executors  []ExecutorTracer
+	modes      []ReadModeTracer
 }
 
 type onWrite func(context.Context, WriteEvent)
@@ -35,7 +36,7 @@ func newTracers(cfg Config) (tracers, error) {
 	for i, v := range cfg.Tracers {
 		implements := []bool{
 			add(&t.writes, v), add(&t.statements, v), add(&t.waits, v), add(&t.calls, v),
-			add(&t.replays, v), add(&t.grpcs, v), add(&t.sessions, v), add(&t.executors, v),
+			add(&t.replays, v), add(&t.grpcs, v), add(&t.sessions, v), add(&t.executors, v), add(&t.modes, v),
 		}
 		if !slices.Contains(implements, true) {
 			return t, fmt.Errorf("flypg: config: Tracers[%d] (%T) implements none of the tracer interfaces", i, v)

@@ -74,6 +74,7 @@ func (r *Router) Register(db *gorm.DB) error {
 		return errors.New("flypg: callbacks: Router needs Local, Forward and Tracker")
 	}
 	r.fwdPool = &forwardPool{DB: r.Forward, r: r}
+	r.avail.init()
 	cb := db.Callback()
 	regs := []struct {
 		name string
@@ -119,6 +120,9 @@ func (r *Router) route(op string) func(*gorm.DB) {
 			return
 		}
 		write, primary := decide(op, stmt)
+		if primary && r.WritesLocally() {
+			write, primary = false, false // the local database is the primary now
+		}
 		switch conn := connOf(stmt.ConnPool).(type) {
 		case *Tx:
 			return // a forwarded transaction: everything in it runs on the primary
@@ -305,6 +309,7 @@ func (r *Router) await(db *gorm.DB) {
 	if st.end != nil {
 		defer func() { st.end(db.Error) }()
 	}
+	r.forwardFailed(db.Error)
 	if st.rcpt == nil {
 		return
 	}

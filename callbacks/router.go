@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"sync"
 	"time"
 
 	"gorm.io/gorm"
@@ -41,8 +42,46 @@ type Router struct {
 	// way.
 	StartWait func(ctx context.Context, l lsn.LSN) (_ context.Context, end func(error))
 
+	// Fallback runs statements the routing rules leave on the local
+	// replica on the primary while the replica cannot be reached (a
+	// statement or a tracker look failed to reach it), and until it has
+	// replayed everything this node wrote or read on the primary
+	// meanwhile; writes stop waiting for it. A probe looks at the replica
+	// every ProbeInterval (default DefaultProbeInterval) meanwhile.
+	Fallback      bool
+	ProbeInterval time.Duration
+	// Source is what the probe asks about the local replica; nil: a
+	// lsn.ReplaySource of the Router's own.
+	Source lsn.Source
+	// SafetyNet runs once on the primary a statement outside a
+	// transaction that the local replica refused as read-only (SQLSTATE
+	// 25006, or 0A000 for temporary and unlogged relations), and logs its
+	// shape once at warning level.
+	SafetyNet bool
+	// MaxLag, if positive, bounds how far behind the local replica may
+	// fall: a write that waits longer than MaxLag for it moves reads to
+	// the primary (ReasonLagging), as does a tracker look that finds it
+	// more than MaxLagBytes (if positive) behind the newest LSN a write
+	// waited for. Writes stop waiting; reads return as after an outage.
+	MaxLag      time.Duration
+	MaxLagBytes uint64
+	// FollowPromotion runs writes and transactions on the local database
+	// once it is seen promoted (out of recovery) instead of forwarding
+	// them; see WritesLocally.
+	FollowPromotion bool
+	// OnMode, if set, is told when reads move between the local replica
+	// and the primary. It must not block.
+	OnMode func(Mode)
+
 	chains  chainCache   // what GORM's callback chains allow after a statement
 	fwdPool *forwardPool // the pool of statements routed to the primary
+	avail   availability // where reads run now
+	reads   readCounters
+	shapes  shapes // statement shapes the safety net logged
+
+	srcOnce sync.Once
+	src     lsn.Source
+	ownSrc  *lsn.ReplaySource // src, when the Router made it
 }
 
 // Event describes one forwarded write, for Router.Observe.
@@ -98,16 +137,23 @@ func (r *Router) wait(ctx context.Context, rcpt *forward.Receipt) (lsn.LSN, time
 // ctx says fly.NoAwait. It returns how long it waited and a
 // *ReplicationError if the wait failed.
 func (r *Router) Wait(ctx context.Context, l lsn.LSN) (time.Duration, error) {
-	if l == 0 || fly.IsNoAwait(ctx) {
-		return 0, nil
+	if l == 0 || fly.IsNoAwait(ctx) || r.avail.owe(l) {
+		return 0, nil // nothing to wait for, or reads run on the primary
 	}
 	var end func(error)
 	if r.StartWait != nil {
 		ctx, end = r.StartWait(ctx, l)
 	}
 	start := time.Now()
-	err := r.Tracker.Wait(ctx, l)
+	wctx, release := r.avail.waitContext(ctx)
+	stopLag := r.lagTimer(l)
+	err := r.Tracker.Wait(wctx, l)
+	stopLag()
+	release()
 	waited := time.Since(start)
+	if err != nil && ctx.Err() == nil && r.avail.owe(l) {
+		err = nil // reads moved to the primary meanwhile
+	}
 	if err != nil {
 		err = &ReplicationError{LSN: l, Err: err}
 	}
@@ -142,16 +188,19 @@ func (p *Pool) PrepareContext(ctx context.Context, query string) (*sql.Stmt, err
 	return p.r.Local.PrepareContext(ctx, query)
 }
 
+// ExecContext, QueryContext and QueryRowContext run a statement the
+// routing callbacks left on the local replica (see Router.Fallback and
+// Router.SafetyNet for when it runs on the primary instead).
 func (p *Pool) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	return p.r.Local.ExecContext(ctx, query, args...)
+	return p.r.execLocal(ctx, query, args)
 }
 
 func (p *Pool) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	return p.r.Local.QueryContext(ctx, query, args...)
+	return p.r.queryLocal(ctx, query, args)
 }
 
 func (p *Pool) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
-	return p.r.Local.QueryRowContext(ctx, query, args...)
+	return p.r.queryRowLocal(ctx, query, args)
 }
 
 // GetDBConn returns the local *sql.DB, so that db.DB() keeps working.
@@ -161,7 +210,7 @@ func (p *Pool) GetDBConn() (*sql.DB, error) { return p.r.localDB() }
 // ctx says fly.Local or opts is read-only. A read-only transaction at the
 // serializable level, which a hot standby refuses, runs on the primary.
 func (p *Pool) BeginTx(ctx context.Context, opts *sql.TxOptions) (gorm.ConnPool, error) {
-	if local, reason := beginsLocally(ctx, opts); local {
+	if local, reason := p.r.beginsLocally(ctx, opts); local {
 		p.r.debug("flypg: transaction stays local", "reason", reason)
 		var (
 			tx  gorm.ConnPool
@@ -176,9 +225,11 @@ func (p *Pool) BeginTx(ctx context.Context, opts *sql.TxOptions) (gorm.ConnPool,
 			return nil, gorm.ErrInvalidTransaction
 		}
 		if t, ok := tx.(gorm.Tx); ok && err == nil {
-			return &localTx{Tx: t, untouched: reason == "fly.Local"}, nil
+			return &localTx{Tx: t, untouched: reason != "read only"}, nil
 		}
-		return tx, err
+		if !p.r.beginFallback(ctx, err) {
+			return tx, err
+		}
 	}
 	tx, ctx, rcpt, err := p.r.beginForwarded(ctx, opts)
 	if err != nil {
@@ -189,12 +240,17 @@ func (p *Pool) BeginTx(ctx context.Context, opts *sql.TxOptions) (gorm.ConnPool,
 }
 
 // beginsLocally reports whether a transaction stays on the local database,
-// and why.
-func beginsLocally(ctx context.Context, opts *sql.TxOptions) (bool, string) {
+// and why. A read-only one runs on the primary while reads do (readRoute).
+func (r *Router) beginsLocally(ctx context.Context, opts *sql.TxOptions) (bool, string) {
 	switch {
 	case fly.IsLocal(ctx):
 		return true, "fly.Local"
+	case r.WritesLocally():
+		return true, reasonLocalPrimary
 	case opts != nil && opts.ReadOnly && opts.Isolation != sql.LevelSerializable:
+		if primary, _ := r.readRoute(ctx); primary {
+			return false, ""
+		}
 		return true, "read only"
 	}
 	return false, ""
@@ -237,6 +293,7 @@ func (r *Router) beginForwarded(ctx context.Context, opts *sql.TxOptions) (*sql.
 		ctx, rcpt = forward.WithReceipt(ctx)
 	}
 	tx, err := r.Forward.BeginTx(ctx, opts)
+	r.forwardFailed(err)
 	return tx, ctx, rcpt, err
 }
 
@@ -276,6 +333,7 @@ var _ gorm.Tx = (*Tx)(nil)
 // Commit commits on the primary, then waits for replication.
 func (t *Tx) Commit() error {
 	if err := t.Tx.Commit(); err != nil {
+		t.r.forwardFailed(err)
 		return err
 	}
 	if t.readOnly || t.implicit {

@@ -114,13 +114,15 @@ func (c *routeConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.
 		return nil, errors.New("flypg: transaction already in progress on this connection")
 	}
 	o := &sql.TxOptions{Isolation: sql.IsolationLevel(opts.Isolation), ReadOnly: opts.ReadOnly}
-	if local, reason := beginsLocally(ctx, o); local {
+	if local, reason := c.r.beginsLocally(ctx, o); local {
 		tx, err := c.local.BeginTx(ctx, o)
-		if err != nil {
+		if err == nil {
+			c.tx = &routeTx{c: c, tx: tx, local: true, untouched: reason != "read only"}
+			return c.tx, nil
+		}
+		if !c.r.beginFallback(ctx, err) {
 			return nil, err
 		}
-		c.tx = &routeTx{c: c, tx: tx, local: true, untouched: reason == "fly.Local"}
-		return c.tx, nil
 	}
 	tx, ctx, rcpt, err := c.r.beginForwarded(ctx, o)
 	if err != nil {
@@ -153,18 +155,13 @@ func (c *routeConn) ExecContext(ctx context.Context, query string, nargs []drive
 		}
 		return c.tx.tx.ExecContext(ctx, query, args...)
 	}
-	if fly.IsLocal(ctx) {
+	if fly.IsLocal(ctx) || c.r.WritesLocally() {
 		return c.local.ExecContext(ctx, query, args...)
 	}
 	if callsIn(query).has(sqlFnSessionLock) {
 		return nil, sessionLockError()
 	}
-	wctx, rcpt := forward.WithReceipt(ctx)
-	res, err := c.r.Forward.ExecContext(wctx, query, args...)
-	if werr := c.r.awaitReceipt(ctx, rcpt); err == nil {
-		err = werr
-	}
-	return res, err
+	return c.r.execPrimary(ctx, query, args)
 }
 
 func (c *routeConn) QueryContext(ctx context.Context, query string, nargs []driver.NamedValue) (driver.Rows, error) {
@@ -175,23 +172,18 @@ func (c *routeConn) QueryContext(ctx context.Context, query string, nargs []driv
 		}
 		return wrapRows(c.tx.tx.QueryContext(ctx, query, args...))
 	}
-	if fly.IsLocal(ctx) || IsRead(query) {
+	if fly.IsLocal(ctx) || c.r.WritesLocally() {
 		return wrapRows(c.local.QueryContext(ctx, query, args...))
+	}
+	if IsRead(query) {
+		return wrapRows(runLocal(c.r, ctx, query,
+			func(ctx context.Context) (*sql.Rows, error) { return c.local.QueryContext(ctx, query, args...) },
+			func(ctx context.Context) (*sql.Rows, error) { return c.r.queryPrimary(ctx, query, args) }))
 	}
 	if callsIn(query).has(sqlFnSessionLock) {
 		return nil, sessionLockError()
 	}
-	wctx, rcpt := forward.WithReceipt(ctx)
-	rows, err := c.r.Forward.QueryContext(wctx, query, args...)
-	// The forwarding driver holds the whole result when the query returns:
-	// the commit is already recorded.
-	if werr := c.r.awaitReceipt(ctx, rcpt); werr != nil {
-		if err == nil {
-			rows.Close()
-		}
-		return nil, werr
-	}
-	return wrapRows(rows, err)
+	return wrapRows(c.r.queryPrimary(ctx, query, args))
 }
 
 // awaitReceipt waits for what rcpt recorded, unless ctx says fly.NoAwait.

@@ -12,18 +12,20 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/flypg/flypg"
+	"github.com/flypg/flypg/callbacks"
 	"github.com/flypg/flypg/lsn"
 )
 
 // Metrics are a plugin's Prometheus collectors. It implements
-// flypg.WriteTracer, flypg.ReplayTracer, flypg.GRPCTracer and
-// flypg.ExecutorTracer.
+// flypg.WriteTracer, flypg.ReplayTracer, flypg.ReadModeTracer,
+// flypg.GRPCTracer and flypg.ExecutorTracer.
 type Metrics struct {
 	forwarded *prometheus.CounterVec   // by op and outcome
 	rpc       *prometheus.HistogramVec // by method and code
 	wait      prometheus.Histogram
 	timeouts  prometheus.Counter
 	polls     *prometheus.CounterVec // by outcome
+	readMode  *prometheus.GaugeVec   // by reason
 
 	highest  atomic.Uint64              // highest commit LSN this node forwarded
 	replayed atomic.Pointer[lsn.Status] // the tracker's last look
@@ -34,6 +36,7 @@ type Metrics struct {
 var (
 	_ flypg.WriteTracer    = (*Metrics)(nil)
 	_ flypg.ReplayTracer   = (*Metrics)(nil)
+	_ flypg.ReadModeTracer = (*Metrics)(nil)
 	_ flypg.GRPCTracer     = (*Metrics)(nil)
 	_ flypg.ExecutorTracer = (*Metrics)(nil)
 )
@@ -60,8 +63,12 @@ func New(reg prometheus.Registerer, constLabels prometheus.Labels) (*Metrics, er
 		wait:      prometheus.NewHistogram(hist("replication_wait_duration_seconds", "Time spent waiting for the local replica to replay a forwarded write.", buckets)),
 		timeouts:  prometheus.NewCounter(prometheus.CounterOpts(opts("replication_wait_timeouts_total", "Waits for replication that ended before the replica replayed the write (the write committed)."))),
 		polls:     prometheus.NewCounterVec(prometheus.CounterOpts(opts("tracker_polls_total", "Looks at the local replica's replay position, by outcome.")), []string{"outcome"}),
+		readMode:  prometheus.NewGaugeVec(prometheus.GaugeOpts(opts("reads_on_primary", "1 for the reason reads that would run on the local replica run on the primary now (replica unreachable, lagging), else 0.")), []string{"reason"}),
 		reg:       reg,
 		labels:    constLabels,
+	}
+	for _, reason := range callbacks.Reasons {
+		m.readMode.WithLabelValues(reason).Set(0)
 	}
 	lagBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts(opts("replay_lag_bytes", "WAL bytes between the newest write this node forwarded and the local replica's replay position at the last look.")), func() float64 {
 		return float64(m.lagBytes())
@@ -75,7 +82,7 @@ func New(reg prometheus.Registerer, constLabels prometheus.Labels) (*Metrics, er
 		}
 		return 0
 	})
-	for _, c := range []prometheus.Collector{m.forwarded, m.rpc, m.wait, m.timeouts, m.polls, lagBytes, lagSeconds} {
+	for _, c := range []prometheus.Collector{m.forwarded, m.rpc, m.wait, m.timeouts, m.polls, m.readMode, lagBytes, lagSeconds} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("flypgprom: register: %w (two plugins on one registry need different constant labels)", err)
 		}
@@ -126,6 +133,18 @@ func (m *Metrics) TraceReplay(l lsn.Look) {
 }
 
 // DialOptions time the round trips to other nodes.
+// TraceReadMode sets flypg_reads_on_primary: 1 for the current reason
+// reads run on the primary, 0 for the others.
+func (m *Metrics) TraceReadMode(mode callbacks.Mode) {
+	for _, reason := range callbacks.Reasons {
+		v := 0.0
+		if mode.Primary && mode.Reason == reason {
+			v = 1
+		}
+		m.readMode.WithLabelValues(reason).Set(v)
+	}
+}
+
 func (m *Metrics) DialOptions() []grpc.DialOption {
 	return []grpc.DialOption{grpc.WithChainUnaryInterceptor(m.unary), grpc.WithChainStreamInterceptor(m.stream)}
 }

@@ -48,10 +48,16 @@ const RetryHorizon = 15 * time.Second
 
 // ClientConfig configures a Client.
 type ClientConfig struct {
-	// Target is the executor's gRPC address: "host:port", or a resolver
-	// URL such as "dns:///iad.myapp.internal:5444" that resolves to every
-	// primary-region instance.
+	// Target is the executor's gRPC address: "host:port", a resolver URL
+	// such as "dns:///iad.myapp.internal:5444" that resolves to every
+	// primary-region instance, or several candidates separated by commas
+	// ("a:5480,b:5480"), of which HealthChecked picks the serving ones.
 	Target string
+	// HealthChecked sends units only to executors whose gRPC health
+	// service reports SERVING (round-robin among them): with a Target that
+	// names executors in several regions, units follow the primary when
+	// it moves. See candidates.go.
+	HealthChecked bool
 	// Secret is the shared secret the executor authenticates with: the
 	// connection is mutual TLS keyed from it, which needs no certificate.
 	// OldSecrets are offered too, for a rotation without downtime (an
@@ -155,8 +161,13 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		grpc.WithChainUnaryInterceptor(protocolUnary),
 		grpc.WithChainStreamInterceptor(protocolStream),
 	)
+	target, topts, err := targetOptions(&cfg)
+	if err != nil {
+		return nil, fmt.Errorf("forward: client: %w", err)
+	}
+	opts = append(opts, topts...)
 	opts = append(opts, cfg.DialOptions...)
-	cc, err := grpc.NewClient(cfg.Target, opts...)
+	cc, err := grpc.NewClient(target, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("forward: client: %s: %w", cfg.Target, err)
 	}

@@ -298,7 +298,7 @@ func NewExecutor(ctx context.Context, cfg ExecutorConfig) (*Executor, error) {
 	// The first look at the primary happens before NewExecutor returns, so
 	// that a client connecting right after it finds the status it will
 	// keep, not a NOT_SERVING that only means "not looked yet".
-	first := x.probe()
+	first, _ := x.probe()
 	x.health.SetServingStatus("", first)
 	x.health.SetServingStatus(forwardpb.Executor_ServiceDesc.ServiceName, first)
 	x.wg.Add(1)
@@ -442,13 +442,19 @@ func (x *Executor) checkHealth(last healthpb.HealthCheckResponse_ServingStatus) 
 	defer x.wg.Done()
 	t := time.NewTicker(x.cfg.HealthInterval)
 	defer t.Stop()
+	answered := time.Now() // the last probe that got an answer
 	for {
 		select {
 		case <-t.C:
 		case <-x.stop:
 			return
 		}
-		st := x.probe()
+		st, err := x.probe()
+		if err == nil {
+			answered = time.Now()
+		} else if x.slowNotDown(err, answered) {
+			st = last
+		}
 		if st != last {
 			x.health.SetServingStatus("", st)
 			x.health.SetServingStatus(forwardpb.Executor_ServiceDesc.ServiceName, st)
@@ -458,10 +464,27 @@ func (x *Executor) checkHealth(last healthpb.HealthCheckResponse_ServingStatus) 
 	}
 }
 
-func (x *Executor) probe() healthpb.HealthCheckResponse_ServingStatus {
+// slowNotDown reports whether a probe that failed with err, the last
+// answer having come at answered, says the executor is busy rather than
+// its primary gone: clients balancing over executors by health (see
+// candidates.go) must not leave a saturated one. A probe that timed out
+// while every pooled connection is in use (the primary is answering
+// them), or within a few intervals of the last answer (a loaded machine),
+// keeps the status; a refused connection does not.
+func (x *Executor) slowNotDown(err error, answered time.Time) bool {
+	if !errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	if s := x.pool.Stat(); s.AcquiredConns() >= s.MaxConns() {
+		return true
+	}
+	return time.Since(answered) < 3*x.cfg.HealthInterval
+}
+
+func (x *Executor) probe() (healthpb.HealthCheckResponse_ServingStatus, error) {
 	if x.pool == nil {
 		// A call-only node is healthy as long as it runs.
-		return healthpb.HealthCheckResponse_SERVING
+		return healthpb.HealthCheckResponse_SERVING, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), x.cfg.HealthInterval)
 	defer cancel()
@@ -482,14 +505,14 @@ func (x *Executor) probe() healthpb.HealthCheckResponse_ServingStatus {
 	}()
 	if err != nil {
 		x.log.Warn("forward: executor: primary unreachable", "err", err)
-		return healthpb.HealthCheckResponse_NOT_SERVING
+		return healthpb.HealthCheckResponse_NOT_SERVING, err
 	}
 	x.ident.Store(&Identity{SystemIdentifier: uint64(sys), Database: db})
 	if inRecovery {
 		x.log.Warn("forward: executor: database is in recovery (a replica), not a primary")
-		return healthpb.HealthCheckResponse_NOT_SERVING
+		return healthpb.HealthCheckResponse_NOT_SERVING, nil
 	}
-	return healthpb.HealthCheckResponse_SERVING
+	return healthpb.HealthCheckResponse_SERVING, nil
 }
 
 // acquireSlot waits for a unit slot (and, for a transaction, first for a

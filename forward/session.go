@@ -205,6 +205,7 @@ func (s *session) exec(ctx context.Context, req *forwardpb.ExecRequest, md *meta
 			if st.GetRefusal() != "" {
 				md.Set(trailerRefusal, st.GetRefusal())
 			}
+			s.dropIfNotServing(codes.Code(st.GetCode()), st.GetOutcome())
 			return nil, status.Error(codes.Code(st.GetCode()), st.GetMessage())
 		}
 		return r.GetExec(), nil

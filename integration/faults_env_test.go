@@ -58,6 +58,8 @@ type faultConfig struct {
 	// dsnParams are added to the executor's connection string, e.g.
 	// "pool_max_conns=32".
 	dsnParams string
+	// plugin, if set, adjusts the replica-region app's configuration.
+	plugin func(*flypg.Config)
 }
 
 // faultEnv is a two-region deployment on a fresh database: a
@@ -210,15 +212,22 @@ func (e *faultEnv) restartExecutor() {
 }
 
 // replicaApp opens a replica-region app on the local replica whose
-// executor is target.
-func (e *faultEnv) replicaApp(target string) (*gorm.DB, *flypg.Plugin) {
+// executor is target; mods adjust its configuration after cfg.plugin.
+func (e *faultEnv) replicaApp(target string, mods ...func(*flypg.Config)) (*gorm.DB, *flypg.Plugin) {
 	t := e.t
 	db := openGORM(e.root, e.cluster.Replicas[0].DSN(e.dbname))
-	p := flypg.New(flypg.Config{
+	cfg := flypg.Config{
 		Region: replicaRegion, PrimaryRegion: primaryRegion,
 		PrimaryAddr: target, Secret: testSecret,
 		AwaitTimeout: e.cfg.awaitTimeout, RPCTimeout: e.cfg.rpcTimeout,
-	})
+	}
+	if e.cfg.plugin != nil {
+		e.cfg.plugin(&cfg)
+	}
+	for _, m := range mods {
+		m(&cfg)
+	}
+	p := flypg.New(cfg)
 	if err := db.Use(p); err != nil {
 		t.Fatal(err)
 	}

@@ -105,7 +105,8 @@ func TestFaultReplicationStalled(t *testing.T) {
 }
 
 // TestFaultLocalReplicaRestart stops the replica-region app's local
-// replica, then starts it again. While it is down, local reads fail at
+// replica, then starts it again, with DisableReplicaFallback (see
+// TestAvailReplicaDown for the default). While it is down, local reads fail at
 // once with a connection error (no hang); forwarded writes still commit on
 // the primary and their waits end with ErrReplicationTimeout, saying why
 // (the tracker's failed looks); the tracker backs off — a few looks over
@@ -118,7 +119,7 @@ func TestFaultLocalReplicaRestart(t *testing.T) {
 	requireCluster(t)
 	c := pgtest.StartT(t, pgtest.Options{Replicas: 1})
 	const await = time.Second
-	e := newFaultEnv(t, faultConfig{cluster: c, awaitTimeout: await})
+	e := newFaultEnv(t, faultConfig{cluster: c, awaitTimeout: await, plugin: func(c *flypg.Config) { c.DisableReplicaFallback = true }})
 	e.mustWrite("before")
 	ctx := context.Background()
 	replica := c.Replicas[0]
@@ -200,8 +201,9 @@ func TestFaultLocalReplicaRestart(t *testing.T) {
 	}, func() string { return fmt.Sprintf("%d goroutines, baseline %d", runtime.NumGoroutine(), baseline) })
 }
 
-// TestFaultReplicaPromoted promotes the replica-region app's local replica
-// while writers wait for it (replication cut, AwaitTimeout 30s): every
+// TestFaultReplicaPromoted promotes the replica-region app's local replica,
+// with DisableFollowPromotion and MaxReplicaLag off (TestAvailLocalPromoted
+// has the default), while writers wait for it (replication cut, AwaitTimeout 30s): every
 // waiter returns at once, well before the timeout, with a
 // *ReplicationError wrapping lsn.ErrPromoted whose message says the local
 // database was promoted — not a timeout, and not a hang. The writes
@@ -211,7 +213,9 @@ func TestFaultReplicaPromoted(t *testing.T) {
 	requireCluster(t)
 	c := pgtest.StartT(t, pgtest.Options{Replicas: 1, ReplicationLinks: true})
 	const await = 30 * time.Second
-	e := newFaultEnv(t, faultConfig{cluster: c, awaitTimeout: await})
+	e := newFaultEnv(t, faultConfig{cluster: c, awaitTimeout: await, plugin: func(c *flypg.Config) {
+		c.MaxReplicaLag, c.DisableFollowPromotion = -1, true
+	}})
 	e.mustWrite("before")
 	ctx := context.Background()
 

@@ -42,13 +42,14 @@ type Options struct {
 // Cluster is a running primary with its replicas. Close it when done.
 type Cluster struct {
 	// Primary is the node the replicas stream from. It does not change when
-	// a replica is promoted.
+	// a replica is promoted by Node.Promote; Failover changes it.
 	Primary *Node
 	// Replicas are the streaming replicas, named replica1, replica2...
 	Replicas []*Node
 
-	links []*Link // links[i] carries Replicas[i]'s replication; nil without ReplicationLinks
-	logf  func(format string, args ...any)
+	links   []*Link // links[i] carries Replicas[i]'s replication; nil without ReplicationLinks
+	retired []*Node // former primaries (Failover), stopped
+	logf    func(format string, args ...any)
 
 	closeOnce sync.Once
 	closeErr  error
@@ -244,6 +245,9 @@ func (c *Cluster) close() error {
 	}
 	if c.Primary != nil {
 		errs[len(c.Replicas)] = c.Primary.shutdown(closeGrace, c.logf)
+	}
+	for _, n := range c.retired {
+		errs = append(errs, n.shutdown(closeGrace, c.logf))
 	}
 	c.logf("pgtest: cluster closed in %s", time.Since(begin).Round(time.Millisecond))
 	return errors.Join(errs...)

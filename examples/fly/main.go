@@ -126,7 +126,7 @@ func run(log *slog.Logger) error {
 	if port == "" {
 		port = "8080"
 	}
-	g := &guestbook{db: db, region: cfg.Region, primaryRegion: cfg.PrimaryRegion, log: log}
+	g := &guestbook{db: db, region: cfg.Region, primaryRegion: cfg.PrimaryRegion, log: log, ready: plugin.Ready}
 	srv := &http.Server{
 		Addr:              ":" + port,
 		Handler:           g.routes(),
@@ -217,6 +217,7 @@ type guestbook struct {
 	region        string
 	primaryRegion string
 	log           *slog.Logger
+	ready         func(context.Context) error // flypg's Plugin.Ready
 }
 
 func (g *guestbook) routes() http.Handler {
@@ -224,6 +225,7 @@ func (g *guestbook) routes() http.Handler {
 	mux.HandleFunc("GET /{$}", g.list)
 	mux.HandleFunc("POST /entries", g.create)
 	mux.HandleFunc("GET /healthz", g.health)
+	mux.HandleFunc("GET /readyz", g.readyz)
 	return mux
 }
 
@@ -289,6 +291,19 @@ func (g *guestbook) health(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "region": g.region})
+}
+
+// readyz is fly.toml's check: the local database answers in the role this
+// region expects and, outside the primary region, the executor there
+// serves (flypg's Plugin.Ready). Fly routes requests only to Machines
+// that pass it, and a deploy waits for it.
+func (g *guestbook) readyz(w http.ResponseWriter, r *http.Request) {
+	if err := g.ready(r.Context()); err != nil {
+		g.log.Warn("not ready", "err", err)
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "region": g.region})
 }
 
 func (g *guestbook) fail(w http.ResponseWriter, r *http.Request, err error) {

@@ -44,11 +44,12 @@ type options struct {
 
 func suites() map[string]suite {
 	return map[string]suite{
-		"tracker": {about: "replication waits: oracle vs tracker vs the original stored function", run: runTracker, goals: trackerGoals},
-		"forward": {about: "a forwarded INSERT against a direct one, on the same primary", run: runForward, goals: forwardGoals},
-		"peers":   {about: "a replica-region GORM app: direct to the far primary vs dbresolver vs flypg", run: runPeers, goals: peersGoals},
-		"faults":  {about: "forwarded writes under resets, latency, executor restarts and replication stalls: nothing lost, nothing doubled", run: runFaults, goals: faultsGoals},
-		"soak":    {about: "a long mixed load against the executor as its own process: nothing retained per unit", run: runSoak, goals: soakGoals},
+		"tracker":      {about: "replication waits: oracle vs tracker vs the original stored function", run: runTracker, goals: trackerGoals},
+		"forward":      {about: "a forwarded INSERT against a direct one, on the same primary", run: runForward, goals: forwardGoals},
+		"peers":        {about: "a replica-region GORM app: direct to the far primary vs dbresolver vs flypg", run: runPeers, goals: peersGoals},
+		"faults":       {about: "forwarded writes under resets, latency, executor restarts and replication stalls: nothing lost, nothing doubled", run: runFaults, goals: faultsGoals},
+		"soak":         {about: "a long mixed load against the executor as its own process: nothing retained per unit", run: runSoak, goals: soakGoals},
+		"availability": {about: "a replica-region app under load while its replica stops, its replay stalls and the primary fails over", run: runAvailability, goals: availabilityGoals},
 	}
 }
 

@@ -1,0 +1,41 @@
+package integration
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/flypg/flypg/pgtest"
+)
+
+// TestAvailLocalPromoted fails the primary over to the replica-region
+// app's own replica while writers run: the primary stops, the local
+// replica is promoted. Within 5 s of the promotion, writes succeed again,
+// on the promoted database, with no restart of the app; every write
+// acknowledged (before, during or after) is there exactly once, and no
+// key appears twice.
+func TestAvailLocalPromoted(t *testing.T) {
+	t.Parallel()
+	requireCluster(t)
+	c := pgtest.StartT(t, pgtest.Options{Replicas: 1})
+	e := newFaultEnv(t, faultConfig{cluster: c, awaitTimeout: 5 * time.Second, rpcTimeout: 2 * time.Second})
+	e.mustWrite("before")
+	ctx := context.Background()
+
+	w := startWriters(4, func(key string) error { return e.write(ctx, key) })
+	defer w.Stop()
+	faultEventually(t, 20*time.Second, "writes before the failover", func() bool { return w.count(time.Time{}) >= 20 })
+
+	noErr(t, c.Primary.Stop(ctx))
+	e.stopExecutor()
+	promoted := time.Now()
+	noErr(t, c.Replicas[0].Promote(ctx))
+	faultEventually(t, 5*time.Second, "a write acknowledged after the promotion", func() bool { return w.count(promoted) > 0 }, w.lastError)
+	t.Logf("first write acknowledged %s after the promotion began", w.first(promoted).Sub(promoted).Round(time.Millisecond))
+	if !e.rPlug.WritesLocally() {
+		t.Error("writes succeed, but the app does not say it writes locally")
+	}
+	faultEventually(t, 10*time.Second, "more writes on the new primary", func() bool { return w.count(promoted) >= 20 })
+	// The promoted database holds every acknowledged write once.
+	w.audit(t, openGORM(t, c.Replicas[0].DSN(e.dbname)))
+}
