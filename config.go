@@ -88,6 +88,13 @@ type Config struct {
 	// RPCTimeout bounds one forwarded unit when the caller's context has
 	// no earlier deadline; default DefaultRPCTimeout.
 	RPCTimeout time.Duration
+	// BookmarkWait bounds how long a read under a bookmark (WithBookmark)
+	// waits for the local replica before it runs on the primary instead.
+	// Zero: the measured time of a round trip to the primary region's
+	// executor (100 ms until one was measured, at least 2 ms, at most
+	// AwaitTimeout), so that the wait never costs more than the read on
+	// the primary would.
+	BookmarkWait time.Duration
 
 	// DisableReplicaFallback turns off running reads on the primary while
 	// the local replica cannot be reached. By default a read that cannot
@@ -164,6 +171,7 @@ type Config struct {
 //	FLYPG_AWAIT_TIMEOUT   AwaitTimeout (a Go duration, e.g. 5s)
 //	FLYPG_RPC_TIMEOUT     RPCTimeout
 //	FLYPG_MAX_REPLICA_LAG MaxReplicaLag
+//	FLYPG_BOOKMARK_WAIT   BookmarkWait
 //	FLYPG_INSECURE        Insecure ("true")
 //	FLYPG_DURABLE_DEDUP   Executor.DurableDedup ("true")
 //
@@ -191,7 +199,7 @@ func ConfigFromEnv() Config {
 	for _, d := range []struct {
 		env string
 		dst *time.Duration
-	}{{"FLYPG_AWAIT_TIMEOUT", &c.AwaitTimeout}, {"FLYPG_RPC_TIMEOUT", &c.RPCTimeout}, {"FLYPG_MAX_REPLICA_LAG", &c.MaxReplicaLag}} {
+	}{{"FLYPG_AWAIT_TIMEOUT", &c.AwaitTimeout}, {"FLYPG_RPC_TIMEOUT", &c.RPCTimeout}, {"FLYPG_MAX_REPLICA_LAG", &c.MaxReplicaLag}, {"FLYPG_BOOKMARK_WAIT", &c.BookmarkWait}} {
 		if v := os.Getenv(d.env); v != "" {
 			t, err := time.ParseDuration(v)
 			if err != nil {
@@ -240,8 +248,8 @@ func (c Config) resolve() (Config, error) {
 	if c.Port < 1 || c.Port > 65535 {
 		return c, fmt.Errorf("flypg: config: Port %d out of range", c.Port)
 	}
-	if c.AwaitTimeout < 0 || c.RPCTimeout < 0 || c.ProbeInterval < 0 {
-		return c, errors.New("flypg: config: negative AwaitTimeout, RPCTimeout or ProbeInterval")
+	if c.AwaitTimeout < 0 || c.RPCTimeout < 0 || c.ProbeInterval < 0 || c.BookmarkWait < 0 {
+		return c, errors.New("flypg: config: negative AwaitTimeout, RPCTimeout, ProbeInterval or BookmarkWait")
 	}
 	if c.Secret != "" && len(c.Secret) < 16 {
 		return c, fmt.Errorf("flypg: config: Secret is %d bytes; use at least 16 random bytes", len(c.Secret))

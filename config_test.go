@@ -74,12 +74,13 @@ func TestConfigFromEnv(t *testing.T) {
 	t.Setenv("FLYPG_PORT", "6000")
 	t.Setenv("FLYPG_AWAIT_TIMEOUT", "2s")
 	t.Setenv("FLYPG_RPC_TIMEOUT", "750ms")
+	t.Setenv("FLYPG_BOOKMARK_WAIT", "30ms")
 	t.Setenv("FLYPG_DURABLE_DEDUP", "true")
 	c, err := ConfigFromEnv().resolve()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Region != "syd" || c.PrimaryRegion != "iad" || c.Port != 6000 || c.AwaitTimeout != 2*time.Second || c.RPCTimeout != 750*time.Millisecond || c.PrimaryAddr != "dns:///iad.shop.internal:6000" || !c.Executor.DurableDedup {
+	if c.Region != "syd" || c.PrimaryRegion != "iad" || c.Port != 6000 || c.AwaitTimeout != 2*time.Second || c.RPCTimeout != 750*time.Millisecond || c.BookmarkWait != 30*time.Millisecond || c.PrimaryAddr != "dns:///iad.shop.internal:6000" || !c.Executor.DurableDedup {
 		t.Fatalf("config from env: %+v", c)
 	}
 	if len(c.OldSecrets) != 2 || c.OldSecrets[0] != "0123456789abcdef-old1" || c.OldSecrets[1] != "0123456789abcdef-old2" {
@@ -91,8 +92,9 @@ func TestConfigFromEnv(t *testing.T) {
 
 	t.Setenv("FLYPG_PORT", "many")
 	t.Setenv("FLYPG_AWAIT_TIMEOUT", "soon")
+	t.Setenv("FLYPG_BOOKMARK_WAIT", "later")
 	_, err = ConfigFromEnv().resolve()
-	if err == nil || !strings.Contains(err.Error(), "FLYPG_PORT") || !strings.Contains(err.Error(), "FLYPG_AWAIT_TIMEOUT") {
+	if err == nil || !strings.Contains(err.Error(), "FLYPG_PORT") || !strings.Contains(err.Error(), "FLYPG_AWAIT_TIMEOUT") || !strings.Contains(err.Error(), "FLYPG_BOOKMARK_WAIT") {
 		t.Fatalf("malformed env: %v", err)
 	}
 }

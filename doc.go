@@ -16,7 +16,9 @@
 //     forwarded transaction, and wait once, after COMMIT;
 //   - fly.Local in the context bypasses all of it (migrations).
 //
-// In the primary region the plugin changes nothing and costs nothing. With
+// In the primary region the plugin changes no statement and costs no query;
+// with a bookmark session (WithBookmark, Middleware) it learns the commit
+// position of the session's writes with one query per BookmarkFrom. With
 // no environment set, both regions are "local": local development needs no
 // set-up.
 //

@@ -52,6 +52,7 @@ type Plugin struct {
 	closed     bool
 	log        *slog.Logger
 	tracers    tracers
+	bm         bookmarkState
 }
 
 // New returns a plugin for cfg. Nothing is checked or connected until
@@ -89,7 +90,9 @@ func (p *Plugin) Name() string { return PluginName }
 // Initialize implements gorm.Plugin: it checks the configuration and, in a
 // replica region, connects to the primary region's executor, starts the
 // replication tracker and installs the routing callbacks. In the primary
-// region it changes nothing: no callback, no extra query per write.
+// region it installs one callback, which does nothing for a statement
+// without a bookmark session (WithBookmark) in its context: no extra query
+// per write.
 func (p *Plugin) Initialize(db *gorm.DB) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -121,7 +124,7 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 	p.primary = cfg.Region == cfg.PrimaryRegion
 	if p.primary {
 		p.log.Info("flypg: primary region: statements run locally", "region", cfg.Region)
-		return nil
+		return p.primarySessions(db)
 	}
 	if err := p.startReplica(db); err != nil {
 		p.stopReplica()
@@ -152,6 +155,7 @@ func (p *Plugin) startReplica(db *gorm.DB) error {
 	p.source = lsn.NewReplaySource(p.local)
 	router := &callbacks.Router{
 		Local: db.Config.ConnPool, Forward: p.fwdDB, Logger: cfg.Logger,
+		Sessions:       p.replicaSessions(id),
 		Observe:        func(ctx context.Context, ev callbacks.Event) { p.tracers.write(ctx, event(ev)) },
 		StartStatement: p.tracers.startStatement(),
 		StartWait:      p.tracers.startWait(),
@@ -431,9 +435,10 @@ func FromDB(db *gorm.DB) (*Plugin, bool) {
 
 // Stats are counters of a plugin's forwarding.
 type Stats struct {
-	Forward forward.ClientStats // round trips and units to the primary region's executor
-	Tracker lsn.Stats           // replication waits
-	Reads   callbacks.ReadStats // reads run on the primary: replica unreachable, safety net
+	Forward   forward.ClientStats // round trips and units to the primary region's executor
+	Tracker   lsn.Stats           // replication waits
+	Reads     callbacks.ReadStats // reads run on the primary: replica unreachable, safety net
+	Bookmarks BookmarkStats       // reads and writes under bookmarks
 }
 
 // Stats returns the plugin's counters; zero in the primary region.
@@ -450,5 +455,6 @@ func (p *Plugin) Stats() Stats {
 	if p.router != nil {
 		s.Reads = p.router.ReadStats()
 	}
+	s.Bookmarks = p.bookmarkStats()
 	return s
 }

@@ -143,8 +143,12 @@ func (r *Router) route(op string) func(*gorm.DB) {
 			return
 		}
 		if !primary {
-			r.debug("flypg: route local", "op", op, "table", stmt.Table)
-			return
+			var why string
+			if primary, why = r.readRoute(stmt.Context); !primary {
+				r.debug("flypg: route local", "op", op, "table", stmt.Table)
+				return
+			}
+			r.debug("flypg: read on the primary", "op", op, "table", stmt.Table, "reason", why)
 		}
 		if locks(stmt).has(sqlFnSessionLock) {
 			db.AddError(sessionLockError())
@@ -311,6 +315,7 @@ func (r *Router) await(db *gorm.DB) {
 	}
 	r.forwardFailed(db.Error)
 	if st.rcpt == nil {
+		r.Sessions.NoteRoundTrip(time.Since(st.start), 1)
 		return
 	}
 	if db.Error != nil && st.rcpt.Commits() > 0 && !saysCommitted(db.Error) {
@@ -321,6 +326,7 @@ func (r *Router) await(db *gorm.DB) {
 		db.Error = &CommittedError{LSN: lsn.LSN(st.rcpt.LSN()), Err: cause}
 	}
 	forwarded := time.Since(st.start)
+	r.Sessions.NoteRoundTrip(forwarded, st.rcpt.RPCs())
 	l, waited, err := r.wait(db.Statement.Context, st.rcpt)
 	if err != nil {
 		db.AddError(err)

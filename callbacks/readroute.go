@@ -65,7 +65,7 @@ func (r *Router) readRoute(ctx context.Context) (primary bool, reason string) {
 			}
 		}
 	}
-	return false, ""
+	return r.sessionOnPrimary(ctx)
 }
 
 // Mode returns where reads run now.

@@ -41,6 +41,9 @@ type Router struct {
 	// StartWait, if set, brackets every wait for replication in the same
 	// way.
 	StartWait func(ctx context.Context, l lsn.LSN) (_ context.Context, end func(error))
+	// Sessions, if set, makes reads under a session (WithSession) wait for
+	// its marks and writes advance them; nil: sessions are ignored.
+	Sessions *Sessions
 
 	// Fallback runs statements the routing rules leave on the local
 	// replica on the primary while the replica cannot be reached (a
@@ -137,6 +140,7 @@ func (r *Router) wait(ctx context.Context, rcpt *forward.Receipt) (lsn.LSN, time
 // ctx says fly.NoAwait. It returns how long it waited and a
 // *ReplicationError if the wait failed.
 func (r *Router) Wait(ctx context.Context, l lsn.LSN) (time.Duration, error) {
+	r.Sessions.advance(ctx, l) // also under fly.NoAwait: the next read waits instead
 	if l == 0 || fly.IsNoAwait(ctx) || r.avail.owe(l) {
 		return 0, nil // nothing to wait for, or reads run on the primary
 	}

@@ -42,7 +42,7 @@ func (a *app) routes() http.Handler {
 	mux.HandleFunc("GET /{$}", a.index)
 	// Anything else: a JSON 404 rather than the mux's plain-text one.
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no endpoint %s %s; GET / lists them", r.Method, r.URL.Path))
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no endpoint %s %s; GET /api lists them", r.Method, r.URL.Path))
 	})
 	return mux
 }
@@ -53,7 +53,7 @@ type endpoint struct {
 	handler http.HandlerFunc
 }
 
-// endpoints is the route table, also served as the index at GET /.
+// endpoints is the route table, also served as the index at GET /api.
 func (a *app) endpoints() []endpoint {
 	return []endpoint{
 		{"GET /lists", "every list, with item counts", a.listLists},
@@ -104,9 +104,8 @@ func (a *app) createList(w http.ResponseWriter, r *http.Request) {
 	if !decodeJSON(w, r, &in) {
 		return
 	}
-	name, err := cleanText("name", in.Name)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+	name, ok := cleanField(w, "name", in.Name)
+	if !ok {
 		return
 	}
 	l := List{Name: name}
@@ -157,9 +156,8 @@ func (a *app) renameList(w http.ResponseWriter, r *http.Request) {
 	if !decodeJSON(w, r, &in) {
 		return
 	}
-	name, err := cleanText("name", in.Name)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+	name, ok := cleanField(w, "name", in.Name)
+	if !ok {
 		return
 	}
 	db := a.db.WithContext(r.Context())
@@ -210,15 +208,14 @@ func (a *app) createItem(w http.ResponseWriter, r *http.Request) {
 	if !decodeJSON(w, r, &in) {
 		return
 	}
-	title, err := cleanText("title", in.Title)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+	title, ok := cleanField(w, "title", in.Title)
+	if !ok {
 		return
 	}
 	item := Item{ListID: listID, Title: title}
 	// No read of the list first: the foreign key checks it on the
 	// primary, in the same round trip, and cannot race with a delete.
-	err = a.db.WithContext(r.Context()).Create(&item).Error
+	err := a.db.WithContext(r.Context()).Create(&item).Error
 	if errors.Is(err, gorm.ErrForeignKeyViolated) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("list %d not found", listID))
 		return
@@ -262,9 +259,8 @@ func (a *app) updateItem(w http.ResponseWriter, r *http.Request) {
 	}
 	changes := map[string]any{}
 	if in.Title != nil {
-		title, err := cleanText("title", *in.Title)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, err.Error())
+		title, ok := cleanField(w, "title", *in.Title)
+		if !ok {
 			return
 		}
 		changes["title"] = title
@@ -415,6 +411,16 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, dst any) bool {
 		writeError(w, http.StatusBadRequest, "invalid JSON body: "+err.Error())
 	}
 	return false
+}
+
+// cleanField is cleanText for a request's field: on failure it answers 400
+// and reports false.
+func cleanField(w http.ResponseWriter, field, s string) (string, bool) {
+	v, err := cleanText(field, s)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+	}
+	return v, err == nil
 }
 
 // cleanText trims s and checks it is a sensible one-line text.

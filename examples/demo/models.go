@@ -44,7 +44,7 @@ type listSummary struct {
 }
 
 // allModels are the models migrated, in the primary region only, at start.
-func allModels() []any { return []any{&List{}, &Item{}} }
+func allModels() []any { return []any{&List{}, &Item{}, &Note{}} }
 
 // moveItemFunc names the registered function behind POST /items/{id}/move.
 const moveItemFunc = "move-item"

@@ -18,11 +18,13 @@ import (
 	"github.com/flypg/flypg/pgtest"
 )
 
-// The two simulated regions. Any names work; these are two Fly.io regions
-// on opposite sides of the world, which the -rtt flag imitates.
+// The three simulated regions. Any names work; these are Fly.io regions
+// near and far from the primary, which the -near-rtt and -rtt flags
+// imitate.
 const (
 	primaryRegion = "iad" // Ashburn, Virginia: the PostgreSQL primary
-	replicaRegion = "syd" // Sydney: a streaming replica and the HTTP app
+	replicaRegion = "syd" // Sydney: a streaming replica and the HTTP app, far away
+	nearRegion    = "ams" // Amsterdam: another streaming replica, nearer
 )
 
 // regionsConfig says how to build the two regions.
@@ -30,6 +32,8 @@ type regionsConfig struct {
 	// rtt is the simulated round-trip time between the regions, on both
 	// cross-region links: app → executor and primary → replica.
 	rtt time.Duration
+	// nearRTT is the same for the near replica region.
+	nearRTT time.Duration
 	// onWrite receives the replica-region plugin's write events.
 	onWrite func(context.Context, flypg.WriteEvent)
 	// logger receives flypg's logs (nil: silent); logf pgtest's progress
@@ -51,6 +55,11 @@ type regions struct {
 
 	primary instance // iad: GORM on the primary, serves the executor
 	replica instance // syd: GORM on the replica, serves HTTP
+	near    instance // ams: GORM on the second replica
+	nearRTT time.Duration
+
+	nearReplicationLink *pgtest.Link // replica2's WAL stream, nearRTT
+	nearExecutorLink    *pgtest.Link // ams's app to iad's executor, nearRTT
 
 	executorAddr string        // where the primary-region executor listens
 	served       chan struct{} // closed when the executor's Serve returns
@@ -67,20 +76,24 @@ type instance struct {
 // startRegions starts the cluster and both app instances. On error it
 // leaves nothing behind.
 func startRegions(ctx context.Context, cfg regionsConfig) (_ *regions, err error) {
-	r := &regions{rtt: cfg.rtt}
+	r := &regions{rtt: cfg.rtt, nearRTT: cfg.nearRTT}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, r.Close())
 		}
 	}()
 
-	r.cluster, err = pgtest.Start(ctx, pgtest.Options{Replicas: 1, ReplicationLinks: true, Logf: cfg.logf})
+	r.cluster, err = pgtest.Start(ctx, pgtest.Options{Replicas: 2, ReplicationLinks: true, Logf: cfg.logf})
 	if err != nil {
 		return nil, fmt.Errorf("start a PostgreSQL primary and replica: %w", err)
 	}
 	r.replicationLink = r.cluster.ReplicationLink(0)
 	if err := r.replicationLink.SetRTT(cfg.rtt); err != nil {
 		return nil, fmt.Errorf("set the replication link's RTT: %w", err)
+	}
+	r.nearReplicationLink = r.cluster.ReplicationLink(1)
+	if err := r.nearReplicationLink.SetRTT(cfg.nearRTT); err != nil {
+		return nil, fmt.Errorf("set the near replication link's RTT: %w", err)
 	}
 
 	// Every node shares one secret, which authenticates forwarded writes.
@@ -118,32 +131,42 @@ func startRegions(ctx context.Context, cfg regionsConfig) (_ *regions, err error
 		r.serveErr = r.primary.plugin.Serve(lis) // returns nil after plugin.Close
 	}()
 
-	// The cross-region link from syd's app to iad's executor.
-	r.executorLink, err = pgtest.NewLink(replicaRegion+"->"+primaryRegion+" executor", r.executorAddr)
-	if err != nil {
-		return nil, fmt.Errorf("executor link: %w", err)
-	}
-	if err := r.executorLink.SetRTT(cfg.rtt); err != nil {
-		return nil, fmt.Errorf("set the executor link's RTT: %w", err)
-	}
-
-	// The replica region serves reads from its replica, so the tables must
-	// have arrived there before the first request.
+	// The replica regions serve reads from their replicas, so the tables
+	// must have arrived there before the first request.
 	if err := r.cluster.WaitReplicated(ctx); err != nil {
-		return nil, fmt.Errorf("wait for the migration to reach the replica: %w", err)
+		return nil, fmt.Errorf("wait for the migration to reach the replicas: %w", err)
 	}
-	r.replica, err = openInstance(r.cluster.Replicas[0].DSN(""), flypg.Config{
-		Region:        replicaRegion,
+	// Each replica region's app reaches iad's executor over a link of its
+	// region's distance.
+	if r.replica, r.executorLink, err = r.openReplicaRegion(replicaRegion, 0, cfg.rtt, secret, cfg); err != nil {
+		return nil, err
+	}
+	if r.near, r.nearExecutorLink, err = r.openReplicaRegion(nearRegion, 1, cfg.nearRTT, secret, cfg); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// openReplicaRegion opens the app instance of a replica region on
+// Replicas[i], forwarding to the executor through a new link of the given
+// round-trip time (returned, for Close).
+func (r *regions) openReplicaRegion(region string, i int, rtt time.Duration, secret string, cfg regionsConfig) (instance, *pgtest.Link, error) {
+	link, err := pgtest.NewLink(region+"->"+primaryRegion+" executor", r.executorAddr)
+	if err != nil {
+		return instance{}, nil, fmt.Errorf("%s executor link: %w", region, err)
+	}
+	if err := link.SetRTT(rtt); err != nil {
+		return instance{}, link, fmt.Errorf("set the %s executor link's RTT: %w", region, err)
+	}
+	in, err := openInstance(r.cluster.Replicas[i].DSN(""), flypg.Config{
+		Region:        region,
 		PrimaryRegion: primaryRegion,
-		PrimaryAddr:   r.executorLink.Addr(),
+		PrimaryAddr:   link.Addr(),
 		Secret:        secret,
 		Logger:        cfg.logger,
 		OnWrite:       cfg.onWrite,
 	})
-	if err != nil {
-		return nil, err
-	}
-	return r, nil
+	return in, link, err
 }
 
 // openInstance opens GORM on dsn and installs a flypg plugin configured by
@@ -205,9 +228,11 @@ func closeDB(db *gorm.DB) error {
 // also closes the replication link and removes its directories. It is safe
 // on a partly started deployment.
 func (r *regions) Close() error {
-	errs := []error{r.replica.close()}
-	if r.executorLink != nil {
-		errs = append(errs, r.executorLink.Close())
+	errs := []error{r.replica.close(), r.near.close()}
+	for _, l := range []*pgtest.Link{r.executorLink, r.nearExecutorLink} {
+		if l != nil {
+			errs = append(errs, l.Close())
+		}
 	}
 	errs = append(errs, r.primary.close())
 	if r.served != nil {

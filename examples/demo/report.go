@@ -105,8 +105,12 @@ func (m *meter) wrap(next http.Handler) http.Handler {
 		t.mu.Lock()
 		line := t.describe(took)
 		t.mu.Unlock()
+		region := m.region
+		if rest, ok := strings.CutPrefix(r.URL.Path, "/regions/"); ok {
+			region, _, _ = strings.Cut(rest, "/") // the page's requests name their region
+		}
 		m.mu.Lock()
-		fmt.Fprintf(m.out, "[%s] %-26s %d  %s\n", m.region, r.Method+" "+r.URL.Path, sw.status, line)
+		fmt.Fprintf(m.out, "[%s] %-26s %d  %s\n", region, r.Method+" "+r.URL.Path, sw.status, line)
 		m.mu.Unlock()
 	})
 }

@@ -36,10 +36,10 @@ func run(ctx context.Context, o options) (err error) {
 		logf = log.New(os.Stderr, "pgtest: ", log.Ltime).Printf
 	}
 
-	fmt.Printf("Starting a PostgreSQL primary (%s) and a streaming replica (%s) on this machine...\n", primaryRegion, replicaRegion)
+	fmt.Printf("Starting a PostgreSQL primary (%s) and streaming replicas (%s, %s) on this machine...\n", primaryRegion, nearRegion, replicaRegion)
 	start := time.Now()
 	m := newMeter(os.Stdout, replicaRegion)
-	regs, err := startRegions(ctx, regionsConfig{rtt: o.rtt, onWrite: m.onWrite, logger: logger, logf: logf})
+	regs, err := startRegions(ctx, regionsConfig{rtt: o.rtt, nearRTT: o.nearRTT, onWrite: m.onWrite, logger: logger, logf: logf})
 	if err != nil && ctx.Err() != nil {
 		// Ctrl-C during start-up: the details (a killed initdb...) are
 		// noise; startRegions cleaned up.
@@ -62,7 +62,7 @@ func run(ctx context.Context, o options) (err error) {
 	}
 	a := &app{db: regs.replica.db, log: errorLogger()}
 	srv := &http.Server{
-		Handler:           m.wrap(a.routes()),
+		Handler:           m.wrap(handler(regs, a)),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -100,6 +100,18 @@ func run(ctx context.Context, o options) (err error) {
 	}
 }
 
+// handler is the demo's whole HTTP surface: the page at /, its requests
+// to the three regions under /regions/, the JSON index of the to-do API
+// at /api, and the API itself (served by the syd instance).
+func handler(regs *regions, a *app) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/", a.routes())
+	mux.HandleFunc("GET /{$}", servePage)
+	mux.HandleFunc("GET /api", a.index)
+	mux.Handle("/regions/", regionRoutes(regs, a.log))
+	return mux
+}
+
 // errorLogger logs the app's unexpected errors to stderr.
 func errorLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -120,17 +132,21 @@ func displayAddr(a net.Addr) string {
 func printBanner(w io.Writer, r *regions, base string, o options, took time.Duration) {
 	rtt := o.rtt.String()
 	b := &strings.Builder{}
-	fmt.Fprintf(b, "Ready in %.1fs. One app, two regions, simulated on this machine:\n\n", took.Seconds())
+	fmt.Fprintf(b, "Ready in %.1fs. One app, three regions, simulated on this machine:\n\n", took.Seconds())
 	fmt.Fprintf(b, "  %s  primary region   PostgreSQL primary at %s\n", primaryRegion, r.cluster.Primary.Addr())
 	fmt.Fprintf(b, "                        app instance: writes run here; serves the flypg executor at %s\n", r.executorAddr)
 	fmt.Fprintf(b, "  %s  replica region   PostgreSQL streaming replica at %s, fed from %s over a %s RTT link\n", replicaRegion, r.cluster.Replicas[0].Addr(), primaryRegion, rtt)
 	fmt.Fprintf(b, "                        app instance: HTTP API at %s, reads from the local replica,\n", base)
-	fmt.Fprintf(b, "                        forwards writes to %s's executor over a %s RTT link (%s)\n\n", primaryRegion, rtt, r.executorLink.Addr())
+	fmt.Fprintf(b, "                        forwards writes to %s's executor over a %s RTT link (%s)\n", primaryRegion, rtt, r.executorLink.Addr())
+	fmt.Fprintf(b, "  %s  replica region   PostgreSQL streaming replica at %s over a %s RTT link; app instance\n", nearRegion, r.cluster.Replicas[1].Addr(), r.nearRTT)
+	fmt.Fprintf(b, "                        reachable from the page\n\n")
+	fmt.Fprintf(b, "Open %s/ in a browser: write in one region, read in another at once, with and\n", base)
+	fmt.Fprintf(b, "without the bookmark (Flypg-Bookmark header), and see where each request ran.\n\n")
 	fmt.Fprintf(b, "Each request prints one line: reads are served by %s's replica; writes are forwarded\n", replicaRegion)
 	fmt.Fprintf(b, "to %s, then the request waits until %s's replica has replayed them, so the next read\n", primaryRegion, replicaRegion)
 	fmt.Fprintf(b, "sees them (read-your-writes). Change the distance with -rtt, e.g. -rtt 150ms.\n\n")
 	if !o.selftest {
-		fmt.Fprintf(b, "Try (GET %s/ lists every endpoint):\n", base)
+		fmt.Fprintf(b, "Or try the to-do API (GET %s/api lists every endpoint):\n", base)
 		for _, c := range []string{
 			`-X POST %s/lists -d '{"name":"Groceries"}'`,
 			`-X POST %s/lists/1/items -d '{"title":"milk"}'`,

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/flypg/flypg"
 )
 
 // selftest drives a scripted session through the HTTP API at base, as a
@@ -68,6 +70,9 @@ func selftest(ctx context.Context, base string, r *regions) error {
 	s.do("GET", "/lists", "", http.StatusOK, &lists)
 	s.check(len(lists) == 2 && lists[0].Items == 1 && lists[1].Items == 1 && lists[1].Done == 1,
 		"list summaries: got %+v", lists)
+
+	// The page: write in ams, read at once in syd under the bookmark.
+	s.bookmarkAcrossRegions()
 
 	// Read-your-writes when replication is slower than the way back from
 	// the primary: the write's answer must wait for the replica.
@@ -192,6 +197,9 @@ type session struct {
 	requests int
 	last     []byte // the last answer's body, for messages
 	err      error  // the first failure; later steps do nothing
+	// bookmark, if set, is sent in the Flypg-Bookmark header;
+	// lastBookmark is the one the last answer carried.
+	bookmark, lastBookmark string
 }
 
 // do sends a request and checks its status; with out set, it decodes the
@@ -220,11 +228,15 @@ func (s *session) send(method, p, body string, out any) (int, error) {
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	if s.bookmark != "" {
+		req.Header.Set(flypg.BookmarkHeader, s.bookmark)
+	}
 	resp, err := s.client.Do(req)
 	if err != nil {
 		return 0, fmt.Errorf("%s %s: %w", method, p, err)
 	}
 	defer resp.Body.Close()
+	s.lastBookmark = resp.Header.Get(flypg.BookmarkHeader)
 	raw, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return 0, fmt.Errorf("%s %s: read the answer: %w", method, p, err)
@@ -264,3 +276,18 @@ func (s *session) check(ok bool, format string, args ...any) {
 
 // path formats a request path or body.
 func path(format string, args ...any) string { return fmt.Sprintf(format, args...) }
+
+// bookmarkAcrossRegions does what the page at / does: a write in the near
+// region, then at once a read in the far one, carrying the bookmark.
+func (s *session) bookmarkAcrossRegions() {
+	s.do("GET", "/", "", http.StatusOK, nil)
+	s.check(bytes.Contains(s.last, []byte("Write, then read at once")), "GET / is not the page: %.80s", s.last)
+	var wrote writeReport
+	s.do("POST", "/regions/"+nearRegion+"/notes", "", http.StatusCreated, &wrote)
+	s.check(wrote.ID != 0 && s.lastBookmark != "", "a write in %s: %+v, bookmark %q", nearRegion, wrote, s.lastBookmark)
+	s.bookmark = s.lastBookmark
+	var read readReport
+	s.do("GET", path("/regions/%s/notes/%d", replicaRegion, wrote.ID), "", http.StatusOK, &read)
+	s.bookmark = ""
+	s.check(read.Seen && read.Bookmark != "", "a read in %s under the bookmark of a write in %s: %+v", replicaRegion, nearRegion, read)
+}

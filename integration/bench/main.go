@@ -50,6 +50,7 @@ func suites() map[string]suite {
 		"faults":       {about: "forwarded writes under resets, latency, executor restarts and replication stalls: nothing lost, nothing doubled", run: runFaults, goals: faultsGoals},
 		"soak":         {about: "a long mixed load against the executor as its own process: nothing retained per unit", run: runSoak, goals: soakGoals},
 		"availability": {about: "a replica-region app under load while its replica stops, its replay stalls and the primary fails over", run: runAvailability, goals: availabilityGoals},
+		"bookmarks":    {about: "the region flip: write in region A (20 ms), read at once in region B (80 ms), with and without a bookmark", run: runBookmarks, goals: bookmarksGoals},
 	}
 }
 
