@@ -146,6 +146,9 @@ func (r *Router) route(op string) func(*gorm.DB) {
 			var why string
 			if primary, why = r.readRoute(stmt.Context); !primary {
 				r.debug("flypg: route local", "op", op, "table", stmt.Table)
+				// The local pool's runLocal need not decide again (a
+				// session's wait is done, and counted, once).
+				stmt.Context = routedLocal(stmt.Context)
 				return
 			}
 			r.debug("flypg: read on the primary", "op", op, "table", stmt.Table, "reason", why)

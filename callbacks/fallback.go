@@ -99,7 +99,7 @@ func runLocal[T any](r *Router, ctx context.Context, query string, local, primar
 	if fly.IsLocal(ctx) {
 		return local(ctx)
 	}
-	if on, reason := r.readRoute(ctx); on {
+	if on, reason := r.readRouteOnce(ctx); on {
 		r.reads.onPrimary.Add(1)
 		r.debug("flypg: read on the primary", "reason", reason)
 		return primary(ctx)

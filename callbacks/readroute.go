@@ -68,6 +68,23 @@ func (r *Router) readRoute(ctx context.Context) (primary bool, reason string) {
 	return r.sessionOnPrimary(ctx)
 }
 
+// routedKey marks a context whose statement readRoute already kept local.
+type routedKey struct{}
+
+// routedLocal marks ctx: readRoute kept its statement on the local replica.
+func routedLocal(ctx context.Context) context.Context {
+	return context.WithValue(ctx, routedKey{}, true)
+}
+
+// readRouteOnce is readRoute, unless the statement's route callback
+// already decided it.
+func (r *Router) readRouteOnce(ctx context.Context) (primary bool, reason string) {
+	if done, _ := ctx.Value(routedKey{}).(bool); done {
+		return false, ""
+	}
+	return r.readRoute(ctx)
+}
+
 // Mode returns where reads run now.
 func (r *Router) Mode() Mode { return r.avail.mode() }
 
