@@ -116,6 +116,7 @@ type Client struct {
 
 	sessionsOff atomic.Bool // the executor has no Session method
 	lastUnready atomic.Pointer[unready]
+	lastKick    atomic.Int64 // when a wait last cut the reconnect backoff short, Unix nanoseconds
 	sessMu      sync.Mutex
 	sess        [sessionCount]*session
 	sessNext    int
@@ -147,14 +148,10 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	}
 	opts := append(security,
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: defaultKeepaliveTime, Timeout: defaultKeepaliveTimout, PermitWithoutStream: true}),
-		// Reconnect within half a ConnectWait (at most a second) of the
-		// executor coming back, rather than after gRPC's default backoff
-		// of up to two minutes, so that a waiting unit sees the next
-		// attempt. (The backoff is bounded here, not cut short per wait:
-		// ClientConn.ResetConnectBackoff reads the channel's connection
-		// map unlocked in grpc-go 1.85, a data race.)
+		// Reconnect within a second of the executor coming back, rather
+		// than after gRPC's default backoff of up to two minutes.
 		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: reconnectMax(cfg.ConnectWait)},
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
 			MinConnectTimeout: 2 * time.Second,
 		}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(cfg.MaxRecvBytes)),
@@ -273,7 +270,7 @@ func (c *Client) awaitReady(ctx context.Context) error {
 	// at once; waiting ConnectWait again each time would triple the stall.
 	// So within ConnectWait of a wait that gave up, with no connection
 	// ready since, a unit waits only a tenth of it: long enough for a
-	// connection attempt already under way to a reachable executor.
+	// connection to a reachable executor (the wait kicks the reconnect).
 	wait := c.cfg.ConnectWait
 	if last := c.lastUnready.Load(); last != nil && time.Since(last.at) < c.cfg.ConnectWait && c.readyEpoch.Load() == last.epoch {
 		wait /= 10
@@ -297,18 +294,11 @@ type unready struct {
 	epoch uint64
 }
 
-// reconnectMax bounds the reconnect backoff by half the connect wait, so
-// that a unit waiting for a connection sees at least one attempt, and by a
-// second, so that a recovered executor is found within one; never below
-// the base delay.
-func reconnectMax(connectWait time.Duration) time.Duration {
-	return min(time.Second, max(connectWait/2, 100*time.Millisecond))
-}
-
 // waitReady waits up to wait for a ready connection, from state s.
 func (c *Client) waitReady(ctx context.Context, s connectivity.State, wait time.Duration) error {
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
+	kicked := false
 	for {
 		switch s {
 		case connectivity.Ready:
@@ -317,6 +307,16 @@ func (c *Client) waitReady(ctx context.Context, s connectivity.State, wait time.
 			return ErrClosed
 		case connectivity.Idle:
 			c.cc.Connect()
+		case connectivity.TransientFailure:
+			// A unit is waiting: try again now rather than after a
+			// reconnect backoff grown by earlier failures, which can
+			// outlast ConnectWait; at most ten times a ConnectWait, so
+			// that an outage does not turn into a storm of attempts.
+			if now := time.Now().UnixNano(); !kicked && now-c.lastKick.Load() > int64(c.cfg.ConnectWait/10) {
+				c.lastKick.Store(now)
+				c.cc.ResetConnectBackoff()
+				kicked = true
+			}
 		}
 		if !c.cc.WaitForStateChange(wctx, s) {
 			if ctx.Err() != nil {
