@@ -54,16 +54,11 @@ func runAvailability(ctx context.Context, o options) (results, error) {
 	if o.quick {
 		hold = 3 * time.Second
 	}
-	c, err := pgtest.Start(ctx, pgtest.Options{Replicas: 2, Settings: map[string]string{"max_connections": "200"}})
+	c, admin, stop, err := startBenchCluster(ctx, 2)
 	if err != nil {
 		return nil, err
 	}
-	defer c.Close()
-	admin, adminSQL, err := openPlainGORM(c.Primary.DSN(""))
-	if err != nil {
-		return nil, err
-	}
-	defer adminSQL.Close()
+	defer stop()
 	if err := admin.WithContext(ctx).AutoMigrate(&availRow{}); err != nil {
 		return nil, err
 	}

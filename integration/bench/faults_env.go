@@ -308,6 +308,21 @@ func openPlainGORM(dsn string) (*gorm.DB, *sql.DB, error) {
 	return db, s, nil
 }
 
+// startBenchCluster starts a primary with replicas and opens plain GORM on
+// it, for a suite's schema and its checks. stop closes both.
+func startBenchCluster(ctx context.Context, replicas int) (c *pgtest.Cluster, admin *gorm.DB, stop func(), err error) {
+	c, err = pgtest.Start(ctx, pgtest.Options{Replicas: replicas, Settings: map[string]string{"max_connections": "200"}})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	admin, adminSQL, err := openPlainGORM(c.Primary.DSN(""))
+	if err != nil {
+		c.Close()
+		return nil, nil, nil, err
+	}
+	return c, admin, func() { adminSQL.Close(); c.Close() }, nil
+}
+
 // sleepCtx sleeps for d unless ctx ends first; it reports whether it slept
 // the whole time.
 func sleepCtx(ctx context.Context, d time.Duration) bool {

@@ -26,7 +26,6 @@ import (
 
 	"github.com/flypg/flypg"
 	"github.com/flypg/flypg/fly"
-	"github.com/flypg/flypg/pgtest"
 )
 
 // soakPlan sizes one run.
@@ -70,16 +69,11 @@ const soakProfileRate = 16 << 10
 func runSoak(ctx context.Context, o options) (results, error) {
 	runtime.MemProfileRate = soakProfileRate
 	plan := soakPlanFor(o)
-	c, err := pgtest.Start(ctx, pgtest.Options{Replicas: 1, Settings: map[string]string{"max_connections": "200"}})
+	c, admin, stop, err := startBenchCluster(ctx, 1)
 	if err != nil {
 		return nil, err
 	}
-	defer c.Close()
-	admin, adminSQL, err := openPlainGORM(c.Primary.DSN(""))
-	if err != nil {
-		return nil, err
-	}
-	defer adminSQL.Close()
+	defer stop()
 	if err := admin.AutoMigrate(&soakRow{}); err != nil {
 		return nil, err
 	}
