@@ -21,7 +21,12 @@ const DefaultPort = 5480
 // Defaults for zero Config fields.
 const (
 	DefaultAwaitTimeout = 5 * time.Second
-	DefaultRPCTimeout   = 5 * time.Second
+	// DefaultRPCTimeout is none: a forwarded statement lasts as long as
+	// it runs on the primary, as on a direct connection (PostgreSQL's
+	// statement_timeout is off by default too); the caller's deadline
+	// bounds it, and keepalive finds a dead executor or link within
+	// about 15 seconds.
+	DefaultRPCTimeout time.Duration = 0
 	// DefaultMaxReplicaLag: LiteFS answers 503 past 10 s of lag and GitLab
 	// drops a replica past 60 s; flypg can read on the primary instead, so
 	// it need not let a write wait long.
@@ -85,8 +90,8 @@ type Config struct {
 	// AwaitTimeout bounds the wait for replication after a forwarded
 	// write; default DefaultAwaitTimeout.
 	AwaitTimeout time.Duration
-	// RPCTimeout bounds one forwarded unit when the caller's context has
-	// no earlier deadline; default DefaultRPCTimeout.
+	// RPCTimeout, if set, bounds one forwarded unit when the caller's
+	// context has no earlier deadline; default DefaultRPCTimeout (none).
 	RPCTimeout time.Duration
 	// BookmarkWait bounds how long a read under a bookmark (WithBookmark)
 	// waits for the local replica before it runs on the primary instead.
@@ -233,9 +238,6 @@ func (c Config) resolve() (Config, error) {
 	}
 	if c.AwaitTimeout == 0 {
 		c.AwaitTimeout = DefaultAwaitTimeout
-	}
-	if c.RPCTimeout == 0 {
-		c.RPCTimeout = DefaultRPCTimeout
 	}
 	if c.MaxReplicaLag == 0 {
 		c.MaxReplicaLag = DefaultMaxReplicaLag

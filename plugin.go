@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc"
 	"gorm.io/driver/postgres"
@@ -182,12 +183,15 @@ func (p *Plugin) startReplica(db *gorm.DB) error {
 	return nil
 }
 
+// localCheckTimeout bounds the startup check of the local database.
+const localCheckTimeout = 10 * time.Second
+
 // replicaIdentity checks that the local database of a replica-region node
 // is a replica (in recovery), and reads which database it replicates: every
 // forwarded unit carries it, and an executor serving another database
 // refuses them (forward.ErrDatabaseMismatch).
 func (p *Plugin) replicaIdentity() (forward.Identity, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.RPCTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), localCheckTimeout)
 	defer cancel()
 	var inRecovery bool
 	if err := p.local.QueryRowContext(ctx, `SELECT pg_is_in_recovery()`).Scan(&inRecovery); err != nil {

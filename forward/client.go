@@ -30,7 +30,11 @@ import (
 
 // Defaults for zero fields of ClientConfig.
 const (
-	DefaultTimeout         = 5 * time.Second
+	// DefaultTimeout is none: see ClientConfig.Timeout.
+	DefaultTimeout time.Duration = 0
+	// probeTimeout bounds the client's own small calls (learning an
+	// executor's instance).
+	probeTimeout           = 10 * time.Second
 	DefaultConnectWait     = time.Second
 	DefaultMaxRecvBytes    = 64 << 20
 	retryBackoffMin        = 20 * time.Millisecond
@@ -70,8 +74,12 @@ type ClientConfig struct {
 	// served on the application's own gRPC server with its own
 	// certificate (RegisterGRPC). Each call then carries an HMAC of Secret.
 	TLS *tls.Config
-	// Timeout bounds one forwarded unit (a statement, a transaction's round
-	// trip, a call) when the caller's context has no earlier deadline.
+	// Timeout, if set, bounds one forwarded unit (a statement, a
+	// transaction's round trip, a call) when the caller's context has no
+	// earlier deadline. Zero (DefaultTimeout): no bound of the client's
+	// own, as on a direct connection to PostgreSQL; the caller's deadline
+	// and the executor's limits apply, and keepalive detects a dead
+	// executor or link within about 15 seconds.
 	Timeout time.Duration
 	// ConnectWait bounds how long a unit waits for a connection to the
 	// executor before failing with ErrUnavailable (nothing sent); default
@@ -133,7 +141,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if cfg.Target == "" {
 		return nil, errors.New("forward: client: empty Target")
 	}
-	if cfg.Timeout <= 0 {
+	if cfg.Timeout < 0 {
 		cfg.Timeout = DefaultTimeout
 	}
 	if cfg.MaxRecvBytes <= 0 {
@@ -253,7 +261,7 @@ func newID() []byte {
 // unitContext bounds a unit by the configured timeout unless ctx ends
 // sooner.
 func (c *Client) unitContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	if d, ok := ctx.Deadline(); ok && time.Until(d) <= c.cfg.Timeout {
+	if d, ok := ctx.Deadline(); c.cfg.Timeout == 0 || ok && time.Until(d) <= c.cfg.Timeout {
 		return context.WithCancel(ctx)
 	}
 	return context.WithTimeout(ctx, c.cfg.Timeout)
@@ -417,13 +425,7 @@ func (c *Client) do(ctx context.Context, op string, id []byte, rcpt *Receipt, tr
 		if ctx.Err() != nil || time.Since(first)+backoff > RetryHorizon {
 			break
 		}
-		c.retries.Add(1)
-		t := time.NewTimer(backoff)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-		}
+		c.backOff(ctx, backoff)
 		if ctx.Err() != nil {
 			break
 		}
@@ -449,7 +451,7 @@ func (c *Client) do(ctx context.Context, op string, id []byte, rcpt *Receipt, tr
 func (c *Client) classify(op string, id []byte, err error, md metadata.MD, reqSize int) error {
 	reqID := hex.EncodeToString(id)
 	fail := func(kind error) error {
-		return &Error{Op: op, Target: c.cfg.Target, RequestID: reqID, Kind: kind, Err: err}
+		return &Error{Op: op, Target: c.cfg.Target, RequestID: reqID, Kind: kind, Err: err, Limit: first(md, trailerLimit)}
 	}
 	st, ok := status.FromError(err)
 	if !ok {

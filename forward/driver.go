@@ -101,7 +101,7 @@ func (cn *conn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, 
 	if err != nil {
 		return nil, err
 	}
-	cn.tx = &clientTx{cn: cn, ctx: ctx, isolation: iso, readOnly: opts.ReadOnly, id: newID()}
+	cn.tx = &clientTx{c: cn.c, link: &txStream{c: cn.c}, ctx: ctx, isolation: iso, readOnly: opts.ReadOnly, id: newID(), done: func() { cn.tx = nil }}
 	return cn.tx, nil
 }
 
@@ -222,27 +222,33 @@ func statement(ctx context.Context, query string, args []driver.NamedValue) (*fo
 }
 
 func (cn *conn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
-	res, err := cn.run(ctx, "exec", query, args, true)
+	a, err := cn.run(ctx, "exec", query, args, true)
 	if err != nil {
 		return nil, err
 	}
-	return driver.RowsAffected(res.GetRowsAffected()), nil
+	if a.endErr != nil {
+		// A lone statement whose COMMIT failed: pgx's Exec reports the
+		// error alone.
+		return nil, a.endErr
+	}
+	return driver.RowsAffected(a.res.GetRowsAffected()), nil
 }
 
 func (cn *conn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
-	res, err := cn.run(ctx, "query", query, args, false)
+	a, err := cn.run(ctx, "query", query, args, false)
 	if err != nil {
 		return nil, err
 	}
-	return wire.NewRows(res, cn.types)
+	return a.rows(cn.types)
 }
 
-func (cn *conn) run(ctx context.Context, op, query string, args []driver.NamedValue, exec bool) (*forwardpb.Result, error) {
+func (cn *conn) run(ctx context.Context, op, query string, args []driver.NamedValue, exec bool) (*answer, error) {
 	st, err := statement(ctx, query, args)
 	if err != nil {
 		return nil, err
 	}
-	st.Exec = exec
+	// A query's result may arrive in parts; an exec's rows are dropped.
+	st.Exec, st.Parts = exec, !exec
 	if cn.tx != nil {
 		return cn.tx.statement(ctx, st)
 	}
@@ -251,13 +257,16 @@ func (cn *conn) run(ctx context.Context, op, query string, args []driver.NamedVa
 
 // exec forwards one statement as its own unit and records its commit in
 // ctx's Receipt.
-func (c *Client) exec(ctx context.Context, op string, st *forwardpb.Statement) (*forwardpb.Result, error) {
-	return c.execUnit(ctx, op, st, newID(), ReceiptFrom(ctx))
+func (c *Client) exec(ctx context.Context, op string, st *forwardpb.Statement) (*answer, error) {
+	id, rcpt := newID(), ReceiptFrom(ctx)
+	resp, err := c.execUnit(ctx, op, st, id, rcpt)
+	return c.lone(ctx, op, id, resp, err, rcpt, loneEnd)
 }
 
-// execUnit forwards one statement as the unit id and records its commit in
-// rcpt.
-func (c *Client) execUnit(ctx context.Context, op string, st *forwardpb.Statement, id []byte, rcpt *Receipt) (*forwardpb.Result, error) {
+// execUnit forwards one statement as the unit id. It returns the
+// executor's answer (see Client.lone), or the failure to get one, after
+// recording in rcpt a commit that a failure reports.
+func (c *Client) execUnit(ctx context.Context, op string, st *forwardpb.Statement, id []byte, rcpt *Receipt) (*forwardpb.ExecResponse, error) {
 	ctx, cancel := c.unitContext(ctx)
 	defer cancel()
 	var resp *forwardpb.ExecResponse
@@ -285,11 +294,7 @@ func (c *Client) execUnit(ctx context.Context, op string, st *forwardpb.Statemen
 	if err != nil {
 		return nil, err
 	}
-	if pe := resp.GetError(); pe != nil {
-		return nil, wire.PgErrorFromProto(pe)
-	}
-	rcpt.commit(resp.GetCommitLsn())
-	return resp.GetResult(), nil
+	return resp, nil
 }
 
 // stmt is a "prepared" statement: the SQL, forwarded on each execution.

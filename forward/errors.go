@@ -74,6 +74,10 @@ type Error struct {
 	RequestID string // hex request ID of the unit, when one was assigned
 	Kind      error
 	Err       error
+	// Limit names the executor limit (an ExecutorConfig field such as
+	// "TxIdleTimeout" or "MaxRequestBytes") that refused or ended the
+	// unit, when one did.
+	Limit string
 }
 
 func (e *Error) Error() string {
@@ -83,6 +87,9 @@ func (e *Error) Error() string {
 		fmt.Fprintf(&b, " (request %s)", e.RequestID)
 	}
 	fmt.Fprintf(&b, ": %v", e.Kind)
+	if e.Limit != "" {
+		fmt.Fprintf(&b, " (the executor's %s)", e.Limit)
+	}
 	if e.Err != nil {
 		fmt.Fprintf(&b, ": %v", e.Err)
 	}

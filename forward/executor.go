@@ -32,15 +32,24 @@ const ProtocolVersion = "2"
 
 // Defaults for zero fields of ExecutorConfig.
 const (
-	DefaultMaxRequestBytes  = 8 << 20
+	// DefaultMaxRequestBytes is PostgreSQL's own bound on one message
+	// (1 GiB): a request the primary would take is never refused for its
+	// size. Callers are authenticated before anything of a request is
+	// read, so only the app's own nodes can send one that large.
+	DefaultMaxRequestBytes = 1 << 30
+	// DefaultMaxResponseBytes bounds one row of a result (results travel
+	// in parts, whatever their total size).
 	DefaultMaxResponseBytes = 16 << 20
-	DefaultTxIdleTimeout    = 30 * time.Second
-	DefaultTxMaxDuration    = 5 * time.Minute
-	DefaultDedupWindow      = 30 * time.Second
-	DefaultDedupMaxBytes    = 64 << 20
-	DefaultMaxReplayBytes   = 16 << 10
-	DefaultHealthInterval   = time.Second
-	DefaultSessionMaxBytes  = 32 << 20
+	// A transaction idle this long, or open this long, is rolled back:
+	// generous for an app's transactions, short enough that one an app
+	// forgot to end does not hold a primary connection for good.
+	DefaultTxIdleTimeout   = 5 * time.Minute
+	DefaultTxMaxDuration   = time.Hour
+	DefaultDedupWindow     = 30 * time.Second
+	DefaultDedupMaxBytes   = 64 << 20
+	DefaultMaxReplayBytes  = 16 << 10
+	DefaultHealthInterval  = time.Second
+	DefaultSessionMaxBytes = 32 << 20
 	// DefaultPoolMaxConns sizes the pool the executor opens from a DSN
 	// without pool_max_conns: enough for the units an ordinary app has in
 	// flight at once (a forwarded transaction holds its connection for its
@@ -108,7 +117,9 @@ type ExecutorConfig struct {
 	QueueTimeout  time.Duration
 
 	// MaxRequestBytes bounds a request message (Serve's gRPC server);
-	// MaxResponseBytes bounds one statement's result.
+	// MaxResponseBytes bounds one row of a statement's result (results
+	// travel in parts), or a whole result for a client that takes results
+	// whole.
 	MaxRequestBytes, MaxResponseBytes int
 	// MaxArgValues bounds the argument values (array elements count
 	// each) of one request, which decoded cost far more than their
@@ -202,6 +213,8 @@ type Executor struct {
 	log      *slog.Logger
 
 	durable *durable // nil without DurableDedup
+
+	fetches sync.Map // fetch token -> *relay: results whose rest a client fetches
 
 	walSegSize atomic.Uint64
 	ident      atomic.Pointer[Identity] // the database the pool serves, once read

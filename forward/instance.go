@@ -77,7 +77,7 @@ func (in *instances) of(conn connID) string {
 // with a Resolve of a fresh ID (a first attempt: nothing is looked up).
 func (c *Client) learnInstance(ctx context.Context) {
 	defer c.wg.Done()
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	var p peer.Peer
 	resp, err := c.api.Resolve(ctx, &forwardpb.ResolveRequest{Unit: &forwardpb.Unit{RequestId: newID(), Attempt: 1}}, grpc.Peer(&p))

@@ -17,20 +17,23 @@ import (
 // the insert LSN after its commit, in one round trip to the primary: a
 // pipeline of the statement, Sync (which commits it), the LSN query, Sync.
 //
-// The statement commits before its result is read, so a result over the
-// size limit is reported as committed (a *CommittedError on the client),
-// never silently lost.
-func (x *Executor) runAutocommit(ctx context.Context, c *pgx.Conn, st *forwardpb.Statement, id []byte) (*forwardpb.Result, uint64, *stmtError) {
+// The statement commits when its result has been read (at the Sync after
+// it): rows over the size limit stop the reading before that, but as the
+// primary may have sent everything, a result over the limit is reported as
+// committed (a *CommittedError on the client) when the LSN query after it
+// says so, never silently lost. With emit, the result goes to emit in
+// parts as it is read (see partSink), and the size limit bounds a row.
+func (x *Executor) runAutocommit(ctx context.Context, c *pgx.Conn, st *forwardpb.Statement, id []byte, emit partSink) (*forwardpb.Result, uint64, *stmtError) {
 	var ledgerID []byte
 	if x.durable != nil {
 		ledgerID = id
 	}
-	res, lsnText, serr := x.pipeline(ctx, c, "", st, true, ledgerID)
+	res, lsnText, serr := x.pipeline(ctx, c, "", st, true, ledgerID, emit)
 	if serr != nil && ledgerID != nil && serr.kind == kindPg && (serr.pg.Code == "25001" || serr.pg.Code == "25P01") {
 		// A statement that cannot share its transaction (VACUUM and the
 		// like) ran nothing: run it alone, without its ID.
 		ledgerID = nil
-		res, lsnText, serr = x.pipeline(ctx, c, "", st, true, nil)
+		res, lsnText, serr = x.pipeline(ctx, c, "", st, true, nil, emit)
 	}
 	if serr != nil && serr.kind == kindConnInDoubt && ledgerID != nil {
 		serr.kind = kindConnRecorded
@@ -43,8 +46,8 @@ func (x *Executor) runAutocommit(ctx context.Context, c *pgx.Conn, st *forwardpb
 
 // beginWith runs BEGIN and a transaction's first statement in one round
 // trip.
-func (x *Executor) beginWith(ctx context.Context, c *pgx.Conn, begin string, st *forwardpb.Statement) (*forwardpb.Result, *stmtError) {
-	res, _, serr := x.pipeline(ctx, c, begin, st, false, nil)
+func (x *Executor) beginWith(ctx context.Context, c *pgx.Conn, begin string, st *forwardpb.Statement, emit partSink) (*forwardpb.Result, *stmtError) {
+	res, _, serr := x.pipeline(ctx, c, begin, st, false, nil, emit)
 	if serr != nil && serr.kind == kindPg && c.PgConn().TxStatus() == 'I' {
 		// The statement failed to prepare, before BEGIN was sent. Open the
 		// transaction now and fail the statement in it, so that it is
@@ -53,15 +56,36 @@ func (x *Executor) beginWith(ctx context.Context, c *pgx.Conn, begin string, st 
 		if _, err := c.PgConn().Exec(ctx, begin).ReadAll(); err != nil {
 			return nil, classify(err)
 		}
-		res, _, serr = x.pipeline(ctx, c, "", st, false, nil)
+		res, _, serr = x.pipeline(ctx, c, "", st, false, nil, emit)
 	}
 	return res, serr
 }
 
 // statement runs one statement inside the open transaction.
-func (x *Executor) statement(ctx context.Context, c *pgx.Conn, st *forwardpb.Statement) (*forwardpb.Result, *stmtError) {
-	res, _, serr := x.pipeline(ctx, c, "", st, false, nil)
+func (x *Executor) statement(ctx context.Context, c *pgx.Conn, st *forwardpb.Statement, emit partSink) (*forwardpb.Result, *stmtError) {
+	res, _, serr := x.pipeline(ctx, c, "", st, false, nil, emit)
 	return res, serr
+}
+
+// partSink takes the parts of a statement's result, all but the last, as
+// they are read from the primary (each a Result with More set; the first
+// carries the columns), for a client that takes results in parts
+// (Statement.parts). It must not keep the statement from being read to its
+// end: a sink that can no longer deliver drops what it gets. nil: the
+// result is returned whole.
+type partSink func(*forwardpb.Result)
+
+// partBytes is the row data of one part of a result: large enough that a
+// part costs little per row, small enough that a result held in parts costs
+// little memory on either side.
+const partBytes = 256 << 10
+
+// sinkFor returns emit for a statement whose client takes parts, else nil.
+func sinkFor(st *forwardpb.Statement, emit partSink) partSink {
+	if !st.GetParts() || st.GetExec() {
+		return nil
+	}
+	return emit
 }
 
 // pipeline runs a statement (see pipelineOnce). When the primary refuses
@@ -70,8 +94,9 @@ func (x *Executor) statement(ctx context.Context, c *pgx.Conn, st *forwardpb.Sta
 // where no transaction of the caller's was open before it (an autocommit
 // statement, or a transaction's first statement with its BEGIN), run once
 // more.
-func (x *Executor) pipeline(ctx context.Context, c *pgx.Conn, begin string, st *forwardpb.Statement, withLSN bool, ledgerID []byte) (*forwardpb.Result, string, *stmtError) {
-	res, lsnText, serr := x.pipelineOnce(ctx, c, begin, st, withLSN, ledgerID)
+func (x *Executor) pipeline(ctx context.Context, c *pgx.Conn, begin string, st *forwardpb.Statement, withLSN bool, ledgerID []byte, emit partSink) (*forwardpb.Result, string, *stmtError) {
+	emit = sinkFor(st, emit)
+	res, lsnText, serr := x.pipelineOnce(ctx, c, begin, st, withLSN, ledgerID, emit)
 	if serr == nil || serr.kind != kindPg || !staleStatement(serr.pg) {
 		return res, lsnText, serr
 	}
@@ -84,7 +109,7 @@ func (x *Executor) pipeline(ctx context.Context, c *pgx.Conn, begin string, st *
 			return nil, "", classify(err)
 		}
 	}
-	return x.pipelineOnce(ctx, c, begin, st, withLSN, ledgerID)
+	return x.pipelineOnce(ctx, c, begin, st, withLSN, ledgerID, emit)
 }
 
 // pipelineOnce sends [begin] statement Sync [LSN query Sync] in one write
@@ -99,7 +124,7 @@ func (x *Executor) pipeline(ctx context.Context, c *pgx.Conn, begin string, st *
 // reads the LSN with an unprepared query (the statement may have
 // deallocated the prepared one) which, for a statement that calls
 // functions, also checks the session's state.
-func (x *Executor) pipelineOnce(ctx context.Context, c *pgx.Conn, begin string, st *forwardpb.Statement, withLSN bool, ledgerID []byte) (*forwardpb.Result, string, *stmtError) {
+func (x *Executor) pipelineOnce(ctx context.Context, c *pgx.Conn, begin string, st *forwardpb.Statement, withLSN bool, ledgerID []byte, emit partSink) (*forwardpb.Result, string, *stmtError) {
 	args, err := decodeArgs(st.GetArgs())
 	if err != nil {
 		return nil, "", &stmtError{err: err, kind: kindBadArg}
@@ -192,16 +217,27 @@ func (x *Executor) pipelineOnce(ctx context.Context, c *pgx.Conn, begin string, 
 		}
 	}
 	var res *forwardpb.Result
+	var syncErr error
 	if stmtErr == nil {
-		res, stmtErr = readPipelined(p, x.cfg.MaxResponseBytes)
+		res, stmtErr, syncErr = x.readPipelined(p, st.GetExec(), emit)
 	}
 	var lsnText string
 	var lsnErr error
 	if withLSN {
 		lsnText, lsnErr = readLSN(p, c)
 	}
-	if err := p.Close(); err != nil && stmtErr == nil && lsnErr == nil {
+	if err := p.Close(); err != nil && stmtErr == nil && lsnErr == nil && syncErr == nil {
 		lsnErr = err
+	}
+	if stmtErr == nil && syncErr != nil {
+		if se := classify(syncErr); se.kind == kindPg && withLSN {
+			// The statement ran; its COMMIT (the Sync) failed, a deferred
+			// constraint say: nothing committed. pgx hands over the
+			// statement's rows before that error: so does the client.
+			se.res = res
+			return nil, "", se
+		}
+		stmtErr = syncErr
 	}
 	if stmtErr == nil && cs.resets && !withLSN {
 		// Inside a transaction, after DEALLOCATE: its next statements
@@ -367,21 +403,34 @@ func discardResult(p *pgconn.Pipeline) error {
 	return err
 }
 
-// readPipelined reads the statement's result and the Sync after it.
-func readPipelined(p *pgconn.Pipeline, maxBytes int) (*forwardpb.Result, error) {
+// readPipelined reads the statement's result (discarding its rows for an
+// exec, whose caller drops them; in parts to emit if set), then the Sync
+// after it, whose error it returns apart.
+func (x *Executor) readPipelined(p *pgconn.Pipeline, exec bool, emit partSink) (*forwardpb.Result, error, error) {
 	r, err := p.GetResults()
 	if err != nil {
-		return nil, err
+		return nil, err, nil
 	}
 	rr, ok := r.(*pgconn.ResultReader)
 	if !ok {
-		return nil, fmt.Errorf("pipeline: expected a result, got %T", r)
+		return nil, fmt.Errorf("pipeline: expected a result, got %T", r), nil
 	}
-	res, err := wire.ReadResult(&resultRows{rr: rr}, maxBytes)
-	if serr := syncNext(p); err == nil {
-		err = serr
+	var res *forwardpb.Result
+	if exec {
+		for rr.NextRow() {
+		}
+		var tag pgconn.CommandTag
+		if tag, err = rr.Close(); err == nil {
+			res = wire.ResultFromCommandTag(tag)
+		}
+	} else {
+		res, err = wire.StreamResult(&resultRows{rr: rr}, x.cfg.MaxResponseBytes, min(partBytes, x.cfg.MaxResponseBytes), emit)
 	}
-	return res, err
+	if err != nil {
+		syncNext(p)
+		return nil, err, nil
+	}
+	return res, nil, syncNext(p)
 }
 
 // readLSN reads the LSN query's answer, and the state check's when it

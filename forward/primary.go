@@ -53,6 +53,9 @@ type stmtError struct {
 	pg   *pgconn.PgError
 	err  error
 	kind stmtErrorKind
+	// res, with kindPg for a lone statement: its result, produced before
+	// its COMMIT failed with pg.
+	res *forwardpb.Result
 }
 
 type stmtErrorKind int

@@ -300,46 +300,6 @@ func TestCall(t *testing.T) {
 	}
 }
 
-func TestResultTooLarge(t *testing.T) {
-	e := startEnv(t, func(x *forward.ExecutorConfig, _ *forward.ClientConfig) { x.MaxResponseBytes = 64 << 10 })
-	const big = `INSERT INTO items (name) SELECT $1 || g FROM generate_series(1, 10000) g RETURNING name, repeat('x', 100)`
-
-	// On its own a statement commits before its result is read: the error
-	// says so, with the LSN, and the rows are there.
-	ctx, rcpt := forward.WithReceipt(context.Background())
-	_, err := e.db.ExecContext(ctx, big, "auto")
-	var ce *forward.CommittedError
-	if !errors.As(err, &ce) || ce.LSN == 0 || !strings.Contains(err.Error(), "committed") {
-		t.Fatalf("err = %v, want a *CommittedError with the LSN", err)
-	}
-	if rcpt.LSN() != ce.LSN {
-		t.Fatalf("receipt LSN %d, want the committed LSN %d (callers must still wait for it)", rcpt.LSN(), ce.LSN)
-	}
-	if n := e.count(t, "name LIKE 'auto%'"); n != 10000 {
-		t.Fatalf("%d rows, want 10000", n)
-	}
-
-	// In a transaction the result is checked before COMMIT: the
-	// transaction is aborted and nothing commits.
-	tx, err := e.db.Begin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(big, "intx"); !errors.Is(err, forward.ErrTooLarge) && !errors.Is(err, forward.ErrTxAborted) {
-		t.Fatalf("in a transaction: %v, want ErrTooLarge", err)
-	}
-	if err := tx.Commit(); err == nil {
-		t.Fatal("commit after an oversized result succeeded")
-	}
-	if n := e.count(t, "name LIKE 'intx%'"); n != 0 {
-		t.Fatalf("%d rows of an aborted transaction committed", n)
-	}
-	// The executor is fine afterwards.
-	if _, err := e.db.Exec(`INSERT INTO items (name) VALUES ('small')`); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func TestTransactionIdleTimeout(t *testing.T) {
 	e := startEnv(t, func(x *forward.ExecutorConfig, _ *forward.ClientConfig) { x.TxIdleTimeout = 200 * time.Millisecond })
 	ctx := context.Background()
@@ -365,8 +325,14 @@ func TestTransactionIdleTimeout(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if _, err := tx.Exec(`INSERT INTO items (name) VALUES ('idle2')`); !errors.Is(err, forward.ErrTxAborted) {
+	_, err = tx.Exec(`INSERT INTO items (name) VALUES ('idle2')`)
+	if !errors.Is(err, forward.ErrTxAborted) {
 		t.Fatalf("statement after the idle limit: %v, want ErrTxAborted", err)
+	}
+	// The error names the limit that ended the transaction.
+	var fe *forward.Error
+	if !errors.As(err, &fe) || fe.Limit != "TxIdleTimeout" || !strings.Contains(err.Error(), "TxIdleTimeout") {
+		t.Fatalf("statement after the idle limit: %v, want one naming TxIdleTimeout", err)
 	}
 	tx.Rollback()
 	if e.count(t, "name LIKE 'idle%'") != 0 {

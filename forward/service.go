@@ -33,7 +33,17 @@ const (
 	trailerRefusal  = "flypg-refusal"
 	refusalBusy     = "busy"              // no slot or no ledger room before the deadline
 	refusalDatabase = "database-mismatch" // the client replicates another database
+
+	// trailerLimit names the executor limit (an ExecutorConfig field) that
+	// refused or ended a unit.
+	trailerLimit = "flypg-limit"
 )
+
+// limited adds the name of the limit that refused or ended a unit to md.
+func limited(md metadata.MD, limit string) metadata.MD {
+	md.Set(trailerLimit, limit)
+	return md
+}
 
 func trailer(outcome string, lsn uint64) metadata.MD {
 	md := metadata.Pairs(trailerOutcome, outcome)
@@ -128,7 +138,7 @@ func (x *Executor) checkSize(ctx context.Context, m proto.Message) error {
 		return status.Errorf(codes.ResourceExhausted, "forward: request refused: %s; nothing ran", r)
 	}
 	if n := proto.Size(m); n > x.cfg.MaxRequestBytes {
-		setTrailer(ctx, trailer(outcomeNotRun, 0))
+		setTrailer(ctx, limited(trailer(outcomeNotRun, 0), "MaxRequestBytes"))
 		return status.Errorf(codes.ResourceExhausted, "forward: request of %d bytes exceeds the executor's MaxRequestBytes (%d); nothing ran", n, x.cfg.MaxRequestBytes)
 	}
 	return nil
@@ -262,11 +272,16 @@ func (s *service) Exec(ctx context.Context, req *forwardpb.ExecRequest) (*forwar
 	if err := s.x.authorize(ctx, forwardpb.Executor_Exec_FullMethodName); err != nil {
 		return nil, err
 	}
-	return s.x.exec(ctx, req)
+	a := s.x.execAnswer(ctx, req)
+	if a.md != nil {
+		grpc.SetTrailer(ctx, a.md)
+	}
+	return a.resp, a.err
 }
 
-// exec runs one statement unit, for Exec and Session.
-func (x *Executor) exec(ctx context.Context, req *forwardpb.ExecRequest) (*forwardpb.ExecResponse, error) {
+// exec runs one statement unit, for Exec and Session: its result whole,
+// or, with emit set, in parts to emit but the last.
+func (x *Executor) exec(ctx context.Context, req *forwardpb.ExecRequest, emit partSink) (*forwardpb.ExecResponse, error) {
 	if req.GetStatement() == nil {
 		return nil, status.Error(codes.InvalidArgument, "forward: exec without a statement")
 	}
@@ -283,10 +298,22 @@ func (x *Executor) exec(ctx context.Context, req *forwardpb.ExecRequest) (*forwa
 		return nil, err
 	}
 	defer uc.release()
-	resp, state, lsn, err := x.runExec(ctx, uc.conn(), req.GetStatement(), req.GetUnit())
+	return x.execOn(ctx, uc.conn(), e, req, emit)
+}
+
+// execOn runs the lone statement of the fresh unit e on c and records its
+// outcome.
+func (x *Executor) execOn(ctx context.Context, c *pgx.Conn, e *ledgerEntry, req *forwardpb.ExecRequest, emit partSink) (*forwardpb.ExecResponse, error) {
+	parted := false
+	if emit != nil {
+		inner := emit
+		emit = func(part *forwardpb.Result) { parted = true; inner(part) }
+	}
+	resp, state, lsn, err := x.runExec(ctx, c, req.GetStatement(), req.GetUnit(), emit)
 	kind, answer := answerNone, []byte(nil)
-	if resp != nil && !(state == notCommitted && ctx.Err() != nil) {
-		// Kept unless cancelled mid-way: then a retry should run it.
+	if resp != nil && !parted && !(state == notCommitted && ctx.Err() != nil) {
+		// Kept unless cancelled mid-way (then a retry should run it) or
+		// sent in parts (the last alone is not the answer).
 		kind, answer = keep(answerExec, resp)
 	}
 	x.ledger.finish(e, state, lsn, kind, answer, time.Now())
@@ -304,8 +331,8 @@ func (x *Executor) exec(ctx context.Context, req *forwardpb.ExecRequest) (*forwa
 
 // runExec runs one statement in its own transaction; its request ID is
 // recorded with it under durable deduplication.
-func (x *Executor) runExec(ctx context.Context, c *pgx.Conn, st *forwardpb.Statement, u *forwardpb.Unit) (*forwardpb.ExecResponse, outcome, uint64, error) {
-	res, lsn, serr := x.runAutocommit(ctx, c, st, u.GetRequestId())
+func (x *Executor) runExec(ctx context.Context, c *pgx.Conn, st *forwardpb.Statement, u *forwardpb.Unit, emit partSink) (*forwardpb.ExecResponse, outcome, uint64, error) {
+	res, lsn, serr := x.runAutocommit(ctx, c, st, u.GetRequestId(), emit)
 	if serr == nil {
 		return &forwardpb.ExecResponse{Result: res, CommitLsn: lsn, Instance: x.instance}, committed, lsn, nil
 	}
@@ -320,9 +347,10 @@ func (x *Executor) runExec(ctx context.Context, c *pgx.Conn, st *forwardpb.State
 	}
 	switch serr.kind {
 	case kindPg:
-		return &forwardpb.ExecResponse{Error: wire.PgErrorToProto(serr.pg), Instance: x.instance}, notCommitted, 0, nil
+		// With the statement's result when its COMMIT failed.
+		return &forwardpb.ExecResponse{Error: wire.PgErrorToProto(serr.pg), Result: serr.res, Instance: x.instance}, notCommitted, 0, nil
 	case kindTooLargeCommitted:
-		setTrailer(ctx, trailer(outcomeCommitted, lsn))
+		setTrailer(ctx, limited(trailer(outcomeCommitted, lsn), "MaxResponseBytes"))
 		return nil, committed, lsn, status.Errorf(codes.ResourceExhausted, "forward: the statement committed, but %v", serr.err)
 	case kindCommittedEarlier:
 		setTrailer(ctx, trailer(outcomeCommitted, lsn))
@@ -336,6 +364,8 @@ func (x *Executor) runExec(ctx context.Context, c *pgx.Conn, st *forwardpb.State
 		// No outcome trailer: the client asks again with the same ID, and
 		// the ID's row decides whether it runs.
 		return nil, recorded, 0, status.Errorf(codes.Unavailable, "forward: primary connection failed after the statement was sent; a retry with its request ID settles it: %v", serr.err)
+	case kindTooLarge:
+		setTrailer(ctx, limited(metadata.MD{}, "MaxResponseBytes"))
 	}
 	return nil, notCommitted, 0, statusOf(serr)
 }

@@ -150,38 +150,39 @@ func (ss *sessionRun) handle(ctx context.Context, m *forwardpb.SessionRequest) {
 	ss.hold(reqBytes)
 	ss.wg.Add(1)
 	go func(req *forwardpb.ExecRequest, headers map[string]string) {
-		defer ss.wg.Done()
-		r := ss.run(uctx, seq, req, headers)
-		ss.mu.Lock()
-		delete(ss.running, seq)
-		ss.mu.Unlock()
-		cancel()
-		n := proto.Size(r)
-		ss.hold(n - reqBytes) // the request is done with, the reply waits to be sent
-		ss.send(r)
-		ss.hold(-n)
+		defer cancel()
+		ss.run(uctx, seq, req, headers, func(r *forwardpb.SessionResponse) {
+			// The statement's answer: the session is done with it, even
+			// when the statement goes on while its client fetches the rest
+			// of its result on a stream of its own.
+			defer ss.wg.Done()
+			ss.mu.Lock()
+			delete(ss.running, seq)
+			ss.mu.Unlock()
+			n := proto.Size(r)
+			ss.hold(n - reqBytes) // the request is done with, the reply waits to be sent
+			ss.send(r)
+			ss.hold(-n)
+		})
 	}(m.GetExec(), m.GetHeaders())
 }
 
-// run runs one statement of the session and returns its answer.
-func (ss *sessionRun) run(ctx context.Context, seq uint64, req *forwardpb.ExecRequest, headers map[string]string) *forwardpb.SessionResponse {
-	sink := &trailerSink{}
-	ectx := context.WithValue(ctx, trailerSinkKey{}, sink)
+// run runs one statement of the session and gives its answer to answer.
+func (ss *sessionRun) run(ctx context.Context, seq uint64, req *forwardpb.ExecRequest, headers map[string]string, answer func(*forwardpb.SessionResponse)) {
 	var end func(error)
 	if ss.x.cfg.SessionUnit != nil {
-		ectx, end = ss.x.cfg.SessionUnit(ectx, headers)
+		ctx, end = ss.x.cfg.SessionUnit(ctx, headers)
 	}
-	resp, err := ss.x.exec(ectx, req)
-	if end != nil {
-		end(err)
-	}
-	if err == nil {
-		return &forwardpb.SessionResponse{Seq: seq, Exec: resp}
-	}
-	st := status.Convert(err)
-	fail := &forwardpb.SessionStatus{Code: int32(st.Code()), Message: st.Message(), Outcome: first(sink.md, trailerOutcome), Refusal: first(sink.md, trailerRefusal)}
-	if v := first(sink.md, trailerLSN); v != "" {
-		fail.CommitLsn, _ = strconv.ParseUint(v, 10, 64)
-	}
-	return &forwardpb.SessionResponse{Seq: seq, Status: fail}
+	ss.x.runLone(ctx, req, end, func(a loneAnswer) {
+		if a.err == nil {
+			answer(&forwardpb.SessionResponse{Seq: seq, Exec: a.resp})
+			return
+		}
+		st := status.Convert(a.err)
+		fail := &forwardpb.SessionStatus{Code: int32(st.Code()), Message: st.Message(), Outcome: first(a.md, trailerOutcome), Refusal: first(a.md, trailerRefusal), Limit: first(a.md, trailerLimit)}
+		if v := first(a.md, trailerLSN); v != "" {
+			fail.CommitLsn, _ = strconv.ParseUint(v, 10, 64)
+		}
+		answer(&forwardpb.SessionResponse{Seq: seq, Status: fail})
+	})
 }

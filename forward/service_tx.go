@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -35,7 +36,7 @@ func (s *service) Tx(stream forwardpb.Executor_TxServer) error {
 		return status.Errorf(codes.ResourceExhausted, "forward: request refused: %s; nothing ran", r)
 	}
 	if n := proto.Size(first); n > x.cfg.MaxRequestBytes {
-		stream.SetTrailer(trailer(outcomeNotRun, 0))
+		stream.SetTrailer(limited(trailer(outcomeNotRun, 0), "MaxRequestBytes"))
 		return status.Errorf(codes.ResourceExhausted, "forward: message of %d bytes exceeds the executor's MaxRequestBytes (%d); nothing ran", n, x.cfg.MaxRequestBytes)
 	}
 	b := first.GetBegin()
@@ -63,21 +64,45 @@ func (s *service) Tx(stream forwardpb.Executor_TxServer) error {
 	defer uc.release()
 	x.openTx.Add(1)
 	defer x.openTx.Add(-1)
-	t := &txRun{x: x, stream: stream, entry: e, conn: uc.conn(), readOnly: b.GetReadOnly()}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	t := &txRun{x: x, out: stream, in: txInbox(ctx, stream), entry: e, conn: uc.conn(), readOnly: b.GetReadOnly()}
 	return t.run(ctx, begin, b.GetFirst(), b.GetCommit())
+}
+
+// txOut is where a transaction's answers go: its Tx stream, or the pin
+// stream it runs in.
+type txOut interface {
+	Send(*forwardpb.TxResponse) error
+	SetTrailer(metadata.MD)
 }
 
 type txRun struct {
 	x        *Executor
-	stream   forwardpb.Executor_TxServer
+	out      txOut
+	in       *inbox
 	entry    *ledgerEntry
 	conn     *pgx.Conn
-	readOnly bool // began READ ONLY: nothing to record at COMMIT
-	ended    bool
+	readOnly bool            // began READ ONLY: nothing to record at COMMIT
+	ended    bool            // rolled back or committed
+	flow     *partFlow       // the current statement's parts, if it sends any
+	limit    string          // the executor limit a statement hit, if any
+	outer    context.Context // the stream's context, without TxMaxDuration
+}
+
+// ctxError is the error of a transaction whose context ended: its
+// caller's end, or TxMaxDuration.
+func (t *txRun) ctxError(ctx context.Context) error {
+	if ctx.Err() == context.DeadlineExceeded && t.outer.Err() == nil {
+		t.limit = "TxMaxDuration"
+		return status.Errorf(codes.DeadlineExceeded, "forward: transaction exceeded %v (the executor's TxMaxDuration); rolled back", t.x.cfg.TxMaxDuration)
+	}
+	return status.FromContextError(ctx.Err()).Err()
 }
 
 // end records a transaction that did not commit, rolling it back first.
-func (t *txRun) end(ctx context.Context, err error) error {
+// limit names the executor limit that ended it, if one did.
+func (t *txRun) end(ctx context.Context, err error, limit ...string) error {
 	if !t.ended {
 		t.ended = true
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -86,92 +111,92 @@ func (t *txRun) end(ctx context.Context, err error) error {
 		t.x.ledger.finish(t.entry, notCommitted, 0, answerNone, nil, time.Now())
 	}
 	if err != nil {
-		t.stream.SetTrailer(trailer(outcomeNotRun, 0))
+		md := trailer(outcomeNotRun, 0)
+		if len(limit) > 0 {
+			t.limit = limit[0]
+		}
+		if t.limit != "" {
+			md.Set(trailerLimit, t.limit)
+		}
+		t.out.SetTrailer(md)
 	}
 	return err
 }
 
 func (t *txRun) send(resp *forwardpb.TxResponse) error {
 	resp.Instance = t.x.instance
-	return t.stream.Send(resp)
+	return t.out.Send(resp)
 }
 
+// parts returns the sink of st's result: parts go out as answers of their
+// own, for a client that takes them.
+func (t *txRun) parts(st *forwardpb.Statement) partSink {
+	t.flow = t.in.flow(func(part *forwardpb.Result) error {
+		return t.send(&forwardpb.TxResponse{Outcome: &forwardpb.TxResponse_Result{Result: part}})
+	})
+	return t.flow.sink()
+}
+
+// run runs the transaction from its first statement until it commits,
+// rolls back or fails; the error ends the transaction's stream.
 func (t *txRun) run(ctx context.Context, begin string, first *forwardpb.Statement, commitNow bool) error {
 	x := t.x
+	t.outer = ctx
 	ctx, cancel := context.WithTimeout(ctx, x.cfg.TxMaxDuration)
 	defer cancel()
 
-	res, serr := x.beginWith(ctx, t.conn, begin, first)
+	res, serr := x.beginWith(ctx, t.conn, begin, first, t.parts(first))
 	if commitNow {
 		return t.commitWith(ctx, res, serr)
 	}
 	if err := t.answer(ctx, res, serr); err != nil {
 		return t.end(ctx, err)
 	}
-
-	// Messages arrive on their own goroutine so that the idle limit can
-	// interrupt the wait; it ends when the handler returns and gRPC ends
-	// the stream.
-	msgs := make(chan *forwardpb.TxRequest)
-	recvErr := make(chan error, 1)
-	go func() {
-		for {
-			m, err := t.stream.Recv()
-			if err != nil {
-				recvErr <- err
-				return
-			}
-			select {
-			case msgs <- m:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	idle := time.NewTimer(x.cfg.TxIdleTimeout)
-	defer idle.Stop()
 	for {
-		var m *forwardpb.TxRequest
-		select {
-		case m = <-msgs:
-		case err := <-recvErr:
-			if errors.Is(err, io.EOF) {
-				err = status.Error(codes.Aborted, "forward: transaction stream closed without COMMIT; rolled back")
-			}
+		m, err := t.in.next(ctx, x.cfg.TxIdleTimeout)
+		switch {
+		case errors.Is(err, io.EOF):
+			return t.end(ctx, status.Error(codes.Aborted, "forward: transaction stream closed without COMMIT; rolled back"))
+		case errors.Is(err, errIdle):
+			return t.end(ctx, status.Errorf(codes.DeadlineExceeded, "forward: transaction idle for %v (the executor's TxIdleTimeout); rolled back", x.cfg.TxIdleTimeout), "TxIdleTimeout")
+		case err != nil && ctx.Err() != nil:
+			return t.end(ctx, t.ctxError(ctx))
+		case err != nil:
 			return t.end(ctx, err)
-		case <-idle.C:
-			return t.end(ctx, status.Errorf(codes.DeadlineExceeded, "forward: transaction idle for %v; rolled back", x.cfg.TxIdleTimeout))
-		case <-ctx.Done():
-			if ctx.Err() == context.DeadlineExceeded && t.stream.Context().Err() == nil {
-				return t.end(ctx, status.Errorf(codes.DeadlineExceeded, "forward: transaction exceeded %v; rolled back", x.cfg.TxMaxDuration))
-			}
-			return t.end(ctx, status.FromContextError(ctx.Err()).Err())
 		}
-		idle.Reset(x.cfg.TxIdleTimeout)
-		if r := refusal(m); r != "" {
-			return t.end(ctx, status.Errorf(codes.ResourceExhausted, "forward: request refused: %s; the transaction rolled back", r))
-		}
-		if n := proto.Size(m); n > x.cfg.MaxRequestBytes {
-			return t.end(ctx, status.Errorf(codes.ResourceExhausted, "forward: message of %d bytes exceeds the executor's MaxRequestBytes (%d); the transaction rolled back", n, x.cfg.MaxRequestBytes))
-		}
-		switch op := m.GetOp().(type) {
-		case *forwardpb.TxRequest_Statement:
-			res, serr := x.statement(ctx, t.conn, op.Statement)
-			if err := t.answer(ctx, res, serr); err != nil {
-				return t.end(ctx, err)
-			}
-		case *forwardpb.TxRequest_Commit:
-			return t.commit(ctx, nil)
-		case *forwardpb.TxRequest_Last:
-			res, serr := x.statement(ctx, t.conn, op.Last)
-			return t.commitWith(ctx, res, serr)
-		case *forwardpb.TxRequest_Rollback:
-			t.end(ctx, nil)
-			return t.send(&forwardpb.TxResponse{Outcome: &forwardpb.TxResponse_RolledBack{RolledBack: &forwardpb.TxRollback{}}})
-		default:
-			return t.end(ctx, status.Errorf(codes.InvalidArgument, "forward: unexpected %T inside a transaction", op))
+		if done, err := t.step(ctx, m); done || err != nil {
+			return err
 		}
 	}
+}
+
+// step handles one message of the open transaction; done says it ended.
+func (t *txRun) step(ctx context.Context, m *forwardpb.TxRequest) (done bool, err error) {
+	x := t.x
+	if r := refusal(m); r != "" {
+		return true, t.end(ctx, status.Errorf(codes.ResourceExhausted, "forward: request refused: %s; the transaction rolled back", r))
+	}
+	if n := proto.Size(m); n > x.cfg.MaxRequestBytes {
+		return true, t.end(ctx, status.Errorf(codes.ResourceExhausted, "forward: message of %d bytes exceeds the executor's MaxRequestBytes (%d); the transaction rolled back", n, x.cfg.MaxRequestBytes), "MaxRequestBytes")
+	}
+	switch op := m.GetOp().(type) {
+	case *forwardpb.TxRequest_Statement:
+		res, serr := x.statement(ctx, t.conn, op.Statement, t.parts(op.Statement))
+		if err := t.answer(ctx, res, serr); err != nil {
+			return true, t.end(ctx, err)
+		}
+		return false, nil
+	case *forwardpb.TxRequest_Commit:
+		t.flow = nil
+		return true, t.commit(ctx, nil)
+	case *forwardpb.TxRequest_Last:
+		res, serr := x.statement(ctx, t.conn, op.Last, t.parts(op.Last))
+		return true, t.commitWith(ctx, res, serr)
+	case *forwardpb.TxRequest_Rollback:
+		t.end(ctx, nil)
+		return true, t.send(&forwardpb.TxResponse{Outcome: &forwardpb.TxResponse_RolledBack{RolledBack: &forwardpb.TxRollback{}}})
+	}
+	return true, t.end(ctx, status.Errorf(codes.InvalidArgument, "forward: unexpected %T inside a transaction", m.GetOp()))
 }
 
 // answer sends a statement's result, or its PostgreSQL error (the
@@ -179,13 +204,16 @@ func (t *txRun) run(ctx context.Context, begin string, first *forwardpb.Statemen
 // roll back to a savepoint). Other failures end the transaction.
 func (t *txRun) answer(ctx context.Context, res *forwardpb.Result, serr *stmtError) error {
 	if serr == nil {
-		return t.send(&forwardpb.TxResponse{Outcome: &forwardpb.TxResponse_Result{Result: res}})
+		return t.send(&forwardpb.TxResponse{Outcome: &forwardpb.TxResponse_Result{Result: t.flow.last(res)}})
 	}
 	if serr.kind == kindPg && ctx.Err() == nil {
 		return t.send(&forwardpb.TxResponse{Outcome: &forwardpb.TxResponse_Error{Error: wire.PgErrorToProto(serr.pg)}})
 	}
 	if ctx.Err() != nil {
-		return status.FromContextError(ctx.Err()).Err()
+		return t.ctxError(ctx)
+	}
+	if serr.kind == kindTooLarge {
+		t.limit = "MaxResponseBytes"
 	}
 	return statusOf(serr)
 }
@@ -200,7 +228,10 @@ func (t *txRun) commitWith(ctx context.Context, res *forwardpb.Result, serr *stm
 			return t.send(&forwardpb.TxResponse{Outcome: &forwardpb.TxResponse_Error{Error: wire.PgErrorToProto(serr.pg)}})
 		}
 		if ctx.Err() != nil {
-			return t.end(ctx, status.FromContextError(ctx.Err()).Err())
+			return t.end(ctx, t.ctxError(ctx))
+		}
+		if serr.kind == kindTooLarge {
+			t.limit = "MaxResponseBytes"
 		}
 		return t.end(ctx, statusOf(serr))
 	}
@@ -221,13 +252,16 @@ func (t *txRun) commit(ctx context.Context, res *forwardpb.Result) error {
 	t.ended = true
 	switch {
 	case serr != nil && serr.kind == kindPg:
+		// COMMIT failed (a deferred constraint): the last statement's
+		// result goes with the error, as pgx hands over a statement's
+		// result before its COMMIT fails.
 		x.ledger.finish(t.entry, notCommitted, 0, answerNone, nil, time.Now())
-		return t.send(&forwardpb.TxResponse{Outcome: &forwardpb.TxResponse_Error{Error: wire.PgErrorToProto(serr.pg)}})
+		return t.send(&forwardpb.TxResponse{Outcome: &forwardpb.TxResponse_Error{Error: wire.PgErrorToProto(serr.pg)}, LastResult: t.flow.last(res)})
 	case serr != nil && pgconn.SafeToRetry(serr.err):
 		// COMMIT never left (the connection was already closed): the
 		// transaction is gone with its connection.
 		x.ledger.finish(t.entry, notCommitted, 0, answerNone, nil, time.Now())
-		t.stream.SetTrailer(trailer(outcomeNotRun, 0))
+		t.out.SetTrailer(trailer(outcomeNotRun, 0))
 		return status.Errorf(codes.Unavailable, "forward: primary connection lost before COMMIT; the transaction rolled back: %v", serr.err)
 	case serr != nil && x.durable != nil:
 		// The request ID went with COMMIT: no outcome trailer, so the
@@ -236,17 +270,21 @@ func (t *txRun) commit(ctx context.Context, res *forwardpb.Result) error {
 		return status.Errorf(codes.Unavailable, "forward: primary connection failed during COMMIT; its request ID settles the outcome: %v", serr.err)
 	case serr != nil:
 		x.ledger.finish(t.entry, unknown, 0, answerNone, nil, time.Now())
-		t.stream.SetTrailer(trailer(outcomeUnknown, 0))
+		t.out.SetTrailer(trailer(outcomeUnknown, 0))
 		return status.Errorf(codes.Unavailable, "forward: in doubt: primary connection failed during COMMIT: %v", serr.err)
 	case cr.rolledBack:
 		x.ledger.finish(t.entry, notCommitted, 0, answerNone, nil, time.Now())
 		return t.send(&forwardpb.TxResponse{Outcome: &forwardpb.TxResponse_RolledBack{RolledBack: &forwardpb.TxRollback{}}})
 	}
 	if res != nil {
-		answer := &forwardpb.TxResponse{Outcome: &forwardpb.TxResponse_Committed{Committed: &forwardpb.TxCommitted{Result: res, CommitLsn: cr.lsn}}}
+		answer := &forwardpb.TxResponse{Outcome: &forwardpb.TxResponse_Committed{Committed: &forwardpb.TxCommitted{Result: t.flow.last(res), CommitLsn: cr.lsn}}}
 		// Kept, so that a client whose reply is lost gets the result from
-		// Resolve instead of only learning that it committed.
-		k, b := keep(answerTx, answer)
+		// Resolve instead of only learning that it committed (not when
+		// parts of it went before: the last alone is not the result).
+		k, b := answerNone, []byte(nil)
+		if t.flow.whole() {
+			k, b = keep(answerTx, answer)
+		}
 		x.ledger.finish(t.entry, committed, cr.lsn, k, b, time.Now())
 		return t.send(answer)
 	}

@@ -206,6 +206,9 @@ func (s *session) exec(ctx context.Context, req *forwardpb.ExecRequest, md *meta
 				md.Set(trailerRefusal, st.GetRefusal())
 			}
 			s.dropIfNotServing(codes.Code(st.GetCode()), st.GetOutcome())
+			if st.GetLimit() != "" {
+				md.Set(trailerLimit, st.GetLimit())
+			}
 			return nil, status.Error(codes.Code(st.GetCode()), st.GetMessage())
 		}
 		return r.GetExec(), nil

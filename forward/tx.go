@@ -15,24 +15,25 @@ import (
 	"github.com/flypg/flypg/forward/internal/wire"
 )
 
-// clientTx is a forwarded transaction: one gRPC stream, opened with the
-// first statement (BEGIN travels with it) and pinned by the executor to one
-// primary connection until COMMIT or ROLLBACK.
+// clientTx is a forwarded transaction, opened with its first statement
+// (BEGIN travels with it) on one primary connection until COMMIT or
+// ROLLBACK: on a Tx stream of its own, or on the stream of the pinned
+// connection it runs in (see txLink).
 type clientTx struct {
-	cn        *conn
+	c         *Client
+	link      txLink
 	ctx       context.Context // BeginTx's: lives as long as the transaction, holds the Receipt
 	isolation string
 	readOnly  bool
 	id        []byte
-	conn      connID    // the connection the transaction's stream runs on
 	commitAt  time.Time // when COMMIT left (alone or with the last statement)
+	done      func()    // the connection forgets the transaction
 
-	stream    forwardpb.Executor_TxClient
-	cancel    context.CancelFunc
-	resps     chan txReply
-	reader    chan struct{} // closed when the reading goroutine has ended
-	broken    error         // set once the stream failed; the transaction is over
-	committed bool          // committed together with its last statement
+	opened    bool  // the first statement went out
+	broken    error // set once the stream failed; the transaction is over
+	committed bool  // committed together with its last statement
+	commitErr error // COMMIT failed after the last statement, whose result was returned
+	reading   bool  // a statement's result is still arriving in parts
 }
 
 type lastKey struct{}
@@ -62,55 +63,68 @@ type txReply struct {
 	err  error
 }
 
-func (t *clientTx) target() string { return t.cn.c.cfg.Target }
+func (t *clientTx) target() string { return t.c.cfg.Target }
 
 func (t *clientTx) fail(op string, kind, err error) error {
 	return &Error{Op: op, Target: t.target(), RequestID: hex.EncodeToString(t.id), Kind: kind, Err: err}
 }
 
+// errBusy is the error of a statement sent while the transaction's
+// previous result is still being read, as pgx's "conn busy".
+var errConnBusy = errors.New("forward: conn busy: the transaction's previous result is still being read; close its rows first")
+
 // statement sends one statement and waits for its result, under the
 // statement's own context: if that ends first, the transaction is aborted
 // (the primary rolls it back), as a cancelled query aborts a direct one.
-func (t *clientTx) statement(ctx context.Context, st *forwardpb.Statement) (*forwardpb.Result, error) {
+func (t *clientTx) statement(ctx context.Context, st *forwardpb.Statement) (*answer, error) {
 	if t.broken != nil {
 		return nil, t.broken
 	}
-	if t.committed {
+	if t.committed || t.commitErr != nil {
 		return nil, t.fail("tx", ErrAlreadyCommitted, nil)
 	}
-	c := t.cn.c
+	if t.reading {
+		return nil, errConnBusy
+	}
 	last := isLast(ctx)
 	if last {
 		t.commitAt = time.Now()
 	}
 	switch {
-	case last && t.stream == nil && t.isolation == "" && !t.readOnly:
+	case last && !t.opened && t.isolation == "" && !t.readOnly:
 		// A transaction of one statement is an autocommit statement.
 		return t.single(ctx, st)
-	case t.stream == nil:
-		if err := t.open(ctx, st, last); err != nil {
-			return nil, err
+	case !t.opened:
+		t.opened = true
+		t.c.units.Add(1)
+		begin := &forwardpb.TxBegin{Unit: t.c.unit(t.id, 1, ""), Isolation: t.isolation, ReadOnly: t.readOnly, First: st, Commit: last}
+		if kind, err := t.link.open(ctx, t.ctx, begin); err != nil {
+			return nil, t.breakOff("tx", kind, err)
 		}
 	case last:
-		if err := t.stream.Send(&forwardpb.TxRequest{Op: &forwardpb.TxRequest_Last{Last: st}}); err != nil {
+		if err := t.link.send(&forwardpb.TxRequest{Op: &forwardpb.TxRequest_Last{Last: st}}); err != nil {
 			// Not transmitted: no COMMIT reached the executor.
-			return nil, t.breakOff("tx", ErrTxAborted, withCtxErr(t.recvError(err), ctx, t.ctx))
+			return nil, t.breakOff("tx", ErrTxAborted, withCtxErr(t.link.recvError(err), ctx, t.ctx))
 		}
 	default:
-		if err := t.stream.Send(&forwardpb.TxRequest{Op: &forwardpb.TxRequest_Statement{Statement: st}}); err != nil {
-			return nil, t.breakOff("tx", ErrTxAborted, withCtxErr(t.recvError(err), ctx, t.ctx))
+		if err := t.link.send(&forwardpb.TxRequest{Op: &forwardpb.TxRequest_Statement{Statement: st}}); err != nil {
+			return nil, t.breakOff("tx", ErrTxAborted, withCtxErr(t.link.recvError(err), ctx, t.ctx))
 		}
 	}
-	c.rpcs.Add(1)
+	t.c.rpcs.Add(1)
 	ReceiptFrom(t.ctx).roundTrip()
 	if last {
 		// COMMIT has left with the statement: without an answer the
 		// transaction may have committed, so losing it is not an abort.
 		r, err := t.awaitReply(ctx)
 		if err != nil {
-			return t.settle(ctx, "tx", err)
+			res, err := t.settle(ctx, "tx", err)
+			if err != nil {
+				return nil, err
+			}
+			return &answer{res: res}, nil
 		}
-		return t.lastReply(r)
+		return t.lastReply(ctx, r)
 	}
 	r, err := t.await(ctx)
 	if err != nil {
@@ -118,36 +132,47 @@ func (t *clientTx) statement(ctx context.Context, st *forwardpb.Statement) (*for
 	}
 	switch o := r.GetOutcome().(type) {
 	case *forwardpb.TxResponse_Result:
-		return o.Result, nil
-	case *forwardpb.TxResponse_Committed:
-		ReceiptFrom(t.ctx).commit(o.Committed.GetCommitLsn())
-		t.committed = true
-		t.close()
-		return o.Committed.GetResult(), nil
-	case *forwardpb.TxResponse_Error:
-		pe := wire.PgErrorFromProto(o.Error)
-		if last {
-			// The executor rolled back and ended the transaction.
-			t.broken = pe
-			t.close()
+		if o.Result.GetMore() {
+			return t.parts(ctx, o.Result, false), nil
 		}
-		return nil, pe
+		return &answer{res: o.Result}, nil
+	case *forwardpb.TxResponse_Error:
+		return nil, wire.PgErrorFromProto(o.Error)
 	}
 	return nil, t.breakOff("tx", ErrProtocol, fmt.Errorf("unexpected reply %T to a statement", r.GetOutcome()))
 }
 
 // lastReply handles the answer to a statement sent with COMMIT.
-func (t *clientTx) lastReply(r *forwardpb.TxResponse) (*forwardpb.Result, error) {
-	defer t.close()
+func (t *clientTx) lastReply(ctx context.Context, r *forwardpb.TxResponse) (*answer, error) {
+	if res := r.GetResult(); res.GetMore() {
+		return t.parts(ctx, res, true), nil
+	}
+	res, err := t.lastOutcome(r)
+	if err != nil {
+		return nil, err
+	}
+	return &answer{res: res}, nil
+}
+
+// lastOutcome handles the outcome of a last statement: its result (its
+// last part) and its commit, or its failure.
+func (t *clientTx) lastOutcome(r *forwardpb.TxResponse) (*forwardpb.Result, error) {
+	t.close()
 	switch o := r.GetOutcome().(type) {
 	case *forwardpb.TxResponse_Committed:
 		ReceiptFrom(t.ctx).commit(o.Committed.GetCommitLsn())
 		t.committed = true
 		return o.Committed.GetResult(), nil
 	case *forwardpb.TxResponse_Error:
-		// The statement failed: the executor rolled back and ended the
-		// transaction.
+		// The executor rolled back and ended the transaction.
 		pe := wire.PgErrorFromProto(o.Error)
+		if res := r.GetLastResult(); res != nil {
+			// The statement ran and its COMMIT failed (a deferred
+			// constraint): its result goes to the caller, and Commit
+			// reports the failure, as with plain GORM over pgx.
+			t.commitErr = pe
+			return res, nil
+		}
 		t.broken = pe
 		return nil, pe
 	}
@@ -155,181 +180,135 @@ func (t *clientTx) lastReply(r *forwardpb.TxResponse) (*forwardpb.Result, error)
 	return nil, t.broken
 }
 
+// parts continues a result that arrives in parts on the transaction's
+// stream (see answer). Until its last part the transaction is busy.
+func (t *clientTx) parts(ctx context.Context, first *forwardpb.Result, last bool) *answer {
+	t.reading = true
+	next := func() (*forwardpb.Result, error) {
+		if !t.reading {
+			return nil, errors.New("forward: the result has ended")
+		}
+		var r *forwardpb.TxResponse
+		var err error
+		if last {
+			if r, err = t.awaitReply(ctx); err != nil {
+				t.reading = false
+				if _, err = t.settle(ctx, "tx", err); err == nil {
+					err = &CommittedError{Op: "tx", RequestID: hex.EncodeToString(t.id), LSN: ReceiptFrom(t.ctx).LSN(), Reason: "the rest of its result was lost"}
+				}
+				return nil, err
+			}
+		} else if r, err = t.await(ctx); err != nil {
+			t.reading = false
+			return nil, err
+		}
+		if res := r.GetResult(); res != nil && (res.GetMore() || !last) {
+			t.reading = res.GetMore()
+			return res, nil
+		}
+		t.reading = false
+		if last {
+			return t.lastOutcome(r)
+		}
+		if e := r.GetError(); e != nil {
+			return nil, wire.PgErrorFromProto(e)
+		}
+		return nil, t.breakOff("tx", ErrProtocol, fmt.Errorf("unexpected reply %T to a statement", r.GetOutcome()))
+	}
+	discard := func() error {
+		if err := t.link.send(&forwardpb.TxRequest{Op: &forwardpb.TxRequest_Discard{Discard: &forwardpb.TxDiscard{}}}); err != nil {
+			t.reading = false
+			return t.breakOff("tx", ErrTxAborted, withCtxErr(t.link.recvError(err), ctx, t.ctx))
+		}
+		for t.reading {
+			if _, err := next(); !t.reading {
+				return err
+			}
+		}
+		return nil
+	}
+	return &answer{res: first, next: next, discard: discard}
+}
+
 // settle learns what became of a transaction whose COMMIT (alone or with
 // its last statement) left without an answer: from the stream's trailer
 // when the executor said, otherwise by asking about the request ID, as a
-// statement's retries would: until the client's Timeout after COMMIT left,
-// the caller's deadline, or RetryHorizon, whichever comes first; then it
-// is in doubt. It never reports a commit it cannot know as an abort.
+// statement's retries would: until the client's Timeout (if set) after
+// COMMIT left, the caller's deadline, or RetryHorizon, whichever comes
+// first; then it is in doubt. It never reports a commit it cannot know as
+// an abort.
 func (t *clientTx) settle(ctx context.Context, op string, cause error) (*forwardpb.Result, error) {
 	t.close()
 	rcpt := ReceiptFrom(t.ctx)
-	if t.stream != nil {
-		switch first(t.stream.Trailer(), trailerOutcome) {
-		case outcomeNotRun:
-			t.broken = t.fail(op, ErrTxAborted, cause)
-			return nil, t.broken
-		case outcomeUnknown:
-			t.broken = t.fail(op, ErrInDoubt, cause)
-			return nil, t.broken
-		}
+	switch first(t.link.trailer(), trailerOutcome) {
+	case outcomeNotRun:
+		t.broken = t.fail(op, ErrTxAborted, cause)
+		return nil, t.broken
+	case outcomeUnknown:
+		t.broken = t.fail(op, ErrInDoubt, cause)
+		return nil, t.broken
 	}
-	c := t.cn.c
-	deadline := t.commitAt.Add(min(c.cfg.Timeout, RetryHorizon))
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
+	c := t.c
+	horizon := RetryHorizon
+	if c.cfg.Timeout > 0 {
+		horizon = min(c.cfg.Timeout, RetryHorizon)
 	}
-	rctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
-	defer cancel()
-	// The executor that ran the transaction is the one at the other end
-	// of its stream's connection, once known there.
-	inst := c.inst.of(t.conn)
-	backoff := retryBackoffMin
-	lastErr := cause
-	for rctx.Err() == nil {
-		rcpt.roundTrip()
-		if inst == "" {
-			inst = c.inst.of(t.conn)
-		}
-		out, lsn, res, err := c.resolve(rctx, t.id, inst)
-		switch {
-		case err != nil:
-			lastErr = err
-		case out == OutcomeCommitted:
-			rcpt.commit(lsn)
-			t.committed = true
-			if res == nil && op == "tx" {
-				// Committed, but the statement's result is gone.
-				t.broken = &CommittedError{Op: op, RequestID: hex.EncodeToString(t.id), LSN: lsn, Reason: "the reply was lost and the executor no longer holds the result"}
-				return nil, t.broken
-			}
-			return res, nil
-		case out == OutcomeNotCommitted:
-			t.broken = t.fail(op, ErrTxAborted, fmt.Errorf("the executor rolled the transaction back (%v)", cause))
-			return nil, t.broken
-		case out == OutcomeUnknown:
-			t.broken = t.fail(op, ErrInDoubt, fmt.Errorf("the executor that ran the transaction is gone (%v)", cause))
+	out, lsn, res, err := c.learn(ctx, t.id, t.link.conn(), t.commitAt.Add(horizon), rcpt)
+	switch out {
+	case OutcomeCommitted:
+		rcpt.commit(lsn)
+		t.committed = true
+		if res == nil && op == "tx" {
+			// Committed, but the statement's result is gone.
+			t.broken = &CommittedError{Op: op, RequestID: hex.EncodeToString(t.id), LSN: lsn, Reason: "the reply was lost and the executor no longer holds the result"}
 			return nil, t.broken
 		}
-		c.retries.Add(1)
-		tm := time.NewTimer(backoff)
-		select {
-		case <-tm.C:
-		case <-rctx.Done():
-			tm.Stop()
-		}
-		backoff = min(backoff*2, retryBackoffMax)
+		return res, nil
+	case OutcomeNotCommitted:
+		t.broken = t.fail(op, ErrTxAborted, fmt.Errorf("the executor rolled the transaction back (%v)", cause))
+		return nil, t.broken
+	case OutcomeUnknown:
+		t.broken = t.fail(op, ErrInDoubt, fmt.Errorf("the executor that ran the transaction is gone (%v)", cause))
+		return nil, t.broken
 	}
-	t.broken = t.fail(op, ErrInDoubt, withCtxErr(lastErr, ctx))
+	if err == nil {
+		err = cause
+	}
+	t.broken = t.fail(op, ErrInDoubt, withCtxErr(err, ctx))
 	return nil, t.broken
 }
 
 // single runs a transaction's only statement as one autocommit unit, with
 // the transaction's request ID, and records the commit in the BeginTx
-// context's Receipt.
-func (t *clientTx) single(ctx context.Context, st *forwardpb.Statement) (*forwardpb.Result, error) {
-	res, err := t.cn.c.execUnit(ctx, "tx", st, t.id, ReceiptFrom(t.ctx))
-	if err != nil {
-		t.broken = err
-		return nil, err
-	}
-	t.committed = true
-	return res, nil
-}
-
-// open starts the stream with BEGIN and the first statement, and COMMIT
-// after it when it is also the last.
-func (t *clientTx) open(ctx context.Context, st *forwardpb.Statement, last bool) error {
-	c := t.cn.c
-	c.units.Add(1)
-	if err := c.awaitReady(ctx); err != nil {
-		return t.breakOff("tx", ErrUnavailable, err)
-	}
-	sctx, cancel := context.WithCancel(t.ctx)
-	// Opening the stream is bounded by the statement's time.
-	octx, ocancel := c.unitContext(ctx)
-	defer ocancel()
-	type opened struct {
-		s   forwardpb.Executor_TxClient
-		err error
-	}
-	ch := make(chan opened, 1)
-	go func() {
-		s, err := c.api.Tx(sctx)
-		ch <- opened{s, err}
-	}()
-	var o opened
-	select {
-	case o = <-ch:
-	case <-octx.Done():
-		cancel()
-		o = <-ch
-		if o.err == nil {
-			o.err = octx.Err()
+// context's Receipt. Its COMMIT failing after its result (a deferred
+// constraint) is reported by Commit, as for a transaction.
+func (t *clientTx) single(ctx context.Context, st *forwardpb.Statement) (*answer, error) {
+	t.opened = true
+	return t.link.lone(ctx, st, t.id, ReceiptFrom(t.ctx), func(err error, atCommit bool) error {
+		switch {
+		case err == nil:
+			t.committed = true
+		case atCommit:
+			t.commitErr = err
+			return nil
+		default:
+			t.broken = err
 		}
-	}
-	if o.err != nil {
-		cancel()
-		// Opening a stream sends nothing that could run: safe.
-		return t.breakOff("tx", ErrUnavailable, o.err)
-	}
-	t.stream, t.cancel = o.s, cancel
-	t.conn = connOfStream(o.s.Context())
-	begin := &forwardpb.TxBegin{
-		Unit:      c.unit(t.id, 1, ""),
-		Isolation: t.isolation,
-		ReadOnly:  t.readOnly,
-		First:     st,
-		Commit:    last,
-	}
-	t.resps = make(chan txReply, 1)
-	t.reader = make(chan struct{})
-	go t.read()
-	// A failed Send transmitted nothing: the executor never saw a COMMIT
-	// and rolls back whatever it began when the stream ends.
-	if err := t.stream.Send(&forwardpb.TxRequest{Op: &forwardpb.TxRequest_Begin{Begin: begin}}); err != nil {
-		return t.breakOff("tx", ErrTxAborted, withCtxErr(t.recvError(err), ctx, t.ctx))
-	}
-	return nil
-}
-
-// read receives the stream's replies until it ends; one reply is pending
-// at a time, since the client waits for each before sending the next.
-func (t *clientTx) read() {
-	defer close(t.reader)
-	for {
-		r, err := t.stream.Recv()
-		t.resps <- txReply{r, err}
-		if err != nil {
-			return
-		}
-	}
-}
-
-// recvError returns the stream's real error after Send failed: gRPC reports
-// only io.EOF from Send and keeps the status for Recv.
-func (t *clientTx) recvError(sendErr error) error {
-	select {
-	case r := <-t.resps:
-		if r.err != nil {
-			return r.err
-		}
-	case <-time.After(time.Second):
-	}
-	return sendErr
+		return err
+	})
 }
 
 // awaitReply waits for the next reply under ctx and the client's timeout,
 // leaving the stream as it is when none comes.
 func (t *clientTx) awaitReply(ctx context.Context) (*forwardpb.TxResponse, error) {
-	wctx, cancel := t.cn.c.unitContext(ctx)
+	wctx, cancel := t.c.unitContext(ctx)
 	defer cancel()
 	select {
-	case r := <-t.resps:
+	case r := <-t.link.replies():
 		if r.err != nil {
 			return nil, withCtxErr(r.err, ctx, t.ctx)
 		}
-		t.cn.c.inst.note(t.conn, r.resp.GetInstance())
+		t.c.inst.note(t.link.conn(), r.resp.GetInstance())
 		return r.resp, nil
 	case <-wctx.Done():
 		return nil, withCtxErr(wctx.Err(), ctx)
@@ -338,14 +317,14 @@ func (t *clientTx) awaitReply(ctx context.Context) (*forwardpb.TxResponse, error
 
 // await waits for the next reply under ctx and the client's timeout.
 func (t *clientTx) await(ctx context.Context) (*forwardpb.TxResponse, error) {
-	wctx, cancel := t.cn.c.unitContext(ctx)
+	wctx, cancel := t.c.unitContext(ctx)
 	defer cancel()
 	select {
-	case r := <-t.resps:
+	case r := <-t.link.replies():
 		if r.err != nil {
 			return nil, t.breakOff("tx", ErrTxAborted, withCtxErr(r.err, ctx, t.ctx))
 		}
-		t.cn.c.inst.note(t.conn, r.resp.GetInstance())
+		t.c.inst.note(t.link.conn(), r.resp.GetInstance())
 		return r.resp, nil
 	case <-wctx.Done():
 		err := wctx.Err()
@@ -375,57 +354,44 @@ func withCtxErr(err error, ctxs ...context.Context) error {
 // breakOff ends the stream after a failure before COMMIT: the executor
 // rolls the transaction back when its stream ends.
 func (t *clientTx) breakOff(op string, kind, err error) error {
-	t.broken = t.fail(op, kind, err)
-	t.close()
+	e := &Error{Op: op, Target: t.target(), RequestID: hex.EncodeToString(t.id), Kind: kind, Err: err}
+	t.broken = e
+	t.reading = false
+	t.link.close(true)
+	// The stream is over: its trailer names the executor limit that ended
+	// the transaction, if one did.
+	e.Limit = first(t.link.trailer(), trailerLimit)
 	return t.broken
 }
 
-// close cancels the stream and waits for the reading goroutine.
-func (t *clientTx) close() {
-	if t.cancel == nil {
-		return
-	}
-	t.cancel()
-	t.cancel = nil
-	if t.reader == nil {
-		return
-	}
-	for {
-		select {
-		case <-t.reader:
-			return
-		case <-t.resps: // drop, so that the reader can finish
-		}
-	}
-}
+// close ends the transaction's use of its stream.
+func (t *clientTx) close() { t.link.close(false) }
 
-func (t *clientTx) abort() { t.close() }
-
-func (t *clientTx) done() { t.cn.tx = nil }
+func (t *clientTx) abort() { t.link.close(true) }
 
 // Commit sends COMMIT and records the commit LSN in the Receipt of the
 // BeginTx context. When the reply is lost it asks the executor what became
 // of the transaction, by request ID, until the client's timeout.
 func (t *clientTx) Commit() error {
 	defer t.done()
-	if t.committed {
+	switch {
+	case t.commitErr != nil:
+		return t.commitErr
+	case t.committed:
 		return nil
-	}
-	if t.broken != nil {
+	case t.broken != nil:
 		return t.broken
-	}
-	if t.stream == nil {
+	case !t.opened:
 		return nil // no statement ran: nothing to commit
 	}
 	defer t.close()
-	c := t.cn.c
 	rcpt := ReceiptFrom(t.ctx)
 	t.commitAt = time.Now()
-	if err := t.stream.Send(&forwardpb.TxRequest{Op: &forwardpb.TxRequest_Commit{Commit: &forwardpb.TxCommit{}}}); err != nil {
+	if err := t.link.send(&forwardpb.TxRequest{Op: &forwardpb.TxRequest_Commit{Commit: &forwardpb.TxCommit{}}}); err != nil {
 		// Not transmitted: the executor rolls back when the stream ends.
-		return t.fail("commit", ErrTxAborted, withCtxErr(t.recvError(err), t.ctx))
+		return t.fail("commit", ErrTxAborted, withCtxErr(t.link.recvError(err), t.ctx))
 	}
-	c.rpcs.Add(1)
+	t.c.rpcs.Add(1)
 	rcpt.roundTrip()
 	r, err := t.awaitReply(t.ctx)
 	if err != nil {
@@ -444,6 +410,11 @@ func (t *clientTx) Commit() error {
 	return t.fail("commit", ErrInDoubt, fmt.Errorf("unexpected reply %T to COMMIT", r.GetOutcome()))
 }
 
+// rollbackWait bounds how long Rollback waits for the executor to confirm
+// (it confirms once the primary rolled back); keepalive detects a dead
+// executor sooner.
+const rollbackWait = 30 * time.Second
+
 // Rollback ends the transaction. If the stream already broke, the executor
 // has rolled back on its own.
 func (t *clientTx) Rollback() error {
@@ -458,21 +429,21 @@ func (t *clientTx) Rollback() error {
 		}
 		return t.fail("rollback", ErrAlreadyCommitted, nil)
 	}
-	if t.broken != nil || t.stream == nil {
+	if t.broken != nil || t.commitErr != nil || !t.opened {
 		return nil
 	}
 	defer t.close()
-	if err := t.stream.Send(&forwardpb.TxRequest{Op: &forwardpb.TxRequest_Rollback{Rollback: &forwardpb.TxRollback{}}}); err != nil {
+	if err := t.link.send(&forwardpb.TxRequest{Op: &forwardpb.TxRequest_Rollback{Rollback: &forwardpb.TxRollback{}}}); err != nil {
 		return nil // the stream is gone: so is the transaction
 	}
-	t.cn.c.rpcs.Add(1)
-	ctx, cancel := t.cn.c.unitContext(context.WithoutCancel(t.ctx))
-	defer cancel()
+	t.c.rpcs.Add(1)
+	timer := time.NewTimer(rollbackWait)
+	defer timer.Stop()
 	// Wait for the acknowledgement so that the primary has released the
 	// transaction's locks before the caller goes on.
 	select {
-	case <-t.resps:
-	case <-ctx.Done():
+	case <-t.link.replies():
+	case <-timer.C:
 	}
 	return nil
 }

@@ -305,29 +305,29 @@ var miscCases = []dcase{
 			c.rec("value", got.Value)
 		}
 	}},
-	{name: "large create", known: "phase B: a request over MaxRequestBytes (8 MiB) fails; requests are not chunked yet", run: func(c *dc) {
+	{name: "large create", run: func(c *dc) {
 		c.res("create", c.db.Create(&Event{Kind: "big", Payload: []byte(strings.Repeat("x", 9<<20))}))
 	}},
-	{name: "many rows in one create", known: "phase B: a 20,000-row create is over MaxRequestBytes", run: func(c *dc) {
+	{name: "many rows in one create", run: func(c *dc) {
 		es := make([]Event, 20000)
 		for i := range es {
 			es[i] = Event{Kind: strings.Repeat("k", 30), N: i, Payload: make([]byte, 400)}
 		}
 		c.res("create", c.db.CreateInBatches(&es, 20000))
 	}},
-	{name: "large result in a transaction", known: "phase B: results do not stream yet (16 MiB response limit)", run: func(c *dc) {
+	{name: "large result in a transaction", run: func(c *dc) {
 		c.res("seed", c.db.Exec("INSERT INTO events (kind, n, payload) SELECT 'bulk', g, repeat('x', 200)::bytea FROM generate_series(1, 100000) g"))
 		c.err("tx", c.db.Transaction(func(tx *gorm.DB) error {
 			var es []Event
 			return tx.Find(&es).Error
 		}))
 	}},
-	{name: "update returning many rows", known: "phase B: a forwarded result over the response limit commits and then fails", run: func(c *dc) {
+	{name: "update returning many rows", run: func(c *dc) {
 		c.res("seed", c.db.Exec("INSERT INTO events (kind, n, payload) SELECT 'bulk', g, repeat('x', 200)::bytea FROM generate_series(1, 100000) g"))
 		var es []Event
 		c.res("update", c.db.Model(&es).Clauses(clause.Returning{}).Where("kind = ?", "bulk").Update("n", gorm.Expr("n + 1")))
 	}},
-	{name: "deferred foreign key fails at commit", known: "phase B: RowsAffected and IDs of a statement whose COMMIT fails", run: func(c *dc) {
+	{name: "deferred foreign key fails at commit", run: func(c *dc) {
 		type DeferredChild struct {
 			ID       uint
 			ParentID int
@@ -336,7 +336,7 @@ var miscCases = []dcase{
 		c.res("create", c.db.Create(&ch))
 		c.rec("id", ch.ID)
 	}},
-	{name: "statement longer than the RPC timeout", known: "phase B: time limits (a forwarded statement without a deadline is cut at RPCTimeout)", run: func(c *dc) {
+	{name: "statement longer than the RPC timeout", run: func(c *dc) {
 		c.res("exec", c.db.Exec("DO $$ BEGIN PERFORM pg_sleep(6); END $$"))
 	}},
 }

@@ -163,7 +163,7 @@ func (x ResolveResponse_Outcome) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ResolveResponse_Outcome.Descriptor instead.
 func (ResolveResponse_Outcome) EnumDescriptor() ([]byte, []int) {
-	return file_forward_proto_rawDescGZIP(), []int{24, 0}
+	return file_forward_proto_rawDescGZIP(), []int{26, 0}
 }
 
 type SessionRequest struct {
@@ -321,6 +321,7 @@ type SessionStatus struct {
 	Outcome       string                 `protobuf:"bytes,3,opt,name=outcome,proto3" json:"outcome,omitempty"`                       // as the flypg-outcome trailer
 	CommitLsn     uint64                 `protobuf:"varint,4,opt,name=commit_lsn,json=commitLsn,proto3" json:"commit_lsn,omitempty"` // as the flypg-commit-lsn trailer
 	Refusal       string                 `protobuf:"bytes,5,opt,name=refusal,proto3" json:"refusal,omitempty"`                       // as the flypg-refusal trailer
+	Limit         string                 `protobuf:"bytes,6,opt,name=limit,proto3" json:"limit,omitempty"`                           // as the flypg-limit trailer
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -386,6 +387,13 @@ func (x *SessionStatus) GetCommitLsn() uint64 {
 func (x *SessionStatus) GetRefusal() string {
 	if x != nil {
 		return x.Refusal
+	}
+	return ""
+}
+
+func (x *SessionStatus) GetLimit() string {
+	if x != nil {
+		return x.Limit
 	}
 	return ""
 }
@@ -882,7 +890,10 @@ type Statement struct {
 	// then runs a statement without arguments that cannot be prepared (such
 	// as several statements separated by semicolons) with the simple
 	// protocol.
-	Exec          bool `protobuf:"varint,3,opt,name=exec,proto3" json:"exec,omitempty"`
+	Exec bool `protobuf:"varint,3,opt,name=exec,proto3" json:"exec,omitempty"`
+	// The client takes results in parts (see Result.more). Unset, as from
+	// older clients: one message holds the whole result.
+	Parts         bool `protobuf:"varint,4,opt,name=parts,proto3" json:"parts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -934,6 +945,13 @@ func (x *Statement) GetArgs() []*Value {
 func (x *Statement) GetExec() bool {
 	if x != nil {
 		return x.Exec
+	}
+	return false
+}
+
+func (x *Statement) GetParts() bool {
+	if x != nil {
+		return x.Parts
 	}
 	return false
 }
@@ -1035,12 +1053,17 @@ func (x *Column) GetFormat() int32 {
 // sent them, in the layout of the protocol's DataRow: per row, per column,
 // a big-endian int32 length (-1 for NULL) then that many bytes.
 type Result struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Columns       []*Column              `protobuf:"bytes,1,rep,name=columns,proto3" json:"columns,omitempty"`
-	RowCount      uint32                 `protobuf:"varint,2,opt,name=row_count,json=rowCount,proto3" json:"row_count,omitempty"`
-	Rows          []byte                 `protobuf:"bytes,3,opt,name=rows,proto3" json:"rows,omitempty"`
-	RowsAffected  int64                  `protobuf:"varint,4,opt,name=rows_affected,json=rowsAffected,proto3" json:"rows_affected,omitempty"`
-	CommandTag    string                 `protobuf:"bytes,5,opt,name=command_tag,json=commandTag,proto3" json:"command_tag,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Columns      []*Column              `protobuf:"bytes,1,rep,name=columns,proto3" json:"columns,omitempty"`
+	RowCount     uint32                 `protobuf:"varint,2,opt,name=row_count,json=rowCount,proto3" json:"row_count,omitempty"`
+	Rows         []byte                 `protobuf:"bytes,3,opt,name=rows,proto3" json:"rows,omitempty"`
+	RowsAffected int64                  `protobuf:"varint,4,opt,name=rows_affected,json=rowsAffected,proto3" json:"rows_affected,omitempty"`
+	CommandTag   string                 `protobuf:"bytes,5,opt,name=command_tag,json=commandTag,proto3" json:"command_tag,omitempty"`
+	// More rows follow in further parts (Result messages) of the same
+	// result, for a client that asked for parts. Columns come with the first
+	// part only; rows_affected and command_tag with the last, which has more
+	// unset.
+	More          bool `protobuf:"varint,6,opt,name=more,proto3" json:"more,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1108,6 +1131,13 @@ func (x *Result) GetCommandTag() string {
 		return x.CommandTag
 	}
 	return ""
+}
+
+func (x *Result) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
 }
 
 // PgError is a PostgreSQL error, field for field as pgconn.PgError.
@@ -1356,7 +1386,11 @@ type ExecResponse struct {
 	Instance string `protobuf:"bytes,4,opt,name=instance,proto3" json:"instance,omitempty"`
 	// True when the answer was replayed from the executor's memory of an
 	// earlier attempt instead of running the statement again.
-	Replayed      bool `protobuf:"varint,5,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	Replayed bool `protobuf:"varint,5,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	// With a first part (result.more) answering Exec or Session: the token
+	// to Fetch the other parts with. The statement has not finished: the
+	// commit LSN, or the error, comes with the last part.
+	Fetch         []byte `protobuf:"bytes,6,opt,name=fetch,proto3" json:"fetch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1426,6 +1460,68 @@ func (x *ExecResponse) GetReplayed() bool {
 	return false
 }
 
+func (x *ExecResponse) GetFetch() []byte {
+	if x != nil {
+		return x.Fetch
+	}
+	return nil
+}
+
+type FetchRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The token of the answer to continue (first message only).
+	Token []byte `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// Send no more parts: the statement runs to its end, and only its last
+	// answer comes.
+	Discard       bool `protobuf:"varint,2,opt,name=discard,proto3" json:"discard,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FetchRequest) Reset() {
+	*x = FetchRequest{}
+	mi := &file_forward_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FetchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FetchRequest) ProtoMessage() {}
+
+func (x *FetchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_forward_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
+func (*FetchRequest) Descriptor() ([]byte, []int) {
+	return file_forward_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *FetchRequest) GetToken() []byte {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+func (x *FetchRequest) GetDiscard() bool {
+	if x != nil {
+		return x.Discard
+	}
+	return false
+}
+
 type TxBegin struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Unit  *Unit                  `protobuf:"bytes,1,opt,name=unit,proto3" json:"unit,omitempty"`
@@ -1445,7 +1541,7 @@ type TxBegin struct {
 
 func (x *TxBegin) Reset() {
 	*x = TxBegin{}
-	mi := &file_forward_proto_msgTypes[14]
+	mi := &file_forward_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1457,7 +1553,7 @@ func (x *TxBegin) String() string {
 func (*TxBegin) ProtoMessage() {}
 
 func (x *TxBegin) ProtoReflect() protoreflect.Message {
-	mi := &file_forward_proto_msgTypes[14]
+	mi := &file_forward_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1470,7 +1566,7 @@ func (x *TxBegin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxBegin.ProtoReflect.Descriptor instead.
 func (*TxBegin) Descriptor() ([]byte, []int) {
-	return file_forward_proto_rawDescGZIP(), []int{14}
+	return file_forward_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *TxBegin) GetUnit() *Unit {
@@ -1523,7 +1619,7 @@ type TxCommit struct {
 
 func (x *TxCommit) Reset() {
 	*x = TxCommit{}
-	mi := &file_forward_proto_msgTypes[15]
+	mi := &file_forward_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1535,7 +1631,7 @@ func (x *TxCommit) String() string {
 func (*TxCommit) ProtoMessage() {}
 
 func (x *TxCommit) ProtoReflect() protoreflect.Message {
-	mi := &file_forward_proto_msgTypes[15]
+	mi := &file_forward_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1548,7 +1644,7 @@ func (x *TxCommit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxCommit.ProtoReflect.Descriptor instead.
 func (*TxCommit) Descriptor() ([]byte, []int) {
-	return file_forward_proto_rawDescGZIP(), []int{15}
+	return file_forward_proto_rawDescGZIP(), []int{16}
 }
 
 type TxRollback struct {
@@ -1559,7 +1655,7 @@ type TxRollback struct {
 
 func (x *TxRollback) Reset() {
 	*x = TxRollback{}
-	mi := &file_forward_proto_msgTypes[16]
+	mi := &file_forward_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1571,7 +1667,7 @@ func (x *TxRollback) String() string {
 func (*TxRollback) ProtoMessage() {}
 
 func (x *TxRollback) ProtoReflect() protoreflect.Message {
-	mi := &file_forward_proto_msgTypes[16]
+	mi := &file_forward_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1584,7 +1680,7 @@ func (x *TxRollback) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxRollback.ProtoReflect.Descriptor instead.
 func (*TxRollback) Descriptor() ([]byte, []int) {
-	return file_forward_proto_rawDescGZIP(), []int{16}
+	return file_forward_proto_rawDescGZIP(), []int{17}
 }
 
 type TxRequest struct {
@@ -1596,6 +1692,7 @@ type TxRequest struct {
 	//	*TxRequest_Commit
 	//	*TxRequest_Rollback
 	//	*TxRequest_Last
+	//	*TxRequest_Discard
 	Op            isTxRequest_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1603,7 +1700,7 @@ type TxRequest struct {
 
 func (x *TxRequest) Reset() {
 	*x = TxRequest{}
-	mi := &file_forward_proto_msgTypes[17]
+	mi := &file_forward_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1615,7 +1712,7 @@ func (x *TxRequest) String() string {
 func (*TxRequest) ProtoMessage() {}
 
 func (x *TxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_forward_proto_msgTypes[17]
+	mi := &file_forward_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1628,7 +1725,7 @@ func (x *TxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxRequest.ProtoReflect.Descriptor instead.
 func (*TxRequest) Descriptor() ([]byte, []int) {
-	return file_forward_proto_rawDescGZIP(), []int{17}
+	return file_forward_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TxRequest) GetOp() isTxRequest_Op {
@@ -1683,6 +1780,15 @@ func (x *TxRequest) GetLast() *Statement {
 	return nil
 }
 
+func (x *TxRequest) GetDiscard() *TxDiscard {
+	if x != nil {
+		if x, ok := x.Op.(*TxRequest_Discard); ok {
+			return x.Discard
+		}
+	}
+	return nil
+}
+
 type isTxRequest_Op interface {
 	isTxRequest_Op()
 }
@@ -1710,6 +1816,12 @@ type TxRequest_Last struct {
 	Last *Statement `protobuf:"bytes,5,opt,name=last,proto3,oneof"`
 }
 
+type TxRequest_Discard struct {
+	// Send no more parts of the result being sent: it is read to its end on
+	// the primary, and only its last part (or error) comes.
+	Discard *TxDiscard `protobuf:"bytes,6,opt,name=discard,proto3,oneof"`
+}
+
 func (*TxRequest_Begin) isTxRequest_Op() {}
 
 func (*TxRequest_Statement) isTxRequest_Op() {}
@@ -1719,6 +1831,44 @@ func (*TxRequest_Commit) isTxRequest_Op() {}
 func (*TxRequest_Rollback) isTxRequest_Op() {}
 
 func (*TxRequest_Last) isTxRequest_Op() {}
+
+func (*TxRequest_Discard) isTxRequest_Op() {}
+
+type TxDiscard struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxDiscard) Reset() {
+	*x = TxDiscard{}
+	mi := &file_forward_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxDiscard) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxDiscard) ProtoMessage() {}
+
+func (x *TxDiscard) ProtoReflect() protoreflect.Message {
+	mi := &file_forward_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxDiscard.ProtoReflect.Descriptor instead.
+func (*TxDiscard) Descriptor() ([]byte, []int) {
+	return file_forward_proto_rawDescGZIP(), []int{19}
+}
 
 // The result of a transaction's last statement and its commit.
 type TxCommitted struct {
@@ -1731,7 +1881,7 @@ type TxCommitted struct {
 
 func (x *TxCommitted) Reset() {
 	*x = TxCommitted{}
-	mi := &file_forward_proto_msgTypes[18]
+	mi := &file_forward_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1743,7 +1893,7 @@ func (x *TxCommitted) String() string {
 func (*TxCommitted) ProtoMessage() {}
 
 func (x *TxCommitted) ProtoReflect() protoreflect.Message {
-	mi := &file_forward_proto_msgTypes[18]
+	mi := &file_forward_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1756,7 +1906,7 @@ func (x *TxCommitted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxCommitted.ProtoReflect.Descriptor instead.
 func (*TxCommitted) Descriptor() ([]byte, []int) {
-	return file_forward_proto_rawDescGZIP(), []int{18}
+	return file_forward_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *TxCommitted) GetResult() *Result {
@@ -1782,15 +1932,19 @@ type TxResponse struct {
 	//	*TxResponse_CommitLsn
 	//	*TxResponse_RolledBack
 	//	*TxResponse_Committed
-	Outcome       isTxResponse_Outcome `protobuf_oneof:"outcome"`
-	Instance      string               `protobuf:"bytes,5,opt,name=instance,proto3" json:"instance,omitempty"`
+	Outcome  isTxResponse_Outcome `protobuf_oneof:"outcome"`
+	Instance string               `protobuf:"bytes,5,opt,name=instance,proto3" json:"instance,omitempty"`
+	// With an error answering a last statement (or a TxBegin with commit)
+	// whose COMMIT failed: the statement's result (its last part), which the
+	// statement produced before. Nothing committed.
+	LastResult    *Result `protobuf:"bytes,7,opt,name=last_result,json=lastResult,proto3" json:"last_result,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TxResponse) Reset() {
 	*x = TxResponse{}
-	mi := &file_forward_proto_msgTypes[19]
+	mi := &file_forward_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1802,7 +1956,7 @@ func (x *TxResponse) String() string {
 func (*TxResponse) ProtoMessage() {}
 
 func (x *TxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_forward_proto_msgTypes[19]
+	mi := &file_forward_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1815,7 +1969,7 @@ func (x *TxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxResponse.ProtoReflect.Descriptor instead.
 func (*TxResponse) Descriptor() ([]byte, []int) {
-	return file_forward_proto_rawDescGZIP(), []int{19}
+	return file_forward_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *TxResponse) GetOutcome() isTxResponse_Outcome {
@@ -1877,6 +2031,13 @@ func (x *TxResponse) GetInstance() string {
 	return ""
 }
 
+func (x *TxResponse) GetLastResult() *Result {
+	if x != nil {
+		return x.LastResult
+	}
+	return nil
+}
+
 type isTxResponse_Outcome interface {
 	isTxResponse_Outcome()
 }
@@ -1928,7 +2089,7 @@ type CallRequest struct {
 
 func (x *CallRequest) Reset() {
 	*x = CallRequest{}
-	mi := &file_forward_proto_msgTypes[20]
+	mi := &file_forward_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1940,7 +2101,7 @@ func (x *CallRequest) String() string {
 func (*CallRequest) ProtoMessage() {}
 
 func (x *CallRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_forward_proto_msgTypes[20]
+	mi := &file_forward_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1953,7 +2114,7 @@ func (x *CallRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallRequest.ProtoReflect.Descriptor instead.
 func (*CallRequest) Descriptor() ([]byte, []int) {
-	return file_forward_proto_rawDescGZIP(), []int{20}
+	return file_forward_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CallRequest) GetUnit() *Unit {
@@ -1991,7 +2152,7 @@ type CallResponse struct {
 
 func (x *CallResponse) Reset() {
 	*x = CallResponse{}
-	mi := &file_forward_proto_msgTypes[21]
+	mi := &file_forward_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2003,7 +2164,7 @@ func (x *CallResponse) String() string {
 func (*CallResponse) ProtoMessage() {}
 
 func (x *CallResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_forward_proto_msgTypes[21]
+	mi := &file_forward_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2016,7 +2177,7 @@ func (x *CallResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallResponse.ProtoReflect.Descriptor instead.
 func (*CallResponse) Descriptor() ([]byte, []int) {
-	return file_forward_proto_rawDescGZIP(), []int{21}
+	return file_forward_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CallResponse) GetPayload() []byte {
@@ -2069,7 +2230,7 @@ type CallError struct {
 
 func (x *CallError) Reset() {
 	*x = CallError{}
-	mi := &file_forward_proto_msgTypes[22]
+	mi := &file_forward_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2081,7 +2242,7 @@ func (x *CallError) String() string {
 func (*CallError) ProtoMessage() {}
 
 func (x *CallError) ProtoReflect() protoreflect.Message {
-	mi := &file_forward_proto_msgTypes[22]
+	mi := &file_forward_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2094,7 +2255,7 @@ func (x *CallError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallError.ProtoReflect.Descriptor instead.
 func (*CallError) Descriptor() ([]byte, []int) {
-	return file_forward_proto_rawDescGZIP(), []int{22}
+	return file_forward_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CallError) GetMessage() string {
@@ -2134,7 +2295,7 @@ type ResolveRequest struct {
 
 func (x *ResolveRequest) Reset() {
 	*x = ResolveRequest{}
-	mi := &file_forward_proto_msgTypes[23]
+	mi := &file_forward_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2146,7 +2307,7 @@ func (x *ResolveRequest) String() string {
 func (*ResolveRequest) ProtoMessage() {}
 
 func (x *ResolveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_forward_proto_msgTypes[23]
+	mi := &file_forward_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2159,7 +2320,7 @@ func (x *ResolveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveRequest.ProtoReflect.Descriptor instead.
 func (*ResolveRequest) Descriptor() ([]byte, []int) {
-	return file_forward_proto_rawDescGZIP(), []int{23}
+	return file_forward_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ResolveRequest) GetUnit() *Unit {
@@ -2183,7 +2344,7 @@ type ResolveResponse struct {
 
 func (x *ResolveResponse) Reset() {
 	*x = ResolveResponse{}
-	mi := &file_forward_proto_msgTypes[24]
+	mi := &file_forward_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2195,7 +2356,7 @@ func (x *ResolveResponse) String() string {
 func (*ResolveResponse) ProtoMessage() {}
 
 func (x *ResolveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_forward_proto_msgTypes[24]
+	mi := &file_forward_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2208,7 +2369,7 @@ func (x *ResolveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveResponse.ProtoReflect.Descriptor instead.
 func (*ResolveResponse) Descriptor() ([]byte, []int) {
-	return file_forward_proto_rawDescGZIP(), []int{24}
+	return file_forward_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ResolveResponse) GetOutcome() ResolveResponse_Outcome {
@@ -2256,14 +2417,15 @@ const file_forward_proto_rawDesc = "" +
 	"\x0fSessionResponse\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x122\n" +
 	"\x04exec\x18\x02 \x01(\v2\x1e.flypg.forward.v1.ExecResponseR\x04exec\x127\n" +
-	"\x06status\x18\x03 \x01(\v2\x1f.flypg.forward.v1.SessionStatusR\x06status\"\x90\x01\n" +
+	"\x06status\x18\x03 \x01(\v2\x1f.flypg.forward.v1.SessionStatusR\x06status\"\xa6\x01\n" +
 	"\rSessionStatus\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x18\n" +
 	"\aoutcome\x18\x03 \x01(\tR\aoutcome\x12\x1d\n" +
 	"\n" +
 	"commit_lsn\x18\x04 \x01(\x04R\tcommitLsn\x12\x18\n" +
-	"\arefusal\x18\x05 \x01(\tR\arefusal\"\xa4\x01\n" +
+	"\arefusal\x18\x05 \x01(\tR\arefusal\x12\x14\n" +
+	"\x05limit\x18\x06 \x01(\tR\x05limit\"\xa4\x01\n" +
 	"\x04Unit\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\fR\trequestId\x12\x18\n" +
@@ -2313,11 +2475,12 @@ const file_forward_proto_rawDesc = "" +
 	"\n" +
 	"KIND_INT16\x10\n" +
 	"\x12\x0f\n" +
-	"\vKIND_UINT64\x10\v\"^\n" +
+	"\vKIND_UINT64\x10\v\"t\n" +
 	"\tStatement\x12\x10\n" +
 	"\x03sql\x18\x01 \x01(\tR\x03sql\x12+\n" +
 	"\x04args\x18\x02 \x03(\v2\x17.flypg.forward.v1.ValueR\x04args\x12\x12\n" +
-	"\x04exec\x18\x03 \x01(\bR\x04exec\"\xd7\x01\n" +
+	"\x04exec\x18\x03 \x01(\bR\x04exec\x12\x14\n" +
+	"\x05parts\x18\x04 \x01(\bR\x05parts\"\xd7\x01\n" +
 	"\x06Column\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
 	"\ttable_oid\x18\x02 \x01(\rR\btableOid\x12'\n" +
@@ -2325,14 +2488,15 @@ const file_forward_proto_rawDesc = "" +
 	"\btype_oid\x18\x04 \x01(\rR\atypeOid\x12\x1b\n" +
 	"\ttype_size\x18\x05 \x01(\x05R\btypeSize\x12#\n" +
 	"\rtype_modifier\x18\x06 \x01(\x05R\ftypeModifier\x12\x16\n" +
-	"\x06format\x18\a \x01(\x05R\x06format\"\xb3\x01\n" +
+	"\x06format\x18\a \x01(\x05R\x06format\"\xc7\x01\n" +
 	"\x06Result\x122\n" +
 	"\acolumns\x18\x01 \x03(\v2\x18.flypg.forward.v1.ColumnR\acolumns\x12\x1b\n" +
 	"\trow_count\x18\x02 \x01(\rR\browCount\x12\x12\n" +
 	"\x04rows\x18\x03 \x01(\fR\x04rows\x12#\n" +
 	"\rrows_affected\x18\x04 \x01(\x03R\frowsAffected\x12\x1f\n" +
 	"\vcommand_tag\x18\x05 \x01(\tR\n" +
-	"commandTag\"\xaa\x04\n" +
+	"commandTag\x12\x12\n" +
+	"\x04more\x18\x06 \x01(\bR\x04more\"\xaa\x04\n" +
 	"\aPgError\x12\x1a\n" +
 	"\bseverity\x18\x01 \x01(\tR\bseverity\x121\n" +
 	"\x14severity_unlocalized\x18\x02 \x01(\tR\x13severityUnlocalized\x12\x12\n" +
@@ -2358,14 +2522,18 @@ const file_forward_proto_rawDesc = "" +
 	"\aroutine\x18\x12 \x01(\tR\aroutine\"t\n" +
 	"\vExecRequest\x12*\n" +
 	"\x04unit\x18\x01 \x01(\v2\x16.flypg.forward.v1.UnitR\x04unit\x129\n" +
-	"\tstatement\x18\x02 \x01(\v2\x1b.flypg.forward.v1.StatementR\tstatement\"\xc8\x01\n" +
+	"\tstatement\x18\x02 \x01(\v2\x1b.flypg.forward.v1.StatementR\tstatement\"\xde\x01\n" +
 	"\fExecResponse\x120\n" +
 	"\x06result\x18\x01 \x01(\v2\x18.flypg.forward.v1.ResultR\x06result\x12/\n" +
 	"\x05error\x18\x02 \x01(\v2\x19.flypg.forward.v1.PgErrorR\x05error\x12\x1d\n" +
 	"\n" +
 	"commit_lsn\x18\x03 \x01(\x04R\tcommitLsn\x12\x1a\n" +
 	"\binstance\x18\x04 \x01(\tR\binstance\x12\x1a\n" +
-	"\breplayed\x18\x05 \x01(\bR\breplayed\"\xdb\x01\n" +
+	"\breplayed\x18\x05 \x01(\bR\breplayed\x12\x14\n" +
+	"\x05fetch\x18\x06 \x01(\fR\x05fetch\">\n" +
+	"\fFetchRequest\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\fR\x05token\x12\x18\n" +
+	"\adiscard\x18\x02 \x01(\bR\adiscard\"\xdb\x01\n" +
 	"\aTxBegin\x12*\n" +
 	"\x04unit\x18\x01 \x01(\v2\x16.flypg.forward.v1.UnitR\x04unit\x12\x1c\n" +
 	"\tisolation\x18\x02 \x01(\tR\tisolation\x12\x1b\n" +
@@ -2378,18 +2546,20 @@ const file_forward_proto_rawDesc = "" +
 	"\n" +
 	"\bTxCommit\"\f\n" +
 	"\n" +
-	"TxRollback\"\xa6\x02\n" +
+	"TxRollback\"\xdf\x02\n" +
 	"\tTxRequest\x121\n" +
 	"\x05begin\x18\x01 \x01(\v2\x19.flypg.forward.v1.TxBeginH\x00R\x05begin\x12;\n" +
 	"\tstatement\x18\x02 \x01(\v2\x1b.flypg.forward.v1.StatementH\x00R\tstatement\x124\n" +
 	"\x06commit\x18\x03 \x01(\v2\x1a.flypg.forward.v1.TxCommitH\x00R\x06commit\x12:\n" +
 	"\brollback\x18\x04 \x01(\v2\x1c.flypg.forward.v1.TxRollbackH\x00R\brollback\x121\n" +
-	"\x04last\x18\x05 \x01(\v2\x1b.flypg.forward.v1.StatementH\x00R\x04lastB\x04\n" +
-	"\x02op\"^\n" +
+	"\x04last\x18\x05 \x01(\v2\x1b.flypg.forward.v1.StatementH\x00R\x04last\x127\n" +
+	"\adiscard\x18\x06 \x01(\v2\x1b.flypg.forward.v1.TxDiscardH\x00R\adiscardB\x04\n" +
+	"\x02op\"\v\n" +
+	"\tTxDiscard\"^\n" +
 	"\vTxCommitted\x120\n" +
 	"\x06result\x18\x01 \x01(\v2\x18.flypg.forward.v1.ResultR\x06result\x12\x1d\n" +
 	"\n" +
-	"commit_lsn\x18\x02 \x01(\x04R\tcommitLsn\"\xbb\x02\n" +
+	"commit_lsn\x18\x02 \x01(\x04R\tcommitLsn\"\xf6\x02\n" +
 	"\n" +
 	"TxResponse\x122\n" +
 	"\x06result\x18\x01 \x01(\v2\x18.flypg.forward.v1.ResultH\x00R\x06result\x121\n" +
@@ -2399,7 +2569,9 @@ const file_forward_proto_rawDesc = "" +
 	"\vrolled_back\x18\x04 \x01(\v2\x1c.flypg.forward.v1.TxRollbackH\x00R\n" +
 	"rolledBack\x12=\n" +
 	"\tcommitted\x18\x06 \x01(\v2\x1d.flypg.forward.v1.TxCommittedH\x00R\tcommitted\x12\x1a\n" +
-	"\binstance\x18\x05 \x01(\tR\binstanceB\t\n" +
+	"\binstance\x18\x05 \x01(\tR\binstance\x129\n" +
+	"\vlast_result\x18\a \x01(\v2\x18.flypg.forward.v1.ResultR\n" +
+	"lastResultB\t\n" +
 	"\aoutcome\"g\n" +
 	"\vCallRequest\x12*\n" +
 	"\x04unit\x18\x01 \x01(\v2\x16.flypg.forward.v1.UnitR\x04unit\x12\x12\n" +
@@ -2430,13 +2602,14 @@ const file_forward_proto_rawDesc = "" +
 	"\x0fOUTCOME_RUNNING\x10\x01\x12\x15\n" +
 	"\x11OUTCOME_COMMITTED\x10\x02\x12\x19\n" +
 	"\x15OUTCOME_NOT_COMMITTED\x10\x03\x12\x13\n" +
-	"\x0fOUTCOME_UNKNOWN\x10\x042\x81\x03\n" +
+	"\x0fOUTCOME_UNKNOWN\x10\x042\xce\x03\n" +
 	"\bExecutor\x12E\n" +
 	"\x04Exec\x12\x1d.flypg.forward.v1.ExecRequest\x1a\x1e.flypg.forward.v1.ExecResponse\x12C\n" +
 	"\x02Tx\x12\x1b.flypg.forward.v1.TxRequest\x1a\x1c.flypg.forward.v1.TxResponse(\x010\x01\x12E\n" +
 	"\x04Call\x12\x1d.flypg.forward.v1.CallRequest\x1a\x1e.flypg.forward.v1.CallResponse\x12N\n" +
 	"\aResolve\x12 .flypg.forward.v1.ResolveRequest\x1a!.flypg.forward.v1.ResolveResponse\x12R\n" +
-	"\aSession\x12 .flypg.forward.v1.SessionRequest\x1a!.flypg.forward.v1.SessionResponse(\x010\x01B*Z(github.com/flypg/flypg/forward/forwardpbb\x06proto3"
+	"\aSession\x12 .flypg.forward.v1.SessionRequest\x1a!.flypg.forward.v1.SessionResponse(\x010\x01\x12K\n" +
+	"\x05Fetch\x12\x1e.flypg.forward.v1.FetchRequest\x1a\x1e.flypg.forward.v1.ExecResponse(\x010\x01B*Z(github.com/flypg/flypg/forward/forwardpbb\x06proto3"
 
 var (
 	file_forward_proto_rawDescOnce sync.Once
@@ -2451,7 +2624,7 @@ func file_forward_proto_rawDescGZIP() []byte {
 }
 
 var file_forward_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_forward_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_forward_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_forward_proto_goTypes = []any{
 	(Array_Kind)(0),              // 0: flypg.forward.v1.Array.Kind
 	(ResolveResponse_Outcome)(0), // 1: flypg.forward.v1.ResolveResponse.Outcome
@@ -2469,22 +2642,24 @@ var file_forward_proto_goTypes = []any{
 	(*PgError)(nil),              // 13: flypg.forward.v1.PgError
 	(*ExecRequest)(nil),          // 14: flypg.forward.v1.ExecRequest
 	(*ExecResponse)(nil),         // 15: flypg.forward.v1.ExecResponse
-	(*TxBegin)(nil),              // 16: flypg.forward.v1.TxBegin
-	(*TxCommit)(nil),             // 17: flypg.forward.v1.TxCommit
-	(*TxRollback)(nil),           // 18: flypg.forward.v1.TxRollback
-	(*TxRequest)(nil),            // 19: flypg.forward.v1.TxRequest
-	(*TxCommitted)(nil),          // 20: flypg.forward.v1.TxCommitted
-	(*TxResponse)(nil),           // 21: flypg.forward.v1.TxResponse
-	(*CallRequest)(nil),          // 22: flypg.forward.v1.CallRequest
-	(*CallResponse)(nil),         // 23: flypg.forward.v1.CallResponse
-	(*CallError)(nil),            // 24: flypg.forward.v1.CallError
-	(*ResolveRequest)(nil),       // 25: flypg.forward.v1.ResolveRequest
-	(*ResolveResponse)(nil),      // 26: flypg.forward.v1.ResolveResponse
-	nil,                          // 27: flypg.forward.v1.SessionRequest.HeadersEntry
+	(*FetchRequest)(nil),         // 16: flypg.forward.v1.FetchRequest
+	(*TxBegin)(nil),              // 17: flypg.forward.v1.TxBegin
+	(*TxCommit)(nil),             // 18: flypg.forward.v1.TxCommit
+	(*TxRollback)(nil),           // 19: flypg.forward.v1.TxRollback
+	(*TxRequest)(nil),            // 20: flypg.forward.v1.TxRequest
+	(*TxDiscard)(nil),            // 21: flypg.forward.v1.TxDiscard
+	(*TxCommitted)(nil),          // 22: flypg.forward.v1.TxCommitted
+	(*TxResponse)(nil),           // 23: flypg.forward.v1.TxResponse
+	(*CallRequest)(nil),          // 24: flypg.forward.v1.CallRequest
+	(*CallResponse)(nil),         // 25: flypg.forward.v1.CallResponse
+	(*CallError)(nil),            // 26: flypg.forward.v1.CallError
+	(*ResolveRequest)(nil),       // 27: flypg.forward.v1.ResolveRequest
+	(*ResolveResponse)(nil),      // 28: flypg.forward.v1.ResolveResponse
+	nil,                          // 29: flypg.forward.v1.SessionRequest.HeadersEntry
 }
 var file_forward_proto_depIdxs = []int32{
 	14, // 0: flypg.forward.v1.SessionRequest.exec:type_name -> flypg.forward.v1.ExecRequest
-	27, // 1: flypg.forward.v1.SessionRequest.headers:type_name -> flypg.forward.v1.SessionRequest.HeadersEntry
+	29, // 1: flypg.forward.v1.SessionRequest.headers:type_name -> flypg.forward.v1.SessionRequest.HeadersEntry
 	15, // 2: flypg.forward.v1.SessionResponse.exec:type_name -> flypg.forward.v1.ExecResponse
 	4,  // 3: flypg.forward.v1.SessionResponse.status:type_name -> flypg.forward.v1.SessionStatus
 	7,  // 4: flypg.forward.v1.Value.null:type_name -> flypg.forward.v1.Null
@@ -2500,37 +2675,41 @@ var file_forward_proto_depIdxs = []int32{
 	13, // 14: flypg.forward.v1.ExecResponse.error:type_name -> flypg.forward.v1.PgError
 	5,  // 15: flypg.forward.v1.TxBegin.unit:type_name -> flypg.forward.v1.Unit
 	10, // 16: flypg.forward.v1.TxBegin.first:type_name -> flypg.forward.v1.Statement
-	16, // 17: flypg.forward.v1.TxRequest.begin:type_name -> flypg.forward.v1.TxBegin
+	17, // 17: flypg.forward.v1.TxRequest.begin:type_name -> flypg.forward.v1.TxBegin
 	10, // 18: flypg.forward.v1.TxRequest.statement:type_name -> flypg.forward.v1.Statement
-	17, // 19: flypg.forward.v1.TxRequest.commit:type_name -> flypg.forward.v1.TxCommit
-	18, // 20: flypg.forward.v1.TxRequest.rollback:type_name -> flypg.forward.v1.TxRollback
+	18, // 19: flypg.forward.v1.TxRequest.commit:type_name -> flypg.forward.v1.TxCommit
+	19, // 20: flypg.forward.v1.TxRequest.rollback:type_name -> flypg.forward.v1.TxRollback
 	10, // 21: flypg.forward.v1.TxRequest.last:type_name -> flypg.forward.v1.Statement
-	12, // 22: flypg.forward.v1.TxCommitted.result:type_name -> flypg.forward.v1.Result
-	12, // 23: flypg.forward.v1.TxResponse.result:type_name -> flypg.forward.v1.Result
-	13, // 24: flypg.forward.v1.TxResponse.error:type_name -> flypg.forward.v1.PgError
-	18, // 25: flypg.forward.v1.TxResponse.rolled_back:type_name -> flypg.forward.v1.TxRollback
-	20, // 26: flypg.forward.v1.TxResponse.committed:type_name -> flypg.forward.v1.TxCommitted
-	5,  // 27: flypg.forward.v1.CallRequest.unit:type_name -> flypg.forward.v1.Unit
-	24, // 28: flypg.forward.v1.CallResponse.error:type_name -> flypg.forward.v1.CallError
-	13, // 29: flypg.forward.v1.CallError.pg_error:type_name -> flypg.forward.v1.PgError
-	5,  // 30: flypg.forward.v1.ResolveRequest.unit:type_name -> flypg.forward.v1.Unit
-	1,  // 31: flypg.forward.v1.ResolveResponse.outcome:type_name -> flypg.forward.v1.ResolveResponse.Outcome
-	12, // 32: flypg.forward.v1.ResolveResponse.result:type_name -> flypg.forward.v1.Result
-	14, // 33: flypg.forward.v1.Executor.Exec:input_type -> flypg.forward.v1.ExecRequest
-	19, // 34: flypg.forward.v1.Executor.Tx:input_type -> flypg.forward.v1.TxRequest
-	22, // 35: flypg.forward.v1.Executor.Call:input_type -> flypg.forward.v1.CallRequest
-	25, // 36: flypg.forward.v1.Executor.Resolve:input_type -> flypg.forward.v1.ResolveRequest
-	2,  // 37: flypg.forward.v1.Executor.Session:input_type -> flypg.forward.v1.SessionRequest
-	15, // 38: flypg.forward.v1.Executor.Exec:output_type -> flypg.forward.v1.ExecResponse
-	21, // 39: flypg.forward.v1.Executor.Tx:output_type -> flypg.forward.v1.TxResponse
-	23, // 40: flypg.forward.v1.Executor.Call:output_type -> flypg.forward.v1.CallResponse
-	26, // 41: flypg.forward.v1.Executor.Resolve:output_type -> flypg.forward.v1.ResolveResponse
-	3,  // 42: flypg.forward.v1.Executor.Session:output_type -> flypg.forward.v1.SessionResponse
-	38, // [38:43] is the sub-list for method output_type
-	33, // [33:38] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	21, // 22: flypg.forward.v1.TxRequest.discard:type_name -> flypg.forward.v1.TxDiscard
+	12, // 23: flypg.forward.v1.TxCommitted.result:type_name -> flypg.forward.v1.Result
+	12, // 24: flypg.forward.v1.TxResponse.result:type_name -> flypg.forward.v1.Result
+	13, // 25: flypg.forward.v1.TxResponse.error:type_name -> flypg.forward.v1.PgError
+	19, // 26: flypg.forward.v1.TxResponse.rolled_back:type_name -> flypg.forward.v1.TxRollback
+	22, // 27: flypg.forward.v1.TxResponse.committed:type_name -> flypg.forward.v1.TxCommitted
+	12, // 28: flypg.forward.v1.TxResponse.last_result:type_name -> flypg.forward.v1.Result
+	5,  // 29: flypg.forward.v1.CallRequest.unit:type_name -> flypg.forward.v1.Unit
+	26, // 30: flypg.forward.v1.CallResponse.error:type_name -> flypg.forward.v1.CallError
+	13, // 31: flypg.forward.v1.CallError.pg_error:type_name -> flypg.forward.v1.PgError
+	5,  // 32: flypg.forward.v1.ResolveRequest.unit:type_name -> flypg.forward.v1.Unit
+	1,  // 33: flypg.forward.v1.ResolveResponse.outcome:type_name -> flypg.forward.v1.ResolveResponse.Outcome
+	12, // 34: flypg.forward.v1.ResolveResponse.result:type_name -> flypg.forward.v1.Result
+	14, // 35: flypg.forward.v1.Executor.Exec:input_type -> flypg.forward.v1.ExecRequest
+	20, // 36: flypg.forward.v1.Executor.Tx:input_type -> flypg.forward.v1.TxRequest
+	24, // 37: flypg.forward.v1.Executor.Call:input_type -> flypg.forward.v1.CallRequest
+	27, // 38: flypg.forward.v1.Executor.Resolve:input_type -> flypg.forward.v1.ResolveRequest
+	2,  // 39: flypg.forward.v1.Executor.Session:input_type -> flypg.forward.v1.SessionRequest
+	16, // 40: flypg.forward.v1.Executor.Fetch:input_type -> flypg.forward.v1.FetchRequest
+	15, // 41: flypg.forward.v1.Executor.Exec:output_type -> flypg.forward.v1.ExecResponse
+	23, // 42: flypg.forward.v1.Executor.Tx:output_type -> flypg.forward.v1.TxResponse
+	25, // 43: flypg.forward.v1.Executor.Call:output_type -> flypg.forward.v1.CallResponse
+	28, // 44: flypg.forward.v1.Executor.Resolve:output_type -> flypg.forward.v1.ResolveResponse
+	3,  // 45: flypg.forward.v1.Executor.Session:output_type -> flypg.forward.v1.SessionResponse
+	15, // 46: flypg.forward.v1.Executor.Fetch:output_type -> flypg.forward.v1.ExecResponse
+	41, // [41:47] is the sub-list for method output_type
+	35, // [35:41] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_forward_proto_init() }
@@ -2551,14 +2730,15 @@ func file_forward_proto_init() {
 		(*Value_Array)(nil),
 		(*Value_Duration)(nil),
 	}
-	file_forward_proto_msgTypes[17].OneofWrappers = []any{
+	file_forward_proto_msgTypes[18].OneofWrappers = []any{
 		(*TxRequest_Begin)(nil),
 		(*TxRequest_Statement)(nil),
 		(*TxRequest_Commit)(nil),
 		(*TxRequest_Rollback)(nil),
 		(*TxRequest_Last)(nil),
+		(*TxRequest_Discard)(nil),
 	}
-	file_forward_proto_msgTypes[19].OneofWrappers = []any{
+	file_forward_proto_msgTypes[21].OneofWrappers = []any{
 		(*TxResponse_Result)(nil),
 		(*TxResponse_Error)(nil),
 		(*TxResponse_CommitLsn)(nil),
@@ -2571,7 +2751,7 @@ func file_forward_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_forward_proto_rawDesc), len(file_forward_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   26,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

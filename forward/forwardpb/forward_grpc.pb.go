@@ -33,6 +33,7 @@ const (
 	Executor_Call_FullMethodName    = "/flypg.forward.v1.Executor/Call"
 	Executor_Resolve_FullMethodName = "/flypg.forward.v1.Executor/Resolve"
 	Executor_Session_FullMethodName = "/flypg.forward.v1.Executor/Session"
+	Executor_Fetch_FullMethodName   = "/flypg.forward.v1.Executor/Fetch"
 )
 
 // ExecutorClient is the client API for Executor service.
@@ -59,6 +60,15 @@ type ExecutorClient interface {
 	// costs both sides far less per statement. Answers come back in any
 	// order, matched by seq. The stream is authenticated once, when it opens.
 	Session(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SessionRequest, SessionResponse], error)
+	// Fetch carries the rest of a lone statement's result whose answer (on
+	// Exec or Session) was its first part, with a fetch token: the other
+	// parts arrive on this stream of the caller's own, so that a large or
+	// slowly read result never holds up the statements of others. The first
+	// message names the token; a later one may ask to discard the rest (the
+	// caller closed its rows): the statement still runs to its end, as
+	// pgx's Rows.Close does. The last answer carries the commit LSN or the
+	// error, as Exec's would.
+	Fetch(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[FetchRequest, ExecResponse], error)
 }
 
 type executorClient struct {
@@ -125,6 +135,19 @@ func (c *executorClient) Session(ctx context.Context, opts ...grpc.CallOption) (
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Executor_SessionClient = grpc.BidiStreamingClient[SessionRequest, SessionResponse]
 
+func (c *executorClient) Fetch(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[FetchRequest, ExecResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Executor_ServiceDesc.Streams[2], Executor_Fetch_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[FetchRequest, ExecResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Executor_FetchClient = grpc.BidiStreamingClient[FetchRequest, ExecResponse]
+
 // ExecutorServer is the server API for Executor service.
 // All implementations must embed UnimplementedExecutorServer
 // for forward compatibility.
@@ -149,6 +172,15 @@ type ExecutorServer interface {
 	// costs both sides far less per statement. Answers come back in any
 	// order, matched by seq. The stream is authenticated once, when it opens.
 	Session(grpc.BidiStreamingServer[SessionRequest, SessionResponse]) error
+	// Fetch carries the rest of a lone statement's result whose answer (on
+	// Exec or Session) was its first part, with a fetch token: the other
+	// parts arrive on this stream of the caller's own, so that a large or
+	// slowly read result never holds up the statements of others. The first
+	// message names the token; a later one may ask to discard the rest (the
+	// caller closed its rows): the statement still runs to its end, as
+	// pgx's Rows.Close does. The last answer carries the commit LSN or the
+	// error, as Exec's would.
+	Fetch(grpc.BidiStreamingServer[FetchRequest, ExecResponse]) error
 	mustEmbedUnimplementedExecutorServer()
 }
 
@@ -173,6 +205,9 @@ func (UnimplementedExecutorServer) Resolve(context.Context, *ResolveRequest) (*R
 }
 func (UnimplementedExecutorServer) Session(grpc.BidiStreamingServer[SessionRequest, SessionResponse]) error {
 	return status.Error(codes.Unimplemented, "method Session not implemented")
+}
+func (UnimplementedExecutorServer) Fetch(grpc.BidiStreamingServer[FetchRequest, ExecResponse]) error {
+	return status.Error(codes.Unimplemented, "method Fetch not implemented")
 }
 func (UnimplementedExecutorServer) mustEmbedUnimplementedExecutorServer() {}
 func (UnimplementedExecutorServer) testEmbeddedByValue()                  {}
@@ -263,6 +298,13 @@ func _Executor_Session_Handler(srv interface{}, stream grpc.ServerStream) error 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Executor_SessionServer = grpc.BidiStreamingServer[SessionRequest, SessionResponse]
 
+func _Executor_Fetch_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ExecutorServer).Fetch(&grpc.GenericServerStream[FetchRequest, ExecResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Executor_FetchServer = grpc.BidiStreamingServer[FetchRequest, ExecResponse]
+
 // Executor_ServiceDesc is the grpc.ServiceDesc for Executor service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -293,6 +335,12 @@ var Executor_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Session",
 			Handler:       _Executor_Session_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "Fetch",
+			Handler:       _Executor_Fetch_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
 		},

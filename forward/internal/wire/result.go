@@ -12,7 +12,7 @@ import (
 )
 
 // ResultTooLargeError is returned by ReadResult when the rows of a result
-// exceed the byte limit. The statement has run: the caller must not commit
+// (by StreamResult with parts, one row) exceed the byte limit. The statement has run: the caller must not commit
 // a transaction whose result the client never saw.
 type ResultTooLargeError struct {
 	Limit int // bytes
@@ -65,11 +65,23 @@ func ResultFormats() pgx.QueryResultFormatsByOID {
 // *ResultTooLargeError; 0 or less means no limit. An error of the query
 // (such as a *pgconn.PgError) is returned wrapped.
 func ReadResult(rows RowSource, maxBytes int) (*forwardpb.Result, error) {
+	return StreamResult(rows, maxBytes, 0, nil)
+}
+
+// StreamResult reads rows as ReadResult does, but with emit set it hands
+// every partBytes or so of row data to emit as a part of the result (a
+// Result with More set; the first carries the columns) and returns the last
+// part, with the command tag and the rows affected: the memory it holds is
+// one part, whatever the result's size. A part holds at least one row, so
+// maxBytes bounds one row then. With emit nil it returns the whole result
+// in one Result, as ReadResult.
+func StreamResult(rows RowSource, maxBytes, partBytes int, emit func(*forwardpb.Result)) (*forwardpb.Result, error) {
 	defer rows.Close()
 
 	fields := rows.FieldDescriptions()
 	var buf []byte
 	var count uint32
+	first := true // the next part is the first: it carries the columns
 	for rows.Next() {
 		if fields == nil {
 			// Some result readers only know their fields once a row
@@ -83,6 +95,14 @@ func ReadResult(rows RowSource, maxBytes int) (*forwardpb.Result, error) {
 		size := 0
 		for _, v := range values {
 			size += 4 + len(v)
+		}
+		if emit != nil && count > 0 && len(buf)+size > partBytes {
+			part := &forwardpb.Result{RowCount: count, Rows: buf, More: true}
+			if first {
+				part.Columns, first = columnsToProto(fields), false
+			}
+			emit(part)
+			buf, count = make([]byte, 0, partBytes), 0
 		}
 		if maxBytes > 0 && len(buf)+size > maxBytes {
 			return nil, &ResultTooLargeError{Limit: maxBytes}
@@ -102,13 +122,16 @@ func ReadResult(rows RowSource, maxBytes int) (*forwardpb.Result, error) {
 	}
 
 	tag := rows.CommandTag()
-	return &forwardpb.Result{
-		Columns:      columnsToProto(fields),
+	last := &forwardpb.Result{
 		RowCount:     count,
 		Rows:         buf,
 		RowsAffected: tag.RowsAffected(),
 		CommandTag:   tag.String(),
-	}, nil
+	}
+	if first {
+		last.Columns = columnsToProto(fields)
+	}
+	return last, nil
 }
 
 // ResultFromCommandTag is the Result of a statement that returns no rows,

@@ -34,7 +34,12 @@ type Rows struct {
 	remaining uint32 // rows not read yet
 	row       int    // rows read, for error messages
 	values    [][]byte
-	err       error // sticky: malformed data
+	err       error // sticky: malformed data, or the result's failure
+
+	more    bool                              // parts follow (see Continue)
+	next    func() (*forwardpb.Result, error) // the next part
+	discard func() error                      // ends the result early
+	endErr  error                             // returned after the last row instead of io.EOF
 
 	tag          pgconn.CommandTag
 	rowsAffected int64
@@ -76,7 +81,49 @@ func NewRows(res *forwardpb.Result, m *pgtype.Map) (*Rows, error) {
 		values:       make([][]byte, len(fields)),
 		tag:          pgconn.NewCommandTag(res.CommandTag),
 		rowsAffected: res.RowsAffected,
+		more:         res.More,
 	}, nil
+}
+
+// Continue says how a result that arrives in parts goes on (NewRows's
+// Result had More set): next returns the next part, which may come with
+// an error that follows its rows (the statement failed after them, or its
+// COMMIT did); an error without a part ends the rows there. discard ends
+// the result when the rows are closed before its last part, and returns
+// what that end reports. Without Continue a result with More set fails at
+// the end of its first part.
+func (r *Rows) Continue(next func() (*forwardpb.Result, error), discard func() error) {
+	r.next, r.discard = next, discard
+}
+
+// FailAtEnd makes Next return err after the last row instead of io.EOF,
+// as pgx reports a statement whose COMMIT failed after its rows.
+func (r *Rows) FailAtEnd(err error) { r.endErr = err }
+
+// Done reports whether the result has been read to its end (or failed).
+func (r *Rows) Done() bool { return !r.more || r.err != nil }
+
+// nextPart moves to the next part of the result.
+func (r *Rows) nextPart() error {
+	if r.next == nil {
+		r.more = false
+		return errors.New("wire: the result continues in parts, but nothing reads them")
+	}
+	part, err := r.next()
+	r.more = false
+	if part != nil {
+		r.data, r.remaining, r.more = part.Rows, part.RowCount, part.More && err == nil
+		if !part.More {
+			r.tag, r.rowsAffected = pgconn.NewCommandTag(part.CommandTag), part.RowsAffected
+		}
+	}
+	if err != nil {
+		if part == nil {
+			return err
+		}
+		r.endErr = err // after this part's rows
+	}
+	return nil
 }
 
 func columnsFromProto(cols []*forwardpb.Column) ([]pgconn.FieldDescription, error) {
@@ -119,10 +166,29 @@ func (r *Rows) CommandTag() pgconn.CommandTag { return r.tag }
 // RowsAffected returns the number of rows the statement affected.
 func (r *Rows) RowsAffected() int64 { return r.rowsAffected }
 
-// Close releases the row data. It never fails: the result was complete
-// before the Rows was made.
+// Close releases the row data. A result whose last part has not arrived
+// is ended with the discard function given to Continue, and Close returns
+// what that reports; a result that failed after its rows (FailAtEnd, or
+// its last part) returns that failure, if Next has not yet. As pgx's
+// stdlib rows, Close then reports the statement's error.
 func (r *Rows) Close() error {
 	r.data, r.remaining, r.values = nil, 0, nil
+	if r.err != nil {
+		return nil // Next reported it
+	}
+	if r.more {
+		r.more = false
+		if r.discard != nil {
+			if err := r.discard(); err != nil {
+				r.err = err
+				return err
+			}
+		}
+	}
+	if r.endErr != nil {
+		r.err = r.endErr
+		return r.err
+	}
 	return nil
 }
 
@@ -133,13 +199,23 @@ func (r *Rows) Next(dest []driver.Value) error {
 	if r.err != nil {
 		return r.err
 	}
-	if r.remaining == 0 {
+	for r.remaining == 0 {
 		if len(r.data) != 0 {
 			r.err = fmt.Errorf("wire: %d bytes after the last row", len(r.data))
 			r.data = nil
 			return r.err
 		}
-		return io.EOF
+		if !r.more {
+			if r.endErr != nil {
+				r.err = r.endErr
+				return r.err
+			}
+			return io.EOF
+		}
+		if err := r.nextPart(); err != nil {
+			r.err = err
+			return err
+		}
 	}
 	if len(dest) < len(r.fields) {
 		return fmt.Errorf("wire: %d destinations for %d columns", len(dest), len(r.fields))
