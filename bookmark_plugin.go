@@ -83,7 +83,9 @@ func (p *Plugin) replicaTimeline(ctx context.Context, fresh bool) uint32 {
 		return p.bm.timeline.Load()
 	}
 	p.bm.timelineAt.Store(time.Now().UnixNano())
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.RPCTimeout)
+	// A look-up of one row: bounded like a wait for replication, as
+	// RPCTimeout may be none.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.AwaitTimeout)
 	defer cancel()
 	var tl int64
 	if err := p.local.QueryRowContext(ctx, replicaTimelineSQL).Scan(&tl); err != nil {
@@ -111,7 +113,7 @@ const commitPositionSQL = `SELECT pg_current_wal_insert_lsn()::text, pg_walfile_
 // cannot, the mark says so (callbacks.UnknownLSN): reads under it run on
 // the primary until the session writes again.
 func (p *Plugin) commitMark(ctx context.Context) callbacks.Mark {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.RPCTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.AwaitTimeout)
 	defer cancel()
 	p.bm.lookups.Add(1)
 	var pos, file, seg string
