@@ -334,7 +334,10 @@ func TestFaultBadInput(t *testing.T) {
 
 	t.Run("result over MaxResponseBytes", func(t *testing.T) {
 		e := e.at(t)
-		const huge = "SELECT repeat('x', 1000) FROM generate_series(1, 1000)"
+		// Results travel in parts, whatever their size (see TestResultsInParts);
+		// the limit bounds one row. (A row over MaxRowBytes, 64 KiB more,
+		// never leaves PostgreSQL's connection: see TestRowLimit.)
+		huge := fmt.Sprintf("SELECT repeat('x', %d)", inputMaxResponse+32<<10)
 		var rows []string
 		err := e.replica.Transaction(func(tx *gorm.DB) error {
 			if err := tx.Create(&faultWrite{Key: "huge-tx"}).Error; err != nil {
@@ -345,7 +348,7 @@ func TestFaultBadInput(t *testing.T) {
 		// The transaction is rolled back: ErrTxAborted, whose cause names
 		// the limit, says so as well as ErrTooLarge would.
 		if !(errors.Is(err, forward.ErrTooLarge) || errors.Is(err, forward.ErrTxAborted)) || !strings.Contains(err.Error(), "limit") {
-			t.Errorf("huge result in a transaction: %v, want ErrTooLarge or ErrTxAborted naming the limit", err)
+			t.Errorf("huge row in a transaction: %v, want ErrTooLarge or ErrTxAborted naming the limit", err)
 		}
 		absent(t, "huge-tx")
 		// On its own a statement commits before its result is read, so
@@ -353,7 +356,14 @@ func TestFaultBadInput(t *testing.T) {
 		err = e.replica.Clauses(flypg.UsePrimary).Raw(huge).Scan(&rows).Error
 		var ce *forward.CommittedError
 		if !errors.As(err, &ce) && !errors.Is(err, forward.ErrTooLarge) {
-			t.Errorf("huge result of a statement: %v, want a *forward.CommittedError or ErrTooLarge", err)
+			t.Errorf("huge row of a statement: %v, want a *forward.CommittedError or ErrTooLarge", err)
+		}
+		// A result far larger than the limit, in rows under it, arrives whole.
+		err = e.replica.Transaction(func(tx *gorm.DB) error {
+			return tx.Raw(fmt.Sprintf("SELECT repeat('x', 1000) FROM generate_series(1, %d)", 4*inputMaxResponse/1000)).Scan(&rows).Error
+		})
+		if err != nil || len(rows) != 4*inputMaxResponse/1000 {
+			t.Errorf("result of %d small rows: %d rows, %v", 4*inputMaxResponse/1000, len(rows), err)
 		}
 		e.healthy(t.Name())
 	})

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -57,12 +58,12 @@ func TestREADMETwoRegions(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	startBlock(ctx, t, "terminal 1", blocks[0], "ready")
-	startBlock(ctx, t, "terminal 2", blocks[1], "msg=serving")
-	startBlock(ctx, t, "terminal 3", blocks[2], "msg=serving")
+	iad := startBlock(ctx, t, "terminal 2", blocks[1], "msg=serving")
+	syd := startBlock(ctx, t, "terminal 3", blocks[2], "msg=serving")
 
 	out, err := runBlock(ctx, blocks[3])
 	if err != nil {
-		t.Fatalf("terminal 4: %v\n%s", err, out)
+		t.Fatalf("terminal 4: %v\n%s\nterminal 2 (iad):\n%s\nterminal 3 (syd):\n%s", err, out, iad(), syd())
 	}
 	for _, want := range []string{`"forwarded_to": "iad"`, `"visible_here": true`, `"region": "syd"`, `"message": "hello from syd"`} {
 		if !strings.Contains(out, want) {
@@ -119,7 +120,8 @@ func command(ctx context.Context, block string) *exec.Cmd {
 
 // startBlock starts a long-running block and waits until its output says
 // ready; the test's end interrupts it, as Ctrl-C would, and waits for it.
-func startBlock(ctx context.Context, t *testing.T, name, block, ready string) {
+// It returns the block's output so far, for a failure's report.
+func startBlock(ctx context.Context, t *testing.T, name, block, ready string) func() string {
 	t.Helper()
 	cmd := command(ctx, block)
 	pr, pw := io.Pipe()
@@ -143,7 +145,15 @@ func startBlock(ctx context.Context, t *testing.T, name, block, ready string) {
 		}
 	})
 	lines := make(chan string)
-	var log strings.Builder
+	var (
+		mu  sync.Mutex
+		log strings.Builder
+	)
+	output := func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return log.String()
+	}
 	go func() {
 		defer close(lines)
 		s := bufio.NewScanner(pr)
@@ -155,20 +165,25 @@ func startBlock(ctx context.Context, t *testing.T, name, block, ready string) {
 		select {
 		case line, ok := <-lines:
 			if !ok {
-				t.Fatalf("%s ended before it was ready: %v\n%s", name, <-exited, log.String())
+				t.Fatalf("%s ended before it was ready: %v\n%s", name, <-exited, output())
 			}
+			mu.Lock()
 			log.WriteString(line + "\n")
+			mu.Unlock()
 			if strings.Contains(line, ready) {
 				// Keep draining its output, so that it never blocks on a
 				// full pipe.
 				go func() {
-					for range lines {
+					for line := range lines {
+						mu.Lock()
+						log.WriteString(line + "\n")
+						mu.Unlock()
 					}
 				}()
-				return
+				return output
 			}
 		case <-ctx.Done():
-			t.Fatalf("%s not ready: %v\n%s", name, ctx.Err(), log.String())
+			t.Fatalf("%s not ready: %v\n%s", name, ctx.Err(), output())
 		}
 	}
 }
