@@ -123,9 +123,15 @@ type CallError = forward.CallError
 // inside db.Transaction.
 var ErrAdvisoryLock = callbacks.ErrAdvisoryLock
 
-// ErrPinnedConnection: a statement for the primary inside a db.Connection
-// block (or a transaction begun in one), which holds a local replica
-// connection; nothing ran.
+// ErrPinLost: the pinned primary connection of a db.Connection block (or
+// of a held connection of Plugin.DB) broke off, and its session state with
+// it; the statement did not run. Rerun the whole block.
+var ErrPinLost = forward.ErrPinLost
+
+// ErrPinnedConnection: a statement for the primary on a connection (or a
+// transaction) GORM holds of the local replica's own pool, taken directly
+// rather than from db.DB() (whose db.Connection blocks pin a primary
+// connection instead); nothing ran.
 var ErrPinnedConnection = callbacks.ErrPinnedConnection
 
 // SafeToRetry reports whether err certainly left nothing committed, so

@@ -180,6 +180,9 @@ func (p *Plugin) startReplica(db *gorm.DB) error {
 		return err
 	}
 	p.routed = p.router.OpenDB()
+	// db.DB() returns a routed database of its own, which its caller owns
+	// as with plain GORM: closing it closes the local pool.
+	p.router.Routed = p.router.OpenOwningDB()
 	return nil
 }
 
@@ -281,10 +284,12 @@ func (p *Plugin) Config() Config {
 // hand-written repositories). It routes and waits like the plugin's GORM
 // callbacks: in a replica region, reads run on the local replica, every
 // Exec and every other statement runs on the primary and then waits until
-// the local replica has replayed it, and transactions are forwarded whole
-// (see callbacks.Router.OpenDB for the details). In the primary region it
-// is the *gorm.DB's own *sql.DB. (db.DB() keeps returning the local
-// *sql.DB, on which writes fail in a replica region.)
+// the local replica has replayed it, transactions are forwarded whole, and
+// a held *sql.Conn pins one primary connection once a statement sets
+// session state or a transaction begins (see callbacks.Router.OpenDB for
+// the details). In the primary region it is the *gorm.DB's own *sql.DB.
+// In a replica region db.DB() returns a routed *sql.DB too (one of its
+// own, which closes the local pool when closed).
 //
 // The plugin owns it: do not Close it; Close closes it.
 func (p *Plugin) DB() (*sql.DB, error) {

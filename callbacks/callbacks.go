@@ -4,7 +4,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"reflect"
 	"time"
+	"unsafe"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
@@ -135,8 +137,15 @@ func (r *Router) route(op string) func(*gorm.DB) {
 			}
 			return
 		case gorm.TxCommitter, *sql.Conn:
-			// A db.Connection block, or a transaction begun in one: both
-			// hold one connection to the local replica.
+			if r.isRouted(conn) {
+				// A db.Connection block, or a transaction begun in one, on
+				// a connection of the routed database (db.DB()): it routes
+				// each statement itself, on one pinned primary connection
+				// once session state or a transaction needs it.
+				return
+			}
+			// A connection or transaction of the local replica's own pool
+			// (taken from it directly): writes cannot run there.
 			if primary {
 				db.AddError(fmt.Errorf("%w (%s)", ErrPinnedConnection, op))
 			}
@@ -174,6 +183,28 @@ func (r *Router) route(op string) func(*gorm.DB) {
 
 // connOf returns the connection pool under GORM's prepared-statement
 // wrapper for transactions.
+// isRouted reports whether conn, a connection or transaction GORM holds,
+// belongs to the routed database (Router.Routed).
+func (r *Router) isRouted(conn gorm.ConnPool) bool {
+	if r.Routed == nil {
+		return false
+	}
+	switch c := conn.(type) {
+	case *sql.Conn:
+		routed := false
+		c.Raw(func(dc any) error {
+			_, routed = dc.(*routeConn)
+			return nil
+		})
+		return routed
+	case *sql.Tx:
+		// database/sql keeps a transaction's database unexported; GORM's
+		// own db.DB() reads it the same way.
+		return reflect.ValueOf(c).Elem().FieldByName("db").UnsafePointer() == unsafe.Pointer(r.Routed)
+	}
+	return false
+}
+
 func connOf(pool gorm.ConnPool) gorm.ConnPool {
 	if p, ok := pool.(*gorm.PreparedStmtTX); ok && p.Tx != nil {
 		return p.Tx

@@ -18,13 +18,13 @@ import (
 // lock ends with it.
 var ErrAdvisoryLock = errors.New("flypg: advisory lock refused")
 
-// ErrPinnedConnection matches the error of a statement inside a
-// db.Connection block (or a transaction begun in one) that must run on the
-// primary: a write, SQL that is not a read, a lock. Such a block holds one
-// connection to the local replica, and flypg does not yet pin a primary
-// connection for it; nothing ran. Use db.Transaction, which runs on one
-// primary connection, or write outside the block.
-var ErrPinnedConnection = errors.New("flypg: a db.Connection block holds a local replica connection; statements for the primary cannot run in it")
+// ErrPinnedConnection matches the error of a statement that must run on
+// the primary (a write, SQL that is not a read, a lock) on a connection or
+// transaction GORM holds of the local replica's own pool, taken directly
+// rather than from the routed database (Router.Routed, whose connections
+// pin a primary connection when needed); nothing ran. Use db.Connection
+// or db.Transaction, or write outside the block.
+var ErrPinnedConnection = errors.New("flypg: the statement holds a connection of the local replica's pool; statements for the primary cannot run on it")
 
 func sessionLockError() error {
 	return fmt.Errorf("%w: a session-level lock outside a transaction would be held by a pooled connection of the executor, which serves other callers next; take pg_advisory_xact_lock inside a transaction instead", ErrAdvisoryLock)

@@ -134,14 +134,22 @@ func runLocal[T any](r *Router, ctx context.Context, query string, local, primar
 	return primary(ctx)
 }
 
+// primaryConn is where a statement for the primary runs: the forwarding
+// pool, or a pinned connection of it.
+type primaryConn interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error)
+}
+
 // queryPrimary runs a query on the primary outside a transaction, then
 // waits for what it committed (a function it called may write). The
 // forwarding driver holds the whole result when the query returns: the
 // commit is already recorded. After a failed wait the rows are not
 // returned: the *ReplicationError says the statement committed.
-func (r *Router) queryPrimary(ctx context.Context, query string, args []any) (*sql.Rows, error) {
+func (r *Router) queryPrimary(ctx context.Context, on primaryConn, query string, args []any) (*sql.Rows, error) {
 	wctx, rcpt := forward.WithReceipt(ctx)
-	rows, err := r.Forward.QueryContext(wctx, query, args...)
+	rows, err := on.QueryContext(wctx, query, args...)
 	if _, _, werr := r.wait(ctx, rcpt); werr != nil {
 		if err == nil {
 			rows.Close()
@@ -153,9 +161,9 @@ func (r *Router) queryPrimary(ctx context.Context, query string, args []any) (*s
 
 // execPrimary runs a statement on the primary outside a transaction, then
 // waits for its commit.
-func (r *Router) execPrimary(ctx context.Context, query string, args []any) (sql.Result, error) {
+func (r *Router) execPrimary(ctx context.Context, on primaryConn, query string, args []any) (sql.Result, error) {
 	wctx, rcpt := forward.WithReceipt(ctx)
-	res, err := r.Forward.ExecContext(wctx, query, args...)
+	res, err := on.ExecContext(wctx, query, args...)
 	if _, _, werr := r.wait(ctx, rcpt); err == nil {
 		err = werr
 	}
@@ -176,13 +184,13 @@ func (r *Router) queryRowPrimary(ctx context.Context, query string, args []any) 
 func (r *Router) queryLocal(ctx context.Context, query string, args []any) (*sql.Rows, error) {
 	return runLocal(r, ctx, query,
 		func(ctx context.Context) (*sql.Rows, error) { return r.Local.QueryContext(ctx, query, args...) },
-		func(ctx context.Context) (*sql.Rows, error) { return r.queryPrimary(ctx, query, args) })
+		func(ctx context.Context) (*sql.Rows, error) { return r.queryPrimary(ctx, r.Forward, query, args) })
 }
 
 func (r *Router) execLocal(ctx context.Context, query string, args []any) (sql.Result, error) {
 	return runLocal(r, ctx, query,
 		func(ctx context.Context) (sql.Result, error) { return r.Local.ExecContext(ctx, query, args...) },
-		func(ctx context.Context) (sql.Result, error) { return r.execPrimary(ctx, query, args) })
+		func(ctx context.Context) (sql.Result, error) { return r.execPrimary(ctx, r.Forward, query, args) })
 }
 
 func (r *Router) queryRowLocal(ctx context.Context, query string, args []any) *sql.Row {

@@ -76,6 +76,13 @@ type Router struct {
 	// and the primary. It must not block.
 	OnMode func(Mode)
 
+	// Routed, if set, is a routed database (OpenDB) that db.DB() returns:
+	// database/sql code gets GORM's routing, and a db.Connection block
+	// takes one of its connections, which runs the block's statements on
+	// one pinned primary connection once session state or a transaction
+	// needs it. Nil: db.DB() returns the local *sql.DB.
+	Routed *sql.DB
+
 	chains  chainCache   // what GORM's callback chains allow after a statement
 	fwdPool *forwardPool // the pool of statements routed to the primary
 	avail   availability // where reads run now
@@ -207,8 +214,15 @@ func (p *Pool) QueryRowContext(ctx context.Context, query string, args ...any) *
 	return p.r.queryRowLocal(ctx, query, args)
 }
 
-// GetDBConn returns the local *sql.DB, so that db.DB() keeps working.
-func (p *Pool) GetDBConn() (*sql.DB, error) { return p.r.localDB() }
+// GetDBConn returns what db.DB() returns, and so what db.Connection takes
+// its connection from: the routed database (Router.Routed) when set,
+// else the local *sql.DB.
+func (p *Pool) GetDBConn() (*sql.DB, error) {
+	if p.r.Routed != nil {
+		return p.r.Routed, nil
+	}
+	return p.r.localDB()
+}
 
 // BeginTx begins a transaction: forwarded to the primary, or local when
 // ctx says fly.Local or opts is read-only. A read-only transaction at the
@@ -235,7 +249,7 @@ func (p *Pool) BeginTx(ctx context.Context, opts *sql.TxOptions) (gorm.ConnPool,
 			return tx, err
 		}
 	}
-	tx, ctx, rcpt, err := p.r.beginForwarded(ctx, opts)
+	tx, ctx, rcpt, err := p.r.beginForwarded(ctx, p.r.Forward, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -279,7 +293,7 @@ var (
 // BeginTx begins GORM's implicit transaction on the primary. Its commit
 // does not wait: the await callback does, after the chain.
 func (p *forwardPool) BeginTx(ctx context.Context, opts *sql.TxOptions) (gorm.ConnPool, error) {
-	tx, ctx, rcpt, err := p.r.beginForwarded(ctx, opts)
+	tx, ctx, rcpt, err := p.r.beginForwarded(ctx, p.r.Forward, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -291,12 +305,12 @@ func (p *forwardPool) GetDBConn() (*sql.DB, error) { return p.DB, nil }
 
 // beginForwarded begins a transaction on the forwarding pool, with a
 // receipt in its context (ctx's own, if it has one) for the commit LSN.
-func (r *Router) beginForwarded(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, context.Context, *forward.Receipt, error) {
+func (r *Router) beginForwarded(ctx context.Context, on primaryConn, opts *sql.TxOptions) (*sql.Tx, context.Context, *forward.Receipt, error) {
 	rcpt := forward.ReceiptFrom(ctx)
 	if rcpt == nil {
 		ctx, rcpt = forward.WithReceipt(ctx)
 	}
-	tx, err := r.Forward.BeginTx(ctx, opts)
+	tx, err := on.BeginTx(ctx, opts)
 	r.forwardFailed(err)
 	return tx, ctx, rcpt, err
 }

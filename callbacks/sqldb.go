@@ -26,21 +26,48 @@ import (
 //     waits after Commit; a read-only one (other than serializable) and one
 //     begun under fly.Local run on the local database;
 //   - under fly.Local everything runs on the local database;
-//   - a session-level advisory lock outside a transaction fails with
-//     ErrAdvisoryLock.
+//   - a statement that sets session state (forward.SetsSessionState, a
+//     session advisory lock) and a forwarded transaction pin a primary
+//     connection (forward.Pin) to the database/sql connection: from then
+//     on every statement on that connection runs there, reads too, until
+//     it goes back to the pool (a held *sql.Conn: until its Close).
 //
-// Statements outside a transaction are independent of each other, as in a
-// pool: session state (SET, temporary tables) does not carry from one to
-// the next, also within one *sql.Conn. A replication timeout after a write
-// returns a *ReplicationError (the write committed); from QueryContext the
-// rows are then not returned.
+// So statements on one held *sql.Conn (a db.Connection block) see each
+// other's session state as on one direct connection, once it was set;
+// statements on the *sql.DB itself are independent units, as in a pool. A
+// replication timeout after a write returns a *ReplicationError (the write
+// committed); from QueryContext the rows are then not returned.
 //
 // The *sql.DB holds no connections of its own: each of its connections
-// borrows one of the local pool or of the forwarding pool per statement or
-// transaction. Close it when done with it.
-func (r *Router) OpenDB() *sql.DB { return sql.OpenDB(routeConnector{r}) }
+// borrows one of the local pool or of the forwarding pool per statement,
+// or holds one while pinned (or while running on the local database by
+// rule: under fly.Local, or once it was promoted). Close it when done
+// with it.
+func (r *Router) OpenDB() *sql.DB { return sql.OpenDB(routeConnector{r: r}) }
 
-type routeConnector struct{ r *Router }
+// OpenOwningDB is OpenDB for what db.DB() returns (Router.Routed): closing
+// it closes the local database too, as closing db.DB() closes the pool at
+// shutdown with plain GORM.
+func (r *Router) OpenOwningDB() *sql.DB { return sql.OpenDB(routeConnector{r: r, owns: true}) }
+
+type routeConnector struct {
+	r    *Router
+	owns bool // Close closes the local database
+}
+
+var _ io.Closer = routeConnector{}
+
+// Close is called by the routed *sql.DB's Close.
+func (c routeConnector) Close() error {
+	if !c.owns {
+		return nil
+	}
+	local, err := c.r.localDB()
+	if err != nil {
+		return nil
+	}
+	return local.Close()
+}
 
 func (c routeConnector) Connect(context.Context) (driver.Conn, error) {
 	local, err := c.r.localDB()
@@ -75,6 +102,16 @@ type routeConn struct {
 	r     *Router
 	local *sql.DB
 	tx    *routeTx
+	// pin is a pinned forwarding connection (forward.Pin), taken by the
+	// first statement that sets session state or the first forwarded
+	// transaction: from then on, until the connection goes back to its
+	// pool, every statement runs on it, reads too, so that they see that
+	// state, as on one direct connection.
+	pin *sql.Conn
+	// held is a local connection taken by the first statement that runs
+	// on the local database by rule (fly.Local, or a promoted local
+	// database), held likewise.
+	held *sql.Conn
 }
 
 var (
@@ -102,19 +139,88 @@ func (c *routeConn) Close() error {
 		c.tx.tx.Rollback()
 		c.tx = nil
 	}
+	c.release()
 	return nil
+}
+
+// release gives back what the connection held for its user: database/sql
+// asks IsValid as it takes the connection back.
+func (c *routeConn) release() {
+	if c.pin != nil {
+		c.pin.Close()
+		c.pin = nil
+	}
+	if c.held != nil {
+		c.held.Close()
+		c.held = nil
+	}
+}
+
+// pinned returns the connection's pinned forwarding connection, taking
+// one first if it has none.
+func (c *routeConn) pinned(ctx context.Context) (*sql.Conn, error) {
+	if c.pin != nil {
+		return c.pin, nil
+	}
+	fc, err := c.r.Forward.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := forward.Pin(fc); err != nil {
+		fc.Close()
+		return nil, err
+	}
+	c.pin = fc
+	return fc, nil
+}
+
+// ruledLocal reports whether statements run on the local database by rule
+// rather than by what they are, and returns its held connection.
+func (c *routeConn) ruledLocal(ctx context.Context) (bool, *sql.Conn, error) {
+	if !fly.IsLocal(ctx) && !c.r.WritesLocally() {
+		return false, nil, nil
+	}
+	if c.held == nil {
+		held, err := c.local.Conn(ctx)
+		if err != nil {
+			return true, nil, err
+		}
+		c.held = held
+	}
+	return true, c.held, nil
+}
+
+// needsPin reports whether query leaves session state that later
+// statements must see: it runs on a pinned connection.
+func needsPin(query string) bool {
+	return callsIn(query).has(sqlFnSessionLock) || forward.SetsSessionState(query)
 }
 
 func (c *routeConn) Begin() (driver.Tx, error) {
 	return c.BeginTx(context.Background(), driver.TxOptions{})
 }
 
+// BeginTx begins a transaction as the GORM callbacks do, except that one
+// for the primary runs on the connection's pinned forwarding connection
+// (taken now if need be), so that it sees the session state of the
+// statements before it and leaves its own to those after it.
 func (c *routeConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
 	if c.tx != nil {
 		return nil, errors.New("flypg: transaction already in progress on this connection")
 	}
 	o := &sql.TxOptions{Isolation: sql.IsolationLevel(opts.Isolation), ReadOnly: opts.ReadOnly}
-	if local, reason := c.r.beginsLocally(ctx, o); local {
+	if ruled, held, err := c.ruledLocal(ctx); ruled {
+		if err != nil {
+			return nil, err
+		}
+		tx, err := held.BeginTx(ctx, o)
+		if err != nil {
+			return nil, err
+		}
+		c.tx = &routeTx{c: c, tx: tx, local: true, untouched: true}
+		return c.tx, nil
+	}
+	if local, reason := c.r.beginsLocally(ctx, o); local && c.pin == nil {
 		tx, err := c.local.BeginTx(ctx, o)
 		if err == nil {
 			c.tx = &routeTx{c: c, tx: tx, local: true, untouched: reason != "read only"}
@@ -124,7 +230,11 @@ func (c *routeConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.
 			return nil, err
 		}
 	}
-	tx, ctx, rcpt, err := c.r.beginForwarded(ctx, o)
+	pin, err := c.pinned(ctx)
+	if err != nil {
+		return nil, err
+	}
+	tx, ctx, rcpt, err := c.r.beginForwarded(ctx, pin, o)
 	if err != nil {
 		return nil, err
 	}
@@ -142,10 +252,14 @@ func (c *routeConn) ResetSession(context.Context) error {
 	if c.tx != nil {
 		return driver.ErrBadConn
 	}
+	c.release()
 	return nil
 }
 
-func (c *routeConn) IsValid() bool { return c.tx == nil }
+func (c *routeConn) IsValid() bool {
+	c.release()
+	return c.tx == nil
+}
 
 func (c *routeConn) ExecContext(ctx context.Context, query string, nargs []driver.NamedValue) (driver.Result, error) {
 	args := values(nargs)
@@ -155,13 +269,20 @@ func (c *routeConn) ExecContext(ctx context.Context, query string, nargs []drive
 		}
 		return c.tx.tx.ExecContext(ctx, query, args...)
 	}
-	if fly.IsLocal(ctx) || c.r.WritesLocally() {
-		return c.local.ExecContext(ctx, query, args...)
+	if ruled, held, err := c.ruledLocal(ctx); ruled {
+		if err != nil {
+			return nil, err
+		}
+		return held.ExecContext(ctx, query, args...)
 	}
-	if callsIn(query).has(sqlFnSessionLock) {
-		return nil, sessionLockError()
+	if c.pin != nil || needsPin(query) {
+		pin, err := c.pinned(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return c.r.execPrimary(ctx, pin, query, args)
 	}
-	return c.r.execPrimary(ctx, query, args)
+	return c.r.execPrimary(ctx, c.r.Forward, query, args)
 }
 
 func (c *routeConn) QueryContext(ctx context.Context, query string, nargs []driver.NamedValue) (driver.Rows, error) {
@@ -172,18 +293,25 @@ func (c *routeConn) QueryContext(ctx context.Context, query string, nargs []driv
 		}
 		return wrapRows(c.tx.tx.QueryContext(ctx, query, args...))
 	}
-	if fly.IsLocal(ctx) || c.r.WritesLocally() {
-		return wrapRows(c.local.QueryContext(ctx, query, args...))
+	if ruled, held, err := c.ruledLocal(ctx); ruled {
+		if err != nil {
+			return nil, err
+		}
+		return wrapRows(held.QueryContext(ctx, query, args...))
+	}
+	if c.pin != nil || needsPin(query) {
+		pin, err := c.pinned(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return wrapRows(c.r.queryPrimary(ctx, pin, query, args))
 	}
 	if IsRead(query) {
 		return wrapRows(runLocal(c.r, ctx, query,
 			func(ctx context.Context) (*sql.Rows, error) { return c.local.QueryContext(ctx, query, args...) },
-			func(ctx context.Context) (*sql.Rows, error) { return c.r.queryPrimary(ctx, query, args) }))
+			func(ctx context.Context) (*sql.Rows, error) { return c.r.queryPrimary(ctx, c.r.Forward, query, args) }))
 	}
-	if callsIn(query).has(sqlFnSessionLock) {
-		return nil, sessionLockError()
-	}
-	return wrapRows(c.r.queryPrimary(ctx, query, args))
+	return wrapRows(c.r.queryPrimary(ctx, c.r.Forward, query, args))
 }
 
 // awaitReceipt waits for what rcpt recorded, unless ctx says fly.NoAwait.

@@ -52,6 +52,7 @@ type conn struct {
 	c     *Client
 	types *pgtype.Map // decodes results, like a pgx connection's type map
 	tx    *clientTx
+	pin   *pinLink // set by Pin: everything runs on one primary connection
 	bad   bool
 }
 
@@ -83,6 +84,7 @@ func (cn *conn) Close() error {
 		cn.tx.abort()
 		cn.tx = nil
 	}
+	cn.unpin()
 	return nil
 }
 
@@ -101,7 +103,11 @@ func (cn *conn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, 
 	if err != nil {
 		return nil, err
 	}
-	cn.tx = &clientTx{c: cn.c, link: &txStream{c: cn.c}, ctx: ctx, isolation: iso, readOnly: opts.ReadOnly, id: newID(), done: func() { cn.tx = nil }}
+	var link txLink = &txStream{c: cn.c}
+	if cn.pin != nil {
+		link = cn.pin
+	}
+	cn.tx = &clientTx{c: cn.c, link: link, ctx: ctx, isolation: iso, readOnly: opts.ReadOnly, id: newID(), done: func() { cn.tx = nil }}
 	return cn.tx, nil
 }
 
@@ -141,10 +147,23 @@ func (cn *conn) ResetSession(context.Context) error {
 	if cn.bad || cn.tx != nil {
 		return driver.ErrBadConn
 	}
+	cn.unpin()
 	return nil
 }
 
-func (cn *conn) IsValid() bool { return !cn.bad && cn.tx == nil }
+// IsValid is called as database/sql takes the connection back: a pin ends
+// there, so that its primary connection serves nobody else.
+func (cn *conn) IsValid() bool {
+	cn.unpin()
+	return !cn.bad && cn.tx == nil
+}
+
+func (cn *conn) unpin() {
+	if cn.pin != nil {
+		cn.pin.end()
+		cn.pin = nil
+	}
+}
 
 func (cn *conn) Ping(ctx context.Context) error { return cn.c.Ping(ctx) }
 
@@ -249,8 +268,11 @@ func (cn *conn) run(ctx context.Context, op, query string, args []driver.NamedVa
 	}
 	// A query's result may arrive in parts; an exec's rows are dropped.
 	st.Exec, st.Parts = exec, !exec
-	if cn.tx != nil {
+	switch {
+	case cn.tx != nil:
 		return cn.tx.statement(ctx, st)
+	case cn.pin != nil:
+		return cn.pin.run(ctx, st)
 	}
 	return cn.c.exec(ctx, op, st)
 }

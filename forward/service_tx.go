@@ -31,21 +31,9 @@ func (s *service) Tx(stream forwardpb.Executor_TxServer) error {
 	if err != nil {
 		return err
 	}
-	if r := refusal(first); r != "" {
-		stream.SetTrailer(trailer(outcomeNotRun, 0))
-		return status.Errorf(codes.ResourceExhausted, "forward: request refused: %s; nothing ran", r)
-	}
-	if n := proto.Size(first); n > x.cfg.MaxRequestBytes {
-		stream.SetTrailer(limited(trailer(outcomeNotRun, 0), "MaxRequestBytes"))
-		return status.Errorf(codes.ResourceExhausted, "forward: message of %d bytes exceeds the executor's MaxRequestBytes (%d); nothing ran", n, x.cfg.MaxRequestBytes)
-	}
-	b := first.GetBegin()
-	if b == nil || b.GetFirst() == nil {
-		return status.Error(codes.InvalidArgument, "forward: a transaction stream must start with TxBegin carrying the first statement")
-	}
-	begin, err := beginSQL(b.GetIsolation(), b.GetReadOnly(), b.GetDeferrable())
+	b, begin, err := x.unitBegin(stream, first)
 	if err != nil {
-		return status.Errorf(codes.InvalidArgument, "forward: %v", err)
+		return err
 	}
 	e, fresh, err := x.admit(ctx, b.GetUnit(), x.recordsSQL())
 	if err != nil {
@@ -68,6 +56,30 @@ func (s *service) Tx(stream forwardpb.Executor_TxServer) error {
 	defer cancel()
 	t := &txRun{x: x, out: stream, in: txInbox(ctx, stream), entry: e, conn: uc.conn(), readOnly: b.GetReadOnly()}
 	return t.run(ctx, begin, b.GetFirst(), b.GetCommit())
+}
+
+// unitBegin checks the message that starts a unit on a Tx or Pin stream:
+// a TxBegin carrying the first statement, within the request limits. It
+// returns the TxBegin and its BEGIN statement, or the error that ends the
+// stream (its trailer set: nothing ran).
+func (x *Executor) unitBegin(out txOut, m *forwardpb.TxRequest) (*forwardpb.TxBegin, string, error) {
+	if r := refusal(m); r != "" {
+		out.SetTrailer(trailer(outcomeNotRun, 0))
+		return nil, "", status.Errorf(codes.ResourceExhausted, "forward: request refused: %s; nothing ran", r)
+	}
+	if n := proto.Size(m); n > x.cfg.MaxRequestBytes {
+		out.SetTrailer(limited(trailer(outcomeNotRun, 0), "MaxRequestBytes"))
+		return nil, "", status.Errorf(codes.ResourceExhausted, "forward: message of %d bytes exceeds the executor's MaxRequestBytes (%d); nothing ran", n, x.cfg.MaxRequestBytes)
+	}
+	b := m.GetBegin()
+	if b == nil || b.GetFirst() == nil {
+		return nil, "", status.Error(codes.InvalidArgument, "forward: a unit must start with TxBegin carrying the first statement")
+	}
+	begin, err := beginSQL(b.GetIsolation(), b.GetReadOnly(), b.GetDeferrable())
+	if err != nil {
+		return nil, "", status.Errorf(codes.InvalidArgument, "forward: %v", err)
+	}
+	return b, begin, nil
 }
 
 // txOut is where a transaction's answers go: its Tx stream, or the pin

@@ -91,8 +91,9 @@ func (t *clientTx) statement(ctx context.Context, st *forwardpb.Statement) (*ans
 		t.commitAt = time.Now()
 	}
 	switch {
-	case last && !t.opened && t.isolation == "" && !t.readOnly:
-		// A transaction of one statement is an autocommit statement.
+	case last && !t.opened && t.isolation == "" && !t.readOnly && !onPin(t.link):
+		// A transaction of one statement is an autocommit statement (on
+		// any primary connection, unless the transaction's is pinned).
 		return t.single(ctx, st)
 	case !t.opened:
 		t.opened = true

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -232,52 +233,96 @@ func TestAdvisoryLocks(t *testing.T) {
 	ok(t, local.Exec("SELECT pg_advisory_unlock_all()"))
 }
 
-// TestConnectionBlocks: db.Connection holds one local replica connection;
-// statements in it that must run on the primary (writes, SET, locks, a
-// transaction's writes) fail with ErrPinnedConnection instead of running
-// elsewhere or failing on the replica. Reads in the block work.
+// TestConnectionBlocks: a db.Connection block runs as on one connection of
+// plain GORM: reads run on the local replica until a statement sets session
+// state or a transaction begins; from then on, until the block returns,
+// everything runs on one pinned primary connection, which sees that state
+// and which no other caller does. When the block returns, the connection is
+// released with its state: its session advisory locks are free again.
 func TestConnectionBlocks(t *testing.T) {
 	t.Parallel()
 	e := newEnvWith(t, envConfig{models: []any{&Widget{}}})
 	ok(t, e.replica.Create(&Widget{Name: "seen"}))
-	for _, tc := range []struct {
-		name string
-		fn   func(c *gorm.DB) error
-	}{
-		{"Create", func(c *gorm.DB) error { return c.Create(&Widget{Name: "in-block"}).Error }},
-		{"SET", func(c *gorm.DB) error { return c.Exec("SET application_name = 'block'").Error }},
-		{"temporary table", func(c *gorm.DB) error { return c.Exec("CREATE TEMP TABLE scratch (id int)").Error }},
-		{"advisory lock", func(c *gorm.DB) error { return c.Exec("SELECT pg_advisory_lock(1)").Error }},
-		{"FOR UPDATE", func(c *gorm.DB) error {
-			var w Widget
-			return c.Clauses(clause.Locking{Strength: "UPDATE"}).First(&w).Error
-		}},
-		{"transaction in the block", func(c *gorm.DB) error {
-			return c.Transaction(func(tx *gorm.DB) error {
-				var w Widget
-				if err := tx.First(&w).Error; err != nil {
-					return err
-				}
-				return tx.Create(&Widget{Name: "tx-in-block"}).Error
-			})
-		}},
-	} {
-		err := e.replica.Connection(tc.fn)
-		if !errors.Is(err, flypg.ErrPinnedConnection) {
-			t.Errorf("%s in a db.Connection block: %v; want ErrPinnedConnection", tc.name, err)
-		}
-	}
-	if n := countRows(t, e.plain, "widgets", ""); n != 1 {
-		t.Errorf("%d widgets on the primary: a refused write ran", n)
+	held := func(key int) bool { // by any session of the primary
+		var n int64
+		ok(t, e.plain.Raw("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = ?", key).Scan(&n))
+		return n > 0
 	}
 	noErr(t, e.replica.Connection(func(c *gorm.DB) error {
+		// Each statement on a session of its own: a chain on c itself
+		// would keep its model and conditions for the next, in plain
+		// GORM too.
+		q := func() *gorm.DB { return c.Session(&gorm.Session{NewDB: true}) }
 		var w Widget
-		if err := c.Where("name = ?", "seen").First(&w).Error; err != nil {
+		if err := q().Where("name = ?", "seen").First(&w).Error; err != nil {
 			return err
 		}
+		var recovery bool
+		if err := q().Raw("SELECT pg_is_in_recovery()").Scan(&recovery).Error; err != nil || !recovery {
+			t.Errorf("a read before any session state left the replica (%v)", err)
+		}
+		for _, sql := range []string{
+			"SET application_name = 'block'",
+			"CREATE TEMP TABLE scratch (id int)",
+			"INSERT INTO scratch VALUES (1)",
+			"SELECT pg_advisory_lock(4711)",
+		} {
+			if err := q().Exec(sql).Error; err != nil {
+				return fmt.Errorf("%s: %w", sql, err)
+			}
+		}
 		var app string
-		return c.Raw("SHOW application_name").Scan(&app).Error
+		if err := q().Raw("SHOW application_name").Scan(&app).Error; err != nil || app != "block" {
+			t.Errorf("SHOW after SET in the block: %q (%v)", app, err)
+		}
+		if err := q().Create(&Widget{Name: "in-block"}).Error; err != nil {
+			return err
+		}
+		var w2 Widget
+		if err := q().Clauses(clause.Locking{Strength: "UPDATE"}).Where("name = ?", "in-block").First(&w2).Error; err != nil {
+			return fmt.Errorf("FOR UPDATE: %w", err)
+		}
+		err := q().Transaction(func(tx *gorm.DB) error {
+			if err := tx.Exec("INSERT INTO scratch VALUES (2)").Error; err != nil {
+				return err
+			}
+			return tx.Create(&Widget{Name: "tx-in-block"}).Error
+		})
+		if err != nil {
+			return fmt.Errorf("transaction in the block: %w", err)
+		}
+		var n int64
+		if err := q().Raw("SELECT count(*) FROM scratch").Scan(&n).Error; err != nil || n != 2 {
+			t.Errorf("the temporary table holds %d rows (%v), want 2", n, err)
+		}
+		if !held(4711) {
+			t.Error("the block's session lock is not held on the primary")
+		}
+		var other bool
+		ok(t, e.plain.Raw("SELECT pg_try_advisory_lock(4711)").Scan(&other))
+		if other {
+			t.Error("the primary region took the lock the block holds")
+		}
+		return nil
 	}))
+	eventually(t, 30*time.Second, "the block's lock to be released with its connection", func() bool { return !held(4711) })
+	if n := countRows(t, e.plain, "widgets", "name IN ('in-block', 'tx-in-block')"); n != 2 {
+		t.Errorf("%d of the block's 2 widgets on the primary", n)
+	}
+	// The block waited for its writes: the replica reads them right after.
+	if n := countRows(t, e.replica, "widgets", "name IN ('in-block', 'tx-in-block')"); n != 2 {
+		t.Errorf("the replica reads %d of the block's 2 widgets right after it", n)
+	}
+	// The next block starts without the state of the last.
+	err := e.replica.Connection(func(c *gorm.DB) error {
+		if err := c.Exec("SET application_name = 'next'").Error; err != nil {
+			return err
+		}
+		return c.Exec("SELECT * FROM scratch").Error
+	})
+	if err == nil {
+		t.Error("a later block sees the temporary table of an earlier one")
+	}
 }
 
 // TestMigratorInTransaction: GORM's postgres migrator passes
@@ -467,9 +512,17 @@ func TestPluginDB(t *testing.T) {
 		t.Errorf("lock in a read-only transaction: %v", err)
 	}
 	noErr(t, ro.Rollback())
-	if _, err := db.ExecContext(ctx, "SELECT pg_advisory_lock(1)"); !errors.Is(err, flypg.ErrAdvisoryLock) {
+	// A session lock outside a transaction runs on a pinned primary
+	// connection, released (and the lock with it) as the statement's
+	// connection goes back to the pool.
+	if _, err := db.ExecContext(ctx, "SELECT pg_advisory_lock(1)"); err != nil {
 		t.Errorf("session lock outside a transaction: %v", err)
 	}
+	eventually(t, 30*time.Second, "the session lock to be released with its connection", func() bool {
+		var n int64
+		ok(t, e.plain.Raw("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 1").Scan(&n))
+		return n == 0
+	})
 	var next int64
 	noErr(t, db.QueryRowContext(ctx, "SELECT count(*) FROM widgets WHERE name = ANY($1)", []string{"sqldb", "returning"}).Scan(&next))
 	if next != 2 {

@@ -2602,10 +2602,11 @@ const file_forward_proto_rawDesc = "" +
 	"\x0fOUTCOME_RUNNING\x10\x01\x12\x15\n" +
 	"\x11OUTCOME_COMMITTED\x10\x02\x12\x19\n" +
 	"\x15OUTCOME_NOT_COMMITTED\x10\x03\x12\x13\n" +
-	"\x0fOUTCOME_UNKNOWN\x10\x042\xce\x03\n" +
+	"\x0fOUTCOME_UNKNOWN\x10\x042\x94\x04\n" +
 	"\bExecutor\x12E\n" +
 	"\x04Exec\x12\x1d.flypg.forward.v1.ExecRequest\x1a\x1e.flypg.forward.v1.ExecResponse\x12C\n" +
-	"\x02Tx\x12\x1b.flypg.forward.v1.TxRequest\x1a\x1c.flypg.forward.v1.TxResponse(\x010\x01\x12E\n" +
+	"\x02Tx\x12\x1b.flypg.forward.v1.TxRequest\x1a\x1c.flypg.forward.v1.TxResponse(\x010\x01\x12D\n" +
+	"\x03Pin\x12\x1b.flypg.forward.v1.TxRequest\x1a\x1c.flypg.forward.v1.TxResponse(\x010\x01\x12E\n" +
 	"\x04Call\x12\x1d.flypg.forward.v1.CallRequest\x1a\x1e.flypg.forward.v1.CallResponse\x12N\n" +
 	"\aResolve\x12 .flypg.forward.v1.ResolveRequest\x1a!.flypg.forward.v1.ResolveResponse\x12R\n" +
 	"\aSession\x12 .flypg.forward.v1.SessionRequest\x1a!.flypg.forward.v1.SessionResponse(\x010\x01\x12K\n" +
@@ -2695,18 +2696,20 @@ var file_forward_proto_depIdxs = []int32{
 	12, // 34: flypg.forward.v1.ResolveResponse.result:type_name -> flypg.forward.v1.Result
 	14, // 35: flypg.forward.v1.Executor.Exec:input_type -> flypg.forward.v1.ExecRequest
 	20, // 36: flypg.forward.v1.Executor.Tx:input_type -> flypg.forward.v1.TxRequest
-	24, // 37: flypg.forward.v1.Executor.Call:input_type -> flypg.forward.v1.CallRequest
-	27, // 38: flypg.forward.v1.Executor.Resolve:input_type -> flypg.forward.v1.ResolveRequest
-	2,  // 39: flypg.forward.v1.Executor.Session:input_type -> flypg.forward.v1.SessionRequest
-	16, // 40: flypg.forward.v1.Executor.Fetch:input_type -> flypg.forward.v1.FetchRequest
-	15, // 41: flypg.forward.v1.Executor.Exec:output_type -> flypg.forward.v1.ExecResponse
-	23, // 42: flypg.forward.v1.Executor.Tx:output_type -> flypg.forward.v1.TxResponse
-	25, // 43: flypg.forward.v1.Executor.Call:output_type -> flypg.forward.v1.CallResponse
-	28, // 44: flypg.forward.v1.Executor.Resolve:output_type -> flypg.forward.v1.ResolveResponse
-	3,  // 45: flypg.forward.v1.Executor.Session:output_type -> flypg.forward.v1.SessionResponse
-	15, // 46: flypg.forward.v1.Executor.Fetch:output_type -> flypg.forward.v1.ExecResponse
-	41, // [41:47] is the sub-list for method output_type
-	35, // [35:41] is the sub-list for method input_type
+	20, // 37: flypg.forward.v1.Executor.Pin:input_type -> flypg.forward.v1.TxRequest
+	24, // 38: flypg.forward.v1.Executor.Call:input_type -> flypg.forward.v1.CallRequest
+	27, // 39: flypg.forward.v1.Executor.Resolve:input_type -> flypg.forward.v1.ResolveRequest
+	2,  // 40: flypg.forward.v1.Executor.Session:input_type -> flypg.forward.v1.SessionRequest
+	16, // 41: flypg.forward.v1.Executor.Fetch:input_type -> flypg.forward.v1.FetchRequest
+	15, // 42: flypg.forward.v1.Executor.Exec:output_type -> flypg.forward.v1.ExecResponse
+	23, // 43: flypg.forward.v1.Executor.Tx:output_type -> flypg.forward.v1.TxResponse
+	23, // 44: flypg.forward.v1.Executor.Pin:output_type -> flypg.forward.v1.TxResponse
+	25, // 45: flypg.forward.v1.Executor.Call:output_type -> flypg.forward.v1.CallResponse
+	28, // 46: flypg.forward.v1.Executor.Resolve:output_type -> flypg.forward.v1.ResolveResponse
+	3,  // 47: flypg.forward.v1.Executor.Session:output_type -> flypg.forward.v1.SessionResponse
+	15, // 48: flypg.forward.v1.Executor.Fetch:output_type -> flypg.forward.v1.ExecResponse
+	42, // [42:49] is the sub-list for method output_type
+	35, // [35:42] is the sub-list for method input_type
 	35, // [35:35] is the sub-list for extension type_name
 	35, // [35:35] is the sub-list for extension extendee
 	0,  // [0:35] is the sub-list for field type_name

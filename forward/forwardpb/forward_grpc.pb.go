@@ -30,6 +30,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	Executor_Exec_FullMethodName    = "/flypg.forward.v1.Executor/Exec"
 	Executor_Tx_FullMethodName      = "/flypg.forward.v1.Executor/Tx"
+	Executor_Pin_FullMethodName     = "/flypg.forward.v1.Executor/Pin"
 	Executor_Call_FullMethodName    = "/flypg.forward.v1.Executor/Call"
 	Executor_Resolve_FullMethodName = "/flypg.forward.v1.Executor/Resolve"
 	Executor_Session_FullMethodName = "/flypg.forward.v1.Executor/Session"
@@ -49,6 +50,16 @@ type ExecutorClient interface {
 	// TxCommit gets the commit LSN. A stream that ends or breaks before a
 	// commit rolls the transaction back.
 	Tx(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[TxRequest, TxResponse], error)
+	// Pin holds one primary connection for as long as the stream lasts and
+	// runs on it, one after another, units sent as on Tx: each starts with a
+	// TxBegin (with commit set, a statement in autocommit) and ends as a Tx
+	// stream's transaction would, after which the next may start. Session
+	// state one unit leaves (SET, temporary tables, session advisory locks)
+	// is there for the next, as on one direct connection; when the stream
+	// ends, the connection goes back to the pool, or is closed if that state
+	// may remain. A failure that ends a unit other than by a PostgreSQL
+	// error ends the stream.
+	Pin(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[TxRequest, TxResponse], error)
 	// Call runs a function registered on the server by name, in one
 	// transaction, and returns its output and the commit LSN.
 	Call(ctx context.Context, in *CallRequest, opts ...grpc.CallOption) (*CallResponse, error)
@@ -102,6 +113,19 @@ func (c *executorClient) Tx(ctx context.Context, opts ...grpc.CallOption) (grpc.
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Executor_TxClient = grpc.BidiStreamingClient[TxRequest, TxResponse]
 
+func (c *executorClient) Pin(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[TxRequest, TxResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Executor_ServiceDesc.Streams[1], Executor_Pin_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[TxRequest, TxResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Executor_PinClient = grpc.BidiStreamingClient[TxRequest, TxResponse]
+
 func (c *executorClient) Call(ctx context.Context, in *CallRequest, opts ...grpc.CallOption) (*CallResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(CallResponse)
@@ -124,7 +148,7 @@ func (c *executorClient) Resolve(ctx context.Context, in *ResolveRequest, opts .
 
 func (c *executorClient) Session(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SessionRequest, SessionResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Executor_ServiceDesc.Streams[1], Executor_Session_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Executor_ServiceDesc.Streams[2], Executor_Session_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -137,7 +161,7 @@ type Executor_SessionClient = grpc.BidiStreamingClient[SessionRequest, SessionRe
 
 func (c *executorClient) Fetch(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[FetchRequest, ExecResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Executor_ServiceDesc.Streams[2], Executor_Fetch_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Executor_ServiceDesc.Streams[3], Executor_Fetch_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -161,6 +185,16 @@ type ExecutorServer interface {
 	// TxCommit gets the commit LSN. A stream that ends or breaks before a
 	// commit rolls the transaction back.
 	Tx(grpc.BidiStreamingServer[TxRequest, TxResponse]) error
+	// Pin holds one primary connection for as long as the stream lasts and
+	// runs on it, one after another, units sent as on Tx: each starts with a
+	// TxBegin (with commit set, a statement in autocommit) and ends as a Tx
+	// stream's transaction would, after which the next may start. Session
+	// state one unit leaves (SET, temporary tables, session advisory locks)
+	// is there for the next, as on one direct connection; when the stream
+	// ends, the connection goes back to the pool, or is closed if that state
+	// may remain. A failure that ends a unit other than by a PostgreSQL
+	// error ends the stream.
+	Pin(grpc.BidiStreamingServer[TxRequest, TxResponse]) error
 	// Call runs a function registered on the server by name, in one
 	// transaction, and returns its output and the commit LSN.
 	Call(context.Context, *CallRequest) (*CallResponse, error)
@@ -196,6 +230,9 @@ func (UnimplementedExecutorServer) Exec(context.Context, *ExecRequest) (*ExecRes
 }
 func (UnimplementedExecutorServer) Tx(grpc.BidiStreamingServer[TxRequest, TxResponse]) error {
 	return status.Error(codes.Unimplemented, "method Tx not implemented")
+}
+func (UnimplementedExecutorServer) Pin(grpc.BidiStreamingServer[TxRequest, TxResponse]) error {
+	return status.Error(codes.Unimplemented, "method Pin not implemented")
 }
 func (UnimplementedExecutorServer) Call(context.Context, *CallRequest) (*CallResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Call not implemented")
@@ -254,6 +291,13 @@ func _Executor_Tx_Handler(srv interface{}, stream grpc.ServerStream) error {
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Executor_TxServer = grpc.BidiStreamingServer[TxRequest, TxResponse]
+
+func _Executor_Pin_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ExecutorServer).Pin(&grpc.GenericServerStream[TxRequest, TxResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Executor_PinServer = grpc.BidiStreamingServer[TxRequest, TxResponse]
 
 func _Executor_Call_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(CallRequest)
@@ -329,6 +373,12 @@ var Executor_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Tx",
 			Handler:       _Executor_Tx_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "Pin",
+			Handler:       _Executor_Pin_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
 		},
