@@ -40,6 +40,9 @@ type Plugin struct {
 	client  *forward.Client // to the primary region's executor
 	fwdDB   *sql.DB
 	routed  *sql.DB // Plugin.DB in a replica region
+	// promotedAtStart: the local database of this replica region was not
+	// in recovery when the plugin started (see Config.DisableFollowPromotion).
+	promotedAtStart bool
 	source  *lsn.ReplaySource
 	tracker *lsn.Tracker
 	router  *callbacks.Router
@@ -179,6 +182,9 @@ func (p *Plugin) startReplica(db *gorm.DB) error {
 	if err := p.router.Register(db); err != nil {
 		return err
 	}
+	if p.promotedAtStart {
+		router.LocalPromoted()
+	}
 	p.routed = p.router.OpenDB()
 	// db.DB() returns a routed database of its own, which its caller owns
 	// as with plain GORM: closing it closes the local pool.
@@ -200,7 +206,14 @@ func (p *Plugin) replicaIdentity() (forward.Identity, error) {
 	if err := p.local.QueryRowContext(ctx, `SELECT pg_is_in_recovery()`).Scan(&inRecovery); err != nil {
 		return forward.Identity{}, fmt.Errorf("flypg: check the local database: %w", err)
 	}
-	if !inRecovery {
+	if !inRecovery && !p.cfg.DisableFollowPromotion {
+		// Promoted before this start (a failover chose it): follow the
+		// database's decision, as a running node does.
+		p.promotedAtStart = true
+		if p.cfg.Logger != nil {
+			p.cfg.Logger.Warn("flypg: the local database of this replica region is not a replica (promoted): writes run on it, nothing is forwarded", "region", p.cfg.Region, "primary_region", p.cfg.PrimaryRegion)
+		}
+	} else if !inRecovery {
 		return forward.Identity{}, fmt.Errorf("flypg: region %q is not the primary region (%q), but its local database is not a replica (pg_is_in_recovery() is false): point GORM at the region's replica, or set PrimaryRegion to this region if this database is the primary", p.cfg.Region, p.cfg.PrimaryRegion)
 	}
 	id, err := forward.ReadIdentity(ctx, p.local)

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flypg/flypg"
 	"github.com/flypg/flypg/pgtest"
 )
 
@@ -38,4 +39,22 @@ func TestAvailLocalPromoted(t *testing.T) {
 	faultEventually(t, 10*time.Second, "more writes on the new primary", func() bool { return w.count(promoted) >= 20 })
 	// The promoted database holds every acknowledged write once.
 	w.audit(t, openGORM(t, c.Replicas[0].DSN(e.dbname)))
+
+	// A node of this region started now (a restart, a new machine) finds
+	// its database promoted and writes on it too, although its
+	// configuration still names another primary region.
+	db, plug := e.replicaApp(e.target)
+	if !plug.WritesLocally() {
+		t.Error("a node started after the promotion does not write locally")
+	}
+	ok(t, db.Create(&faultWrite{Key: "after-restart"}))
+	if n := countRows(t, openGORM(t, c.Replicas[0].DSN(e.dbname)), "fault_writes", "key = 'after-restart'"); n != 1 {
+		t.Errorf("the restarted node's write is on the promoted database %d times", n)
+	}
+	// Told not to follow, it refuses to start instead of forwarding from
+	// a database that is not a replica.
+	refused := openGORM(t, c.Replicas[0].DSN(e.dbname))
+	if err := refused.Use(flypg.New(flypg.Config{Region: replicaRegion, PrimaryRegion: primaryRegion, PrimaryAddr: e.target, Secret: testSecret, DisableFollowPromotion: true})); err == nil {
+		t.Error("with DisableFollowPromotion a node on a promoted database started")
+	}
 }

@@ -17,12 +17,22 @@ var (
 	// was not configured with AllowPrimary.
 	ErrPromoted = errors.New("local database is not a replica (pg_is_in_recovery() is false): it was promoted or is a primary, so it will not replay")
 
+	// ErrTimelineChanged: the local replica switched to a new timeline (it
+	// follows a new primary after a failover) while the wait was pending.
+	// A write of the old primary after the switch point is not in the new
+	// history and will never be replayed, although positions of the new
+	// timeline will soon pass its LSN; so every wait pending at the switch
+	// ends with this error rather than at a position that no longer means
+	// the write is there. The write committed (on the old primary); whether
+	// it survived the failover, only the new primary can tell.
+	ErrTimelineChanged = errors.New("the local replica switched to a new timeline (failover): a write of the old primary may not be in its history")
+
 	// ErrClosed: the tracker was closed.
 	ErrClosed = errors.New("tracker closed")
 )
 
 // WaitError is the error Tracker.Wait returns. Use errors.Is with ErrTimeout,
-// ErrPromoted, ErrClosed, context.Canceled or context.DeadlineExceeded to
+// ErrPromoted, ErrTimelineChanged, ErrClosed, context.Canceled or context.DeadlineExceeded to
 // learn why the wait ended; errors.As reaches the last error of the source
 // (for example a *pgconn.PgError) when looks were failing.
 type WaitError struct {

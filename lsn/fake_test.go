@@ -56,6 +56,12 @@ func (f *fakeSource) set(replayed LSN) {
 	f.mu.Unlock()
 }
 
+func (f *fakeSource) setTimeline(tli uint32) {
+	f.mu.Lock()
+	f.st.Timeline = tli
+	f.mu.Unlock()
+}
+
 func (f *fakeSource) setErr(err error) {
 	f.mu.Lock()
 	f.err = err

@@ -236,3 +236,86 @@ func TestPageBoundaryWritesDoNotHang(t *testing.T) {
 	}
 	t.Logf("%d of 3000 commit LSNs fell in a page header", normalized)
 }
+
+// TestFailoverEndsOldTimelineWaits: a replica that follows a new primary
+// after a failover ends a wait for a write the new history lacks with
+// ErrTimelineChanged, instead of releasing it once the new timeline's
+// positions pass the write's LSN (which would claim a lost write is there).
+func TestFailoverEndsOldTimelineWaits(t *testing.T) {
+	c := pgtest.StartT(t, pgtest.Options{Replicas: 2, ReplicationLinks: true})
+	ctx := context.Background()
+	open := func(dsn string) *sql.DB {
+		db, err := sql.Open("pgx", dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		return db
+	}
+	primary, replica := open(c.Primary.DSN("")), open(c.Replicas[1].DSN(""))
+	if _, err := primary.ExecContext(ctx, `CREATE TABLE kv (k int PRIMARY KEY, v int NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitReplicated(ctx); err != nil {
+		t.Fatal(err)
+	}
+	src := lsn.NewReplaySource(replica)
+	t.Cleanup(func() { src.Close() })
+	tr, err := lsn.NewTracker(lsn.Config{Source: src, Timeout: 2 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Close() })
+
+	// A write neither replica receives: the failover loses it.
+	for i := range c.Replicas {
+		if err := c.ReplicationLink(i).Cut(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := primary.ExecContext(ctx, `INSERT INTO kv VALUES (1, 1)`); err != nil {
+		t.Fatal(err)
+	}
+	var text string
+	if err := primary.QueryRowContext(ctx, `SELECT pg_current_wal_insert_lsn()::text`).Scan(&text); err != nil {
+		t.Fatal(err)
+	}
+	lost, err := lsn.Parse(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- tr.Wait(ctx, lost) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for tr.Stats().Waiting == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the wait never started")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := c.Failover(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	// The new primary writes past the lost write's position.
+	next := open(c.Primary.DSN(""))
+	for i := 0; i < 100; i++ {
+		if _, err := next.ExecContext(ctx, `INSERT INTO kv VALUES ($1, 0) ON CONFLICT (k) DO NOTHING`, 100+i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.WaitReplicated(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, lsn.ErrTimelineChanged) {
+			t.Fatalf("wait for the lost write: %v, want ErrTimelineChanged", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the wait for the lost write did not end")
+	}
+	var n int
+	if err := replica.QueryRowContext(ctx, `SELECT count(*) FROM kv WHERE k = 1`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("the lost write reads back %d times on the replica (%v)", n, err)
+	}
+}

@@ -16,6 +16,10 @@ type Status struct {
 	// (pg_last_xact_replay_timestamp()), zero when unknown. It lets callers
 	// estimate replay lag in seconds.
 	ReplayedAt time.Time
+	// Timeline is the timeline the database replays, zero when unknown (a
+	// source that does not say). A newer one than seen before ends the
+	// waits pending at it (ErrTimelineChanged).
+	Timeline uint32
 }
 
 // Source reports the replay progress of the local database. A Tracker calls

@@ -10,7 +10,8 @@ import (
 )
 
 // ReplaySource is the default Source: it asks the local database directly
-// for pg_last_wal_replay_lsn() and pg_is_in_recovery(), one query per look.
+// for pg_last_wal_replay_lsn(), pg_is_in_recovery() and the timeline its
+// WAL receiver follows, one query per look.
 //
 // It keeps one connection of db for itself between looks, so a busy
 // application pool never delays a look; the connection is replaced after
@@ -22,7 +23,11 @@ type ReplaySource struct {
 // NewReplaySource returns a ReplaySource that queries db.
 func NewReplaySource(db *sql.DB) *ReplaySource { return &ReplaySource{conn: heldConn{db: db}} }
 
-const replayQuery = `SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, pg_last_xact_replay_timestamp()`
+// replayQuery's timeline is the WAL receiver's; while no receiver runs
+// (replication cut, reconnecting), the last restart point's, which may lag
+// behind but never runs ahead (the file is read only then).
+const replayQuery = `SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, pg_last_xact_replay_timestamp(),
+ COALESCE(NULLIF((SELECT received_tli FROM pg_stat_wal_receiver), 0), (SELECT timeline_id FROM pg_control_checkpoint()))`
 
 // Replay implements Source.
 func (s *ReplaySource) Replay(ctx context.Context, _ LSN) (Status, error) {
@@ -30,12 +35,16 @@ func (s *ReplaySource) Replay(ctx context.Context, _ LSN) (Status, error) {
 		st       Status
 		replayed sql.NullString
 		at       sql.NullTime
+		tli      sql.NullInt64
 	)
 	err := s.conn.do(ctx, func(c *sql.Conn) error {
-		return c.QueryRowContext(ctx, replayQuery).Scan(&st.InRecovery, &replayed, &at)
+		return c.QueryRowContext(ctx, replayQuery).Scan(&st.InRecovery, &replayed, &at, &tli)
 	})
 	if err != nil {
 		return Status{}, fmt.Errorf("lsn: replay source: %w", err)
+	}
+	if tli.Valid && tli.Int64 > 0 {
+		st.Timeline = uint32(tli.Int64)
 	}
 	return finish(st, replayed, at)
 }

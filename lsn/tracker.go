@@ -132,6 +132,7 @@ type Tracker struct {
 	closed  bool
 	lastErr error
 	maxWait int
+	tli     uint32 // the last timeline a look saw (0: none yet)
 
 	looks, waits, hits atomic.Uint64
 
@@ -349,13 +350,23 @@ func (t *Tracker) episode(timer *time.Timer) bool {
 			// Store what was seen, not the maximum: after a replica restart
 			// replay may legitimately report an earlier position.
 			t.seen.Store(uint64(st.Replayed))
+			if st.Timeline > t.tli {
+				// Timelines only grow. A newer one means a failover: the
+				// waits still pending may be for writes past the switch
+				// point, which the new history lacks although its
+				// positions will pass them.
+				if t.tli != 0 {
+					ended = t.endAll(ErrTimelineChanged, nil)
+				}
+				t.tli = st.Timeline
+			}
 			switch {
 			case st.InRecovery:
-				ended = t.release(st.Replayed)
+				ended += t.release(st.Replayed)
 			case t.cfg.AllowPrimary:
-				ended = t.endAll(nil, nil)
+				ended += t.endAll(nil, nil)
 			default:
-				ended = t.endAll(ErrPromoted, nil)
+				ended += t.endAll(ErrPromoted, nil)
 			}
 			pause = t.cfg.Schedule(now.Sub(progressAt))
 		}

@@ -299,6 +299,38 @@ func TestPromotedReplica(t *testing.T) {
 	})
 }
 
+// TestTimelineChange: when the replica starts following a new timeline (a
+// failover), a wait pending at the switch ends with ErrTimelineChanged
+// although the new timeline's positions soon pass its target: the write
+// it waits for may be one the new history lacks. Waits before and after
+// behave as usual.
+func TestTimelineChange(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := newFake(1000)
+		src.setTimeline(1)
+		tr := newTracker(t, Config{Source: src, Timeout: -1})
+		if err := tr.Wait(context.Background(), 900); err != nil {
+			t.Fatalf("wait on timeline 1: %v", err)
+		}
+		done := waitAsync(context.Background(), tr, 1100)
+		synctest.Wait()
+		// The receiver restarts (no timeline known), then follows the
+		// new primary, whose positions pass the pending target.
+		src.setTimeline(0)
+		synctest.Wait()
+		src.mu.Lock()
+		src.st.Timeline, src.st.Replayed = 2, 1200
+		src.mu.Unlock()
+		err := <-done
+		if !errors.Is(err, ErrTimelineChanged) {
+			t.Fatalf("a wait pending at the switch: %v, want ErrTimelineChanged", err)
+		}
+		if err := tr.Wait(context.Background(), 1150); err != nil {
+			t.Fatalf("a wait on the new timeline: %v", err)
+		}
+	})
+}
+
 var errDown = errors.New("connection refused")
 
 func TestSourceErrors(t *testing.T) {
