@@ -37,15 +37,15 @@ type Plugin struct {
 	local   *sql.DB
 	primary bool // this node is in the primary region
 
-	client  *forward.Client // to the primary region's executor
-	fwdDB   *sql.DB
-	routed  *sql.DB // Plugin.DB in a replica region
+	client *forward.Client // to the primary region's executor
+	fwdDB  *sql.DB
+	routed *sql.DB // Plugin.DB in a replica region
 	// promotedAtStart: the local database of this replica region was not
 	// in recovery when the plugin started (see Config.DisableFollowPromotion).
 	promotedAtStart bool
-	source  *lsn.ReplaySource
-	tracker *lsn.Tracker
-	router  *callbacks.Router
+	source          *lsn.ReplaySource
+	tracker         *lsn.Tracker
+	router          *callbacks.Router
 
 	regions map[string]*forward.Client // named-region call targets
 	funcs   map[string]callFunc
