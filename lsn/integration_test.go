@@ -22,15 +22,7 @@ type env struct {
 func startEnv(t *testing.T) *env {
 	t.Helper()
 	c := pgtest.StartT(t, pgtest.Options{Replicas: 1})
-	open := func(dsn string) *sql.DB {
-		db, err := sql.Open("pgx", dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		return db
-	}
-	e := &env{cluster: c, primary: open(c.Primary.DSN("")), replica: open(c.Replicas[0].DSN(""))}
+	e := &env{cluster: c, primary: openDB(t, c.Primary.DSN("")), replica: openDB(t, c.Replicas[0].DSN(""))}
 	ctx := context.Background()
 	if _, err := e.primary.ExecContext(ctx, `CREATE TABLE kv (k int PRIMARY KEY, v int NOT NULL)`); err != nil {
 		t.Fatal(err)
@@ -42,6 +34,17 @@ func startEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	return e
+}
+
+// openDB opens dsn for the test's duration.
+func openDB(t *testing.T, dsn string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
 }
 
 // write commits one upsert on the primary and returns the commit LSN the
@@ -244,15 +247,7 @@ func TestPageBoundaryWritesDoNotHang(t *testing.T) {
 func TestFailoverEndsOldTimelineWaits(t *testing.T) {
 	c := pgtest.StartT(t, pgtest.Options{Replicas: 2, ReplicationLinks: true})
 	ctx := context.Background()
-	open := func(dsn string) *sql.DB {
-		db, err := sql.Open("pgx", dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		return db
-	}
-	primary, replica := open(c.Primary.DSN("")), open(c.Replicas[1].DSN(""))
+	primary, replica := openDB(t, c.Primary.DSN("")), openDB(t, c.Replicas[1].DSN(""))
 	if _, err := primary.ExecContext(ctx, `CREATE TABLE kv (k int PRIMARY KEY, v int NOT NULL)`); err != nil {
 		t.Fatal(err)
 	}
@@ -297,7 +292,7 @@ func TestFailoverEndsOldTimelineWaits(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The new primary writes past the lost write's position.
-	next := open(c.Primary.DSN(""))
+	next := openDB(t, c.Primary.DSN(""))
 	for i := 0; i < 100; i++ {
 		if _, err := next.ExecContext(ctx, `INSERT INTO kv VALUES ($1, 0) ON CONFLICT (k) DO NOTHING`, 100+i); err != nil {
 			t.Fatal(err)
