@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -206,7 +207,7 @@ func (p *Plugin) replicaIdentity() (forward.Identity, error) {
 	if err := p.local.QueryRowContext(ctx, `SELECT pg_is_in_recovery()`).Scan(&inRecovery); err != nil {
 		return forward.Identity{}, fmt.Errorf("flypg: check the local database: %w", err)
 	}
-	if !inRecovery && !p.cfg.DisableFollowPromotion {
+	if !inRecovery && !p.cfg.DisableFollowPromotion && p.localWasPromoted(ctx) {
 		// Promoted before this start (a failover chose it): follow the
 		// database's decision, as a running node does.
 		p.promotedAtStart = true
@@ -221,6 +222,21 @@ func (p *Plugin) replicaIdentity() (forward.Identity, error) {
 		return forward.Identity{}, fmt.Errorf("flypg: %w", err)
 	}
 	return id, nil
+}
+
+// localWasPromoted reports whether the local database, a primary, was
+// promoted from a replica: its timeline is past the first. A primary on
+// its first timeline never was a replica, so a replica region pointing at
+// it is a configuration mistake (GORM opened with the primary's DSN).
+func (p *Plugin) localWasPromoted(ctx context.Context) bool {
+	// The WAL file name starts with the current timeline; the control
+	// file's lags until the first checkpoint after a promotion.
+	var file string
+	if err := p.local.QueryRowContext(ctx, `SELECT pg_walfile_name(pg_current_wal_lsn())`).Scan(&file); err != nil || len(file) < 8 {
+		return false
+	}
+	tl, err := strconv.ParseUint(file[:8], 16, 32)
+	return err == nil && tl > 1
 }
 
 // clientConfig is the forwarding client configuration for target, with

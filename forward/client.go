@@ -124,7 +124,6 @@ type Client struct {
 
 	sessionsOff atomic.Bool // the executor has no Session method
 	lastUnready atomic.Pointer[unready]
-	lastKick    atomic.Int64 // when a wait last cut the reconnect backoff short, Unix nanoseconds
 	sessMu      sync.Mutex
 	sess        [sessionCount]*session
 	sessNext    int
@@ -156,10 +155,14 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	}
 	opts := append(security,
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: defaultKeepaliveTime, Timeout: defaultKeepaliveTimout, PermitWithoutStream: true}),
-		// Reconnect within a second of the executor coming back, rather
-		// than after gRPC's default backoff of up to two minutes.
+		// Reconnect well within ConnectWait of the executor coming back,
+		// rather than after gRPC's default backoff of up to two minutes: a
+		// unit that waits for a connection finds one before it gives up,
+		// however many failures grew the backoff before. (Cutting the
+		// backoff short when a unit waits, with ResetConnectBackoff, races
+		// in gRPC with the balancer's own changes to its connections.)
 		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+			Backoff:           reconnectBackoff(cfg.ConnectWait),
 			MinConnectTimeout: 2 * time.Second,
 		}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(cfg.MaxRecvBytes)),
@@ -295,6 +298,16 @@ func (c *Client) awaitReady(ctx context.Context) error {
 	return c.refusedOr(err)
 }
 
+// reconnectBackoff is the pause between attempts to reach the executor:
+// at most a tenth of connectWait (between 20 ms and 1 s), so that a unit
+// waiting connectWait sees several attempts however many failures came
+// before, even when the link comes and goes faster than that; an outage
+// costs each client at most ten connection attempts a second.
+func reconnectBackoff(connectWait time.Duration) backoff.Config {
+	maxDelay := min(max(connectWait/10, 20*time.Millisecond), time.Second)
+	return backoff.Config{BaseDelay: min(50*time.Millisecond, maxDelay), Multiplier: 1.6, Jitter: 0.2, MaxDelay: maxDelay}
+}
+
 // unready is when awaitReady last gave up, and how many times a
 // connection had been ready then.
 type unready struct {
@@ -306,7 +319,6 @@ type unready struct {
 func (c *Client) waitReady(ctx context.Context, s connectivity.State, wait time.Duration) error {
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	kicked := false
 	for {
 		switch s {
 		case connectivity.Ready:
@@ -315,16 +327,6 @@ func (c *Client) waitReady(ctx context.Context, s connectivity.State, wait time.
 			return ErrClosed
 		case connectivity.Idle:
 			c.cc.Connect()
-		case connectivity.TransientFailure:
-			// A unit is waiting: try again now rather than after a
-			// reconnect backoff grown by earlier failures, which can
-			// outlast ConnectWait; at most ten times a ConnectWait, so
-			// that an outage does not turn into a storm of attempts.
-			if now := time.Now().UnixNano(); !kicked && now-c.lastKick.Load() > int64(c.cfg.ConnectWait/10) {
-				c.lastKick.Store(now)
-				c.cc.ResetConnectBackoff()
-				kicked = true
-			}
 		}
 		if !c.cc.WaitForStateChange(wctx, s) {
 			if ctx.Err() != nil {
