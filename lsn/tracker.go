@@ -327,6 +327,9 @@ func (t *Tracker) episode(timer *time.Timer) bool {
 		if t.ctx.Err() != nil {
 			return false
 		}
+		// Counted before any waiter is released, so that a waiter that
+		// returns sees the look that released it counted.
+		t.looks.Add(1)
 		now := time.Now()
 
 		t.mu.Lock()
@@ -376,7 +379,6 @@ func (t *Tracker) episode(timer *time.Timer) bool {
 		}
 		t.mu.Unlock()
 
-		t.looks.Add(1)
 		if t.cfg.OnLook != nil {
 			t.cfg.OnLook(Look{Duration: took, Status: st, Err: err, Released: ended, Waiting: waiting})
 		}
