@@ -14,6 +14,7 @@ import (
 
 	"github.com/flypg/flypg/fly"
 	"github.com/flypg/flypg/forward"
+	"github.com/flypg/flypg/forward/executor"
 	"github.com/flypg/flypg/internal/pglsn"
 	"github.com/flypg/flypg/lsn"
 )
@@ -235,7 +236,7 @@ func (p *Plugin) clientFor(region string) (*forward.Client, error) {
 // transaction, and returns the insert LSN after its commit when this node
 // is in the primary region. For a call the executor runs under durable
 // deduplication, the call's request ID is recorded in the same
-// transaction, before the function (see forward.RecordCall). A COMMIT
+// transaction, before the function (see executor.RecordCall). A COMMIT
 // whose outcome the connection's failure hides is reported as in doubt
 // (forward.ErrInDoubt), never as a failure of the function.
 func (p *Plugin) runLocal(ctx context.Context, name string, payload []byte) ([]byte, uint64, error) {
@@ -255,7 +256,7 @@ func (p *Plugin) runLocal(ctx context.Context, name string, payload []byte) ([]b
 	var out []byte
 	ran := false // the function ran and returned nil: a failure is COMMIT's
 	err := ldb.Transaction(func(tx *gorm.DB) error {
-		err := forward.RecordCall(ctx, func(query string, args ...any) error {
+		err := executor.RecordCall(ctx, func(query string, args ...any) error {
 			_, err := tx.Statement.ConnPool.ExecContext(ctx, query, args...)
 			return err
 		})

@@ -3,7 +3,7 @@ package flypg
 import (
 	"time"
 
-	"github.com/flypg/flypg/forward"
+	"github.com/flypg/flypg/forward/executor"
 )
 
 // ExecutorConfig holds the limits of the executor a primary-region node
@@ -53,7 +53,7 @@ type ExecutorConfig struct {
 	StatementTimeout time.Duration
 
 	// DedupWindow is how long the answer of a finished unit is kept for a
-	// retry of it (default 30s, at least forward.MinDedupWindow);
+	// retry of it (default 30s, at least executor.MinDedupWindow);
 	// DedupMaxBytes bounds the memory of kept answers (default 64 MiB);
 	// answers over MaxReplayBytes (default 16 KiB) are not kept — a retry
 	// then learns only that the unit committed (a *ResultLostError).
@@ -81,8 +81,8 @@ type ExecutorConfig struct {
 
 // forward maps the limits onto the forwarding package's configuration;
 // the plugin fills in the rest.
-func (c ExecutorConfig) forward() forward.ExecutorConfig {
-	return forward.ExecutorConfig{
+func (c ExecutorConfig) forward() executor.Config {
+	return executor.Config{
 		MaxConcurrent:     c.MaxConcurrent,
 		QueueTimeout:      c.QueueTimeout,
 		MaxRequestBytes:   c.MaxRequestBytes,

@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// TestExecutorConfigMapsEveryLimit: every field of forward.ExecutorConfig
+// TestExecutorConfigMapsEveryLimit: every field of executor.Config
 // is either a limit of ExecutorConfig, carried over unchanged, or one the
 // plugin sets itself — so that a limit added to the executor cannot be
 // forgotten here.
@@ -41,7 +41,7 @@ func TestExecutorConfigMapsEveryLimit(t *testing.T) {
 		}
 		own := cv.FieldByName(name)
 		if !own.IsValid() {
-			t.Errorf("forward.ExecutorConfig.%s is neither in ExecutorConfig nor set by the plugin", name)
+			t.Errorf("executor.Config.%s is neither in ExecutorConfig nor set by the plugin", name)
 			continue
 		}
 		mapped++
@@ -50,6 +50,6 @@ func TestExecutorConfigMapsEveryLimit(t *testing.T) {
 		}
 	}
 	if mapped != cv.NumField() {
-		t.Errorf("%d of ExecutorConfig's %d fields reach forward.ExecutorConfig", mapped, cv.NumField())
+		t.Errorf("%d of ExecutorConfig's %d fields reach executor.Config", mapped, cv.NumField())
 	}
 }

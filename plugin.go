@@ -20,6 +20,7 @@ import (
 
 	"github.com/flypg/flypg/callbacks"
 	"github.com/flypg/flypg/forward"
+	"github.com/flypg/flypg/forward/executor"
 	"github.com/flypg/flypg/internal/secret"
 	"github.com/flypg/flypg/lsn"
 )
@@ -51,7 +52,7 @@ type Plugin struct {
 	regions map[string]*forward.Client // named-region call targets
 	funcs   map[string]callFunc
 
-	executor   *forward.Executor
+	executor   *executor.Executor
 	walSegSize atomic.Uint64  // the primary's wal_segment_size, once read (Call in the primary region)
 	serving    sync.WaitGroup // goroutines of Start
 	closed     bool
@@ -399,7 +400,7 @@ func (p *Plugin) RegisterGRPC(s grpc.ServiceRegistrar) error {
 // ServerOptions are the gRPC server options the node's services expect,
 // for RegisterGRPC: the transport keyed from the secret, authentication of
 // every call before its messages are read, the executor's limits and
-// keepalive settings (see forward.Executor.ServerOptions).
+// keepalive settings (see executor.Executor.ServerOptions).
 func (p *Plugin) ServerOptions() ([]grpc.ServerOption, error) {
 	x, err := p.executorInstance()
 	if err != nil {
@@ -409,7 +410,7 @@ func (p *Plugin) ServerOptions() ([]grpc.ServerOption, error) {
 }
 
 // executorInstance creates the node's executor on first use.
-func (p *Plugin) executorInstance() (*forward.Executor, error) {
+func (p *Plugin) executorInstance() (*executor.Executor, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.db == nil {
@@ -436,7 +437,7 @@ func (p *Plugin) executorInstance() (*forward.Executor, error) {
 		}
 		xc.DSN = dsn
 	}
-	x, err := forward.NewExecutor(context.Background(), xc)
+	x, err := executor.New(context.Background(), xc)
 	if err != nil {
 		return nil, err
 	}

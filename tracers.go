@@ -168,7 +168,7 @@ func (t *tracers) sessionHeaders() func(context.Context) map[string]string {
 	}
 }
 
-// sessionUnit is forward.ExecutorConfig.SessionUnit, nil without session
+// sessionUnit is executor.Config.SessionUnit, nil without session
 // tracers.
 func (t *tracers) sessionUnit() func(context.Context, map[string]string) (context.Context, func(error)) {
 	if len(t.sessions) == 0 {

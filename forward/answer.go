@@ -14,6 +14,7 @@ import (
 
 	"github.com/flypg/flypg/forward/forwardpb"
 	"github.com/flypg/flypg/forward/internal/wire"
+	"github.com/flypg/flypg/forward/protocol"
 )
 
 // Results arrive in parts: the executor reads a statement's rows from the
@@ -180,7 +181,7 @@ func (f *fetcher) lost(cause error) error {
 	if f.ctx.Err() != nil {
 		return &Error{Op: f.op, Target: c.cfg.Target, RequestID: reqID, Kind: ErrInDoubt, Err: fmt.Errorf("%w (while its result was read: %v)", f.ctx.Err(), cause)}
 	}
-	out, lsn, _, err := c.learn(f.ctx, f.id, f.conn, time.Now().Add(RetryHorizon), f.rcpt)
+	out, lsn, _, err := c.learn(f.ctx, f.id, f.conn, time.Now().Add(protocol.RetryHorizon), f.rcpt)
 	switch out {
 	case OutcomeCommitted:
 		f.rcpt.commit(lsn)

@@ -13,29 +13,12 @@ import (
 
 	"github.com/flypg/flypg/forward/forwardpb"
 	"github.com/flypg/flypg/forward/internal/wire"
+	"github.com/flypg/flypg/forward/protocol"
 )
 
-// CallError is a registered function's failure, reported by the executor.
-// The function's transaction did not commit. Err, when set, is the
-// PostgreSQL error that made it fail. A function may return a *CallError
-// itself to choose the Code its caller sees.
-type CallError struct {
-	Name    string // the function
-	Code    string // chosen by the function, or ""
-	Message string
-	Err     error // *pgconn.PgError, or nil
-}
-
-func (e *CallError) Error() string {
-	s := "forward: call " + e.Name + ": "
-	if e.Code != "" {
-		s += e.Code + ": "
-	}
-	return s + e.Message
-}
-
-// Unwrap returns the PostgreSQL error, if any.
-func (e *CallError) Unwrap() error { return e.Err }
+// CallError is a registered function's failure, reported by the executor;
+// see protocol.CallError.
+type CallError = protocol.CallError
 
 // Call runs the function registered on the executor as name with payload,
 // with the same exactly-once retries as a statement. It returns the

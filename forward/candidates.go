@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/flypg/flypg/forward/forwardpb"
+	"github.com/flypg/flypg/forward/protocol"
 )
 
 // A client may know several executors, of which one serves: the one whose
@@ -71,7 +72,7 @@ func targetOptions(cfg *ClientConfig) (string, []grpc.DialOption, error) {
 // stream and would keep going to this one. Statements still pending on it
 // are asked again, with their request IDs, on a new session.
 func (s *session) dropIfNotServing(code codes.Code, outcome string) {
-	if s.c.cfg.HealthChecked && outcome == outcomeNotRun && (code == codes.Unavailable || code == codes.FailedPrecondition) {
+	if s.c.cfg.HealthChecked && outcome == protocol.OutcomeNotRun && (code == codes.Unavailable || code == codes.FailedPrecondition) {
 		s.fail(status.Error(codes.Unavailable, "forward: the executor does not serve now; its session is closed"))
 	}
 }

@@ -26,6 +26,7 @@ import (
 
 	"github.com/flypg/flypg/forward/forwardpb"
 	"github.com/flypg/flypg/forward/internal/auth"
+	"github.com/flypg/flypg/forward/protocol"
 )
 
 // Defaults for zero fields of ClientConfig.
@@ -42,13 +43,6 @@ const (
 	defaultKeepaliveTime   = 10 * time.Second
 	defaultKeepaliveTimout = 5 * time.Second
 )
-
-// RetryHorizon is how long after a unit's first attempt a client still
-// retries it, or asks the executor about it, when a reply was lost; then
-// it reports the unit as in doubt. Every answer about a unit reaches the
-// client within RetryHorizon of its first attempt, which is why an
-// executor keeps answers for at least MinDedupWindow.
-const RetryHorizon = 15 * time.Second
 
 // ClientConfig configures a Client.
 type ClientConfig struct {
@@ -191,11 +185,11 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 }
 
 func protocolUnary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-	return invoker(auth.WithProtocol(ctx, ProtocolVersion), method, req, reply, cc, opts...)
+	return invoker(auth.WithProtocol(ctx, protocol.Version), method, req, reply, cc, opts...)
 }
 
 func protocolStream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-	return streamer(auth.WithProtocol(ctx, ProtocolVersion), desc, cc, method, opts...)
+	return streamer(auth.WithProtocol(ctx, protocol.Version), desc, cc, method, opts...)
 }
 
 // Target returns the executor address the client was created with.
@@ -375,7 +369,7 @@ func (c *Client) unit(id []byte, n uint32, inst string) *forwardpb.Unit {
 // do runs a unit with exactly-once retries: after a failure that may have
 // happened after sending, it asks again with the same request ID (the
 // executor answers from its ledger instead of running it twice) until the
-// unit's deadline or RetryHorizon after its first attempt, whichever comes
+// unit's deadline or protocol.RetryHorizon after its first attempt, whichever comes
 // first. It returns nil or an *Error, *CommittedError or a context error.
 func (c *Client) do(ctx context.Context, op string, id []byte, rcpt *Receipt, try attempt) error {
 	c.units.Add(1)
@@ -388,7 +382,7 @@ func (c *Client) do(ctx context.Context, op string, id []byte, rcpt *Receipt, tr
 		actx, cancel := ctx, context.CancelFunc(func() {})
 		if n > 1 {
 			// Every answer about the unit comes within the horizon.
-			actx, cancel = context.WithDeadline(ctx, first.Add(RetryHorizon))
+			actx, cancel = context.WithDeadline(ctx, first.Add(protocol.RetryHorizon))
 		}
 		if err := c.awaitReady(actx); err != nil {
 			cancel()
@@ -424,7 +418,7 @@ func (c *Client) do(ctx context.Context, op string, id []byte, rcpt *Receipt, tr
 			}
 		}
 		// The request may have been sent and its reply lost: ask again.
-		if ctx.Err() != nil || time.Since(first)+backoff > RetryHorizon {
+		if ctx.Err() != nil || time.Since(first)+backoff > protocol.RetryHorizon {
 			break
 		}
 		c.backOff(ctx, backoff)
@@ -453,7 +447,7 @@ func (c *Client) do(ctx context.Context, op string, id []byte, rcpt *Receipt, tr
 func (c *Client) classify(op string, id []byte, err error, md metadata.MD, reqSize int) error {
 	reqID := hex.EncodeToString(id)
 	fail := func(kind error) error {
-		return &Error{Op: op, Target: c.cfg.Target, RequestID: reqID, Kind: kind, Err: err, Limit: first(md, trailerLimit)}
+		return &Error{Op: op, Target: c.cfg.Target, RequestID: reqID, Kind: kind, Err: err, Limit: first(md, protocol.TrailerLimit)}
 	}
 	st, ok := status.FromError(err)
 	if !ok {
@@ -462,14 +456,14 @@ func (c *Client) classify(op string, id []byte, err error, md metadata.MD, reqSi
 		}
 		return fail(ErrProtocol)
 	}
-	switch first(md, trailerRefusal) {
-	case refusalBusy:
+	switch first(md, protocol.TrailerRefusal) {
+	case protocol.RefusalBusy:
 		return fail(ErrBusy)
-	case refusalDatabase:
+	case protocol.RefusalDatabase:
 		return fail(ErrDatabaseMismatch)
 	}
-	switch first(md, trailerOutcome) {
-	case outcomeNotRun:
+	switch first(md, protocol.TrailerOutcome) {
+	case protocol.OutcomeNotRun:
 		switch {
 		case st.Code() == codes.ResourceExhausted && strings.Contains(st.Message(), "busy"):
 			return fail(ErrBusy) // an executor that does not send the refusal trailer
@@ -484,10 +478,10 @@ func (c *Client) classify(op string, id []byte, err error, md metadata.MD, reqSi
 		default:
 			return fail(ErrTxAborted)
 		}
-	case outcomeUnknown:
+	case protocol.OutcomeUnknown:
 		return fail(ErrInDoubt)
-	case outcomeCommitted:
-		lsn, _ := strconv.ParseUint(first(md, trailerLSN), 10, 64)
+	case protocol.OutcomeCommitted:
+		lsn, _ := strconv.ParseUint(first(md, protocol.TrailerLSN), 10, 64)
 		return &CommittedError{Op: op, RequestID: reqID, LSN: lsn, Reason: st.Message()}
 	}
 	switch st.Code() {

@@ -22,12 +22,13 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/flypg/flypg/forward"
+	"github.com/flypg/flypg/forward/executor"
 	"github.com/flypg/flypg/forward/forwardpb"
 	"github.com/flypg/flypg/pgtest"
 )
 
 // addExecutor starts another executor on e's primary, serving on loopback.
-func (e *env) addExecutor(t *testing.T, cfg forward.ExecutorConfig) (*forward.Executor, string) {
+func (e *env) addExecutor(t *testing.T, cfg executor.Config) (*executor.Executor, string) {
 	t.Helper()
 	if cfg.DSN == "" && cfg.Pool == nil {
 		cfg.DSN = e.cluster.Primary.DSN("")
@@ -70,7 +71,7 @@ func TestNoSessionStateCrossesUnits(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	_, addr := e.addExecutor(t, forward.ExecutorConfig{DSN: e.cluster.Primary.DSN("") + "&pool_max_conns=1"})
+	_, addr := e.addExecutor(t, executor.Config{DSN: e.cluster.Primary.DSN("") + "&pool_max_conns=1"})
 	_, db := openClient(t, forward.ClientConfig{Target: addr})
 	pid := func() int {
 		t.Helper()
@@ -206,7 +207,7 @@ func TestNoSessionStateCrossesUnits(t *testing.T) {
 func TestStatementCacheRecoversAfterSchemaChange(t *testing.T) {
 	e := startEnv(t)
 	ctx := context.Background()
-	_, addr := e.addExecutor(t, forward.ExecutorConfig{DSN: e.cluster.Primary.DSN("") + "&pool_max_conns=1"})
+	_, addr := e.addExecutor(t, executor.Config{DSN: e.cluster.Primary.DSN("") + "&pool_max_conns=1"})
 	_, db := openClient(t, forward.ClientConfig{Target: addr})
 	if _, err := db.ExecContext(ctx, `INSERT INTO items (name) VALUES ('a')`); err != nil {
 		t.Fatal(err)
@@ -276,7 +277,7 @@ func TestStatementCacheRecoversAfterSchemaChange(t *testing.T) {
 // TestDurableReadOnlyTransaction: under durable deduplication a forwarded
 // read-only transaction commits (it has nothing to record).
 func TestDurableReadOnlyTransaction(t *testing.T) {
-	e := startEnv(t, func(x *forward.ExecutorConfig, _ *forward.ClientConfig) { x.DurableDedup = true })
+	e := startEnv(t, func(x *executor.Config, _ *forward.ClientConfig) { x.DurableDedup = true })
 	ctx := context.Background()
 	tx, err := e.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
@@ -366,7 +367,7 @@ func TestCommitSettlingIsBounded(t *testing.T) {
 // knew before: the retry must not name B (B would run it again).
 func TestRetryNamesTheInstanceOfItsConnection(t *testing.T) {
 	e := startEnv(t)
-	_, addrB := e.addExecutor(t, forward.ExecutorConfig{})
+	_, addrB := e.addExecutor(t, executor.Config{})
 	linkA, err := pgtest.NewLink("to-a", e.addr) // e.exec is A
 	if err != nil {
 		t.Fatal(err)
@@ -430,7 +431,7 @@ func TestRetryNamesTheInstanceOfItsConnection(t *testing.T) {
 // slot from the statements their clients send meanwhile.
 func TestCapacityWaitsLikeAPool(t *testing.T) {
 	e := startEnv(t)
-	_, addr := e.addExecutor(t, forward.ExecutorConfig{DSN: e.cluster.Primary.DSN("") + "&pool_max_conns=4"})
+	_, addr := e.addExecutor(t, executor.Config{DSN: e.cluster.Primary.DSN("") + "&pool_max_conns=4"})
 	_, db := openClient(t, forward.ClientConfig{Target: addr, Timeout: 20 * time.Second})
 	ctx := context.Background()
 	run := func(n int, unit func(i int) error) []error {
@@ -489,7 +490,7 @@ func TestCapacityWaitsLikeAPool(t *testing.T) {
 // unit: with every slot taken it waits for one, then is refused as busy.
 func TestResolveTakesASlot(t *testing.T) {
 	e := startEnv(t)
-	_, addr := e.addExecutor(t, forward.ExecutorConfig{DSN: e.cluster.Primary.DSN("") + "&pool_max_conns=2", MaxConcurrent: 1, QueueTimeout: 200 * time.Millisecond, DurableDedup: true})
+	_, addr := e.addExecutor(t, executor.Config{DSN: e.cluster.Primary.DSN("") + "&pool_max_conns=2", MaxConcurrent: 1, QueueTimeout: 200 * time.Millisecond, DurableDedup: true})
 	_, db := openClient(t, forward.ClientConfig{Target: addr})
 	ctx := context.Background()
 	// A transaction holds the only slot.

@@ -4,7 +4,7 @@
 //
 // # Executor (primary region)
 //
-//	x, err := forward.NewExecutor(ctx, forward.ExecutorConfig{DSN: primaryDSN, Secret: secret})
+//	x, err := executor.New(ctx, executor.Config{DSN: primaryDSN, Secret: secret})
 //	go x.Serve(lis) // or x.Register(yourGRPCServer)
 //	defer x.Close()
 //

@@ -13,24 +13,25 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/flypg/flypg/forward"
+	"github.com/flypg/flypg/forward/executor"
 	"github.com/flypg/flypg/forward/forwardpb"
 	"github.com/flypg/flypg/pgtest"
 )
 
 // secondExecutor starts another executor on the same primary, as a restart
 // of the first or a second instance behind the same dns:/// name.
-func (e *env) secondExecutor(t *testing.T, cfg forward.ExecutorConfig) (forwardpb.ExecutorClient, string) {
+func (e *env) secondExecutor(t *testing.T, cfg executor.Config) (forwardpb.ExecutorClient, string) {
 	t.Helper()
 	_, addr := serveExecutor(t, cfg)
 	return rawClient(t, addr, secret), addr
 }
 
 func TestDurableDedup(t *testing.T) {
-	durable := func(x *forward.ExecutorConfig, _ *forward.ClientConfig) { x.DurableDedup = true }
+	durable := func(x *executor.Config, _ *forward.ClientConfig) { x.DurableDedup = true }
 	e := startEnv(t, durable)
 	ctx := protoCtx()
 	a := rawClient(t, e.addr, secret)
-	b, _ := e.secondExecutor(t, forward.ExecutorConfig{DSN: e.cluster.Primary.DSN(""), Secret: secret, DurableDedup: true})
+	b, _ := e.secondExecutor(t, executor.Config{DSN: e.cluster.Primary.DSN(""), Secret: secret, DurableDedup: true})
 
 	// A retry that reaches another instance after the first attempt
 	// committed: the executor cannot answer from memory, but the table
@@ -113,7 +114,7 @@ func TestDurableDedup(t *testing.T) {
 	if _, err := e.db.Exec(`INSERT INTO items (name) VALUES ('ms1'); INSERT INTO items (name) VALUES ('ms2')`); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := forward.NewExecutor(context.Background(), forward.ExecutorConfig{AllowUnauthenticated: true, DurableDedup: true, DedupTable: "bad name"}); err == nil {
+	if _, err := executor.New(context.Background(), executor.Config{AllowUnauthenticated: true, DurableDedup: true, DedupTable: "bad name"}); err == nil {
 		t.Fatal("a table name that is not an identifier was accepted")
 	}
 }
@@ -140,7 +141,7 @@ func TestDurableDedupSettlesBrokenPrimaryConnection(t *testing.T) {
 			}
 			t.Cleanup(func() { link.Close() })
 			dsn := fmt.Sprintf("postgres://postgres@%s/postgres?sslmode=disable", link.Addr())
-			_, addr := e.secondExecutor(t, forward.ExecutorConfig{DSN: dsn, Secret: secret, DurableDedup: tc.durable})
+			_, addr := e.secondExecutor(t, executor.Config{DSN: dsn, Secret: secret, DurableDedup: tc.durable})
 			c, err := forward.NewClient(forward.ClientConfig{Target: addr, Secret: secret, Timeout: 5 * time.Second})
 			if err != nil {
 				t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/flypg/flypg/forward"
+	"github.com/flypg/flypg/forward/executor"
 	"github.com/flypg/flypg/lsn"
 	"github.com/flypg/flypg/pgtest"
 )
@@ -32,7 +33,7 @@ const secret = "0123456789abcdef-test-secret"
 // loopback, a client, and pools for checking what happened.
 type env struct {
 	cluster *pgtest.Cluster
-	exec    *forward.Executor
+	exec    *executor.Executor
 	addr    string
 	client  *forward.Client
 	db      *sql.DB       // forwarding pool
@@ -41,7 +42,7 @@ type env struct {
 	tracker *lsn.Tracker
 }
 
-type envOption func(*forward.ExecutorConfig, *forward.ClientConfig)
+type envOption func(*executor.Config, *forward.ClientConfig)
 
 func startEnv(t testing.TB, opts ...envOption) *env {
 	t.Helper()
@@ -58,7 +59,7 @@ func startEnv(t testing.TB, opts ...envOption) *env {
 	}
 	t.Cleanup(func() { e.replica.Close() })
 
-	xcfg := forward.ExecutorConfig{DSN: c.Primary.DSN(""), Secret: secret, HealthInterval: 100 * time.Millisecond}
+	xcfg := executor.Config{DSN: c.Primary.DSN(""), Secret: secret, HealthInterval: 100 * time.Millisecond}
 	ccfg := forward.ClientConfig{Secret: secret, Timeout: 5 * time.Second}
 	for _, o := range opts {
 		o(&xcfg, &ccfg)
@@ -84,16 +85,16 @@ func startEnv(t testing.TB, opts ...envOption) *env {
 	return e
 }
 
-func (e *env) startExecutor(t testing.TB, cfg forward.ExecutorConfig) {
+func (e *env) startExecutor(t testing.TB, cfg executor.Config) {
 	t.Helper()
 	e.exec, e.addr = serveExecutor(t, cfg)
 }
 
 // serveExecutor starts an executor of cfg serving on loopback until the
 // test ends.
-func serveExecutor(t testing.TB, cfg forward.ExecutorConfig) (*forward.Executor, string) {
+func serveExecutor(t testing.TB, cfg executor.Config) (*executor.Executor, string) {
 	t.Helper()
-	x, err := forward.NewExecutor(context.Background(), cfg)
+	x, err := executor.New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/flypg/flypg/forward/protocol"
 )
 
 // Sentinel errors for errors.Is. Every error of the forwarding layer is an
@@ -20,7 +22,7 @@ var (
 	// executor could not tell what became of it within the deadline: the
 	// write may or may not have committed. Never retry blindly; check the
 	// data, or ask Client.Resolve with Error.RequestID.
-	ErrInDoubt = errors.New("outcome in doubt: the write may have committed")
+	ErrInDoubt = protocol.ErrInDoubt
 
 	// ErrTxAborted: a forwarded transaction broke (its stream ended, its
 	// context ended, or a limit was hit) before COMMIT was sent, so the
@@ -60,7 +62,7 @@ var (
 
 	// ErrUnknownFunction: Call named a function the executor has not
 	// registered.
-	ErrUnknownFunction = errors.New("unknown function")
+	ErrUnknownFunction = protocol.ErrUnknownFunction
 
 	// ErrClosed: the client was closed.
 	ErrClosed = errors.New("client closed")

@@ -7,6 +7,7 @@ import (
 	"net"
 
 	"github.com/flypg/flypg/forward"
+	"github.com/flypg/flypg/forward/executor"
 )
 
 // A primary-region executor and a replica-region client, in one process for
@@ -17,7 +18,7 @@ func Example() {
 	const secret = "a-long-random-shared-secret"
 	primaryDSN := "postgres://postgres@127.0.0.1:5432/postgres"
 
-	x, err := forward.NewExecutor(ctx, forward.ExecutorConfig{DSN: primaryDSN, Secret: secret})
+	x, err := executor.New(ctx, executor.Config{DSN: primaryDSN, Secret: secret})
 	if err != nil {
 		log.Fatal(err)
 	}

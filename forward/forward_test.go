@@ -18,6 +18,7 @@ import (
 	"gorm.io/gorm/logger"
 
 	"github.com/flypg/flypg/forward"
+	"github.com/flypg/flypg/forward/executor"
 	"github.com/flypg/flypg/lsn"
 )
 
@@ -453,7 +454,7 @@ func TestCallsAndSessions(t *testing.T) {
 			name = "call"
 		}
 		t.Run(name, func(t *testing.T) {
-			e := startEnv(t, func(_ *forward.ExecutorConfig, c *forward.ClientConfig) { c.NoSessions = noSessions })
+			e := startEnv(t, func(_ *executor.Config, c *forward.ClientConfig) { c.NoSessions = noSessions })
 			ctx, rcpt := forward.WithReceipt(context.Background())
 			var id int64
 			if err := e.db.QueryRowContext(ctx, `INSERT INTO items (name) VALUES ($1) RETURNING id`, name).Scan(&id); err != nil || id == 0 {

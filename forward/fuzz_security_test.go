@@ -16,7 +16,9 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/flypg/flypg/forward"
+	"github.com/flypg/flypg/forward/executor"
 	"github.com/flypg/flypg/forward/forwardpb"
+	"github.com/flypg/flypg/forward/protocol"
 )
 
 // These fuzz targets reach past the first refusal: each holds the
@@ -31,13 +33,13 @@ import (
 func FuzzAuthenticate(f *testing.F) {
 	const current, older = "fuzz-current-secret-0123456789", "fuzz-older-secret-0123456789"
 	calls := &countingCalls{}
-	_, addr := serveExecutor(f, forward.ExecutorConfig{Secret: current, OldSecrets: []string{older}, Calls: calls})
-	f.Add(current, "", forward.ProtocolVersion, "", false)
-	f.Add("another-secret-0123456789abcdef", older, forward.ProtocolVersion, "", false)
+	_, addr := serveExecutor(f, executor.Config{Secret: current, OldSecrets: []string{older}, Calls: calls})
+	f.Add(current, "", protocol.Version, "", false)
+	f.Add("another-secret-0123456789abcdef", older, protocol.Version, "", false)
 	f.Add(older, "", "1", "flypg-hmac v1 ts=1,nonce=x,mac=y", false)
-	f.Add(current, "", forward.ProtocolVersion, "Bearer "+current, true)
-	f.Fuzz(func(t *testing.T, secret, old, protocol, header string, plaintext bool) {
-		if !printable(protocol) || !printable(header) {
+	f.Add(current, "", protocol.Version, "Bearer "+current, true)
+	f.Fuzz(func(t *testing.T, secret, old, version, header string, plaintext bool) {
+		if !printable(version) || !printable(header) {
 			return // gRPC would not send it
 		}
 		var tc credentials.TransportCredentials = insecure.NewCredentials()
@@ -57,8 +59,8 @@ func FuzzAuthenticate(f *testing.F) {
 		}
 		defer cc.Close()
 		md := metadata.MD{}
-		if protocol != "" {
-			md.Set("flypg-protocol", protocol)
+		if version != "" {
+			md.Set("flypg-protocol", version)
 		}
 		if header != "" {
 			md.Set("authorization", header)
@@ -69,10 +71,10 @@ func FuzzAuthenticate(f *testing.F) {
 		_, err = forwardpb.NewExecutorClient(cc).Call(ctx, &forwardpb.CallRequest{Unit: &forwardpb.Unit{RequestId: id16(), Attempt: 1}, Name: "f"})
 		ran := calls.n.Load() - before
 		known := !plaintext && (secret == current || secret == older || old == current || old == older)
-		allowed := known && protocol == forward.ProtocolVersion
+		allowed := known && version == protocol.Version
 		switch {
 		case ran != 0 && !allowed:
-			t.Fatalf("a call ran with secret %q/%q, plaintext %v, protocol %q", secret, old, plaintext, protocol)
+			t.Fatalf("a call ran with secret %q/%q, plaintext %v, protocol %q", secret, old, plaintext, version)
 		case !known && status.Code(err) != codes.Unavailable:
 			t.Fatalf("without a known secret the call got %v; want no connection at all", err)
 		case allowed && header == "" && (err != nil || ran != 1):
@@ -94,7 +96,7 @@ func printable(s string) bool {
 // fuzzEnv is an executor on a real primary with a table the fuzz targets
 // write request IDs to.
 func fuzzEnv(f *testing.F) (*env, forwardpb.ExecutorClient) {
-	e := startEnv(f, func(x *forward.ExecutorConfig, _ *forward.ClientConfig) {
+	e := startEnv(f, func(x *executor.Config, _ *forward.ClientConfig) {
 		x.MaxArgValues = 64
 		x.TxIdleTimeout = 2 * time.Second
 	})
@@ -140,7 +142,7 @@ func rowsOf(t *testing.T, e *env, req []byte) int {
 }
 
 // settles waits until the executor runs nothing and holds no transaction.
-func settles(t *testing.T, x *forward.Executor) {
+func settles(t *testing.T, x *executor.Executor) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for x.InFlight() != 0 || x.OpenTransactions() != 0 {

@@ -17,11 +17,13 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/flypg/flypg/forward"
+	"github.com/flypg/flypg/forward/executor"
 	"github.com/flypg/flypg/forward/forwardpb"
+	"github.com/flypg/flypg/forward/protocol"
 )
 
 // serveNoPrimary serves an executor without a primary on loopback.
-func serveNoPrimary(t *testing.T, cfg forward.ExecutorConfig) (*forward.Executor, string) {
+func serveNoPrimary(t *testing.T, cfg executor.Config) (*executor.Executor, string) {
 	t.Helper()
 	cfg.AllowUnauthenticated = true
 	return serveExecutor(t, cfg)
@@ -53,7 +55,7 @@ func heapAfterGC() uint64 {
 // executor holds nothing for them while the stream stays open (the unit's
 // context, in particular, is released from the stream's).
 func TestSessionRetainsNothingPerStatement(t *testing.T) {
-	_, addr := serveNoPrimary(t, forward.ExecutorConfig{})
+	_, addr := serveNoPrimary(t, executor.Config{})
 	stream, _ := openSession(t, addr)
 	seq := uint64(0)
 	run := func(n int) {
@@ -89,7 +91,7 @@ func TestSessionRetainsNothingPerStatement(t *testing.T) {
 // budget is used up; the executor does not buffer it without bound (in
 // requests, answers or goroutines).
 func TestSessionBackPressure(t *testing.T) {
-	_, addr := serveNoPrimary(t, forward.ExecutorConfig{SessionMaxBytes: 16 << 10})
+	_, addr := serveNoPrimary(t, executor.Config{SessionMaxBytes: 16 << 10})
 	stream, cancel := openSession(t, addr)
 	base := runtime.NumGoroutine()
 	const total = 50000
@@ -132,14 +134,14 @@ func TestSessionBackPressure(t *testing.T) {
 // left running.
 func TestNewExecutorChecksBeforeAcquiring(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	for _, cfg := range []forward.ExecutorConfig{
+	for _, cfg := range []executor.Config{
 		{DurableDedup: true, DedupTable: "Bad Name"},
 		{DurableDedup: true, DedupRetention: time.Second},
 		{DedupWindow: time.Second},
 	} {
 		cfg.DSN = "postgres://nobody@127.0.0.1:1/none?connect_timeout=1"
 		cfg.AllowUnauthenticated = true
-		if x, err := forward.NewExecutor(context.Background(), cfg); err == nil {
+		if x, err := executor.New(context.Background(), cfg); err == nil {
 			x.Close()
 			t.Errorf("NewExecutor(%+v) accepted the configuration", cfg)
 		}
@@ -149,11 +151,11 @@ func TestNewExecutorChecksBeforeAcquiring(t *testing.T) {
 // TestDedupWindowMustCoverRetries: an executor must remember answers for
 // as long as a client may retry or resolve a unit.
 func TestDedupWindowMustCoverRetries(t *testing.T) {
-	_, err := forward.NewExecutor(context.Background(), forward.ExecutorConfig{AllowUnauthenticated: true, DedupWindow: forward.RetryHorizon})
+	_, err := executor.New(context.Background(), executor.Config{AllowUnauthenticated: true, DedupWindow: protocol.RetryHorizon})
 	if err == nil || !strings.Contains(err.Error(), "DedupWindow") {
 		t.Fatalf("DedupWindow equal to the retry horizon: %v, want it refused", err)
 	}
-	x, err := forward.NewExecutor(context.Background(), forward.ExecutorConfig{AllowUnauthenticated: true, DedupWindow: forward.MinDedupWindow})
+	x, err := executor.New(context.Background(), executor.Config{AllowUnauthenticated: true, DedupWindow: executor.MinDedupWindow})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,12 +166,12 @@ func TestDedupWindowMustCoverRetries(t *testing.T) {
 // has room for the units an app has in flight, not one per CPU.
 func TestPoolSizedForConcurrency(t *testing.T) {
 	for dsn, want := range map[string]int32{
-		"postgres://u@127.0.0.1/db":                        forward.DefaultPoolMaxConns,
+		"postgres://u@127.0.0.1/db":                        executor.DefaultPoolMaxConns,
 		"postgres://u@127.0.0.1/db?pool_max_conns=7":       7,
-		"host=127.0.0.1 user=u dbname=db":                  forward.DefaultPoolMaxConns,
+		"host=127.0.0.1 user=u dbname=db":                  executor.DefaultPoolMaxConns,
 		"host=127.0.0.1 user=u pool_max_conns=3 dbname=db": 3,
 	} {
-		pc, err := forward.PoolConfig(dsn)
+		pc, err := executor.PoolConfig(dsn)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -184,7 +186,7 @@ func TestPoolSizedForConcurrency(t *testing.T) {
 // as plain pgx gets from the server), nothing is sent, and the session
 // the next statement travels on is unharmed.
 func TestInvalidUTF8FailsBeforeSending(t *testing.T) {
-	_, addr := serveNoPrimary(t, forward.ExecutorConfig{})
+	_, addr := serveNoPrimary(t, executor.Config{})
 	c, err := forward.NewClient(forward.ClientConfig{Target: addr, Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/flypg/flypg/forward"
+	"github.com/flypg/flypg/forward/executor"
 )
 
 // partsLimit is the executor's MaxResponseBytes in the tests of results in
@@ -21,7 +22,7 @@ const partsLimit = 64 << 10
 // parts, every row of them, as from a direct connection. Only a single row
 // over the limit is refused.
 func TestResultsInParts(t *testing.T) {
-	e := startEnv(t, func(x *forward.ExecutorConfig, _ *forward.ClientConfig) { x.MaxResponseBytes = partsLimit })
+	e := startEnv(t, func(x *executor.Config, _ *forward.ClientConfig) { x.MaxResponseBytes = partsLimit })
 	ctx := context.Background()
 	// About 1 MiB of rows: sixteen times the limit.
 	const big = `INSERT INTO items (name) SELECT $1 || g FROM generate_series(1, 10000) g RETURNING name, repeat('x', 100)`
@@ -263,7 +264,7 @@ func TestCommitFailsAfterResult(t *testing.T) {
 // five seconds, as a direct connection would not; the caller's own
 // deadline still bounds it.
 func TestNoClientTimeoutByDefault(t *testing.T) {
-	e := startEnv(t, func(_ *forward.ExecutorConfig, c *forward.ClientConfig) { c.Timeout = 0 })
+	e := startEnv(t, func(_ *executor.Config, c *forward.ClientConfig) { c.Timeout = 0 })
 	ctx := context.Background()
 	if _, err := e.db.ExecContext(ctx, `DO $$ BEGIN PERFORM pg_sleep(6); END $$`); err != nil {
 		t.Fatalf("a 6 s statement without a deadline: %v", err)

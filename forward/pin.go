@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/flypg/flypg/forward/forwardpb"
+	"github.com/flypg/flypg/forward/internal/sqlscan"
 )
 
 // ErrPinLost: the pinned primary connection of a connection (see Pin)
@@ -230,4 +231,4 @@ func (l *pinLink) run(ctx context.Context, st *forwardpb.Statement) (*answer, er
 // (other than SET LOCAL), temporary tables, PREPARE, LISTEN, DECLARE, DO,
 // set_config, session advisory locks and the like. Such a statement needs
 // a pinned connection (Pin) to mean what it says on a direct one.
-func SetsSessionState(sql string) bool { return classifySQL(sql) == taintSure }
+func SetsSessionState(sql string) bool { return sqlscan.Classify(sql) == sqlscan.TaintSure }

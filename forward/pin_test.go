@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/flypg/flypg/forward"
+	"github.com/flypg/flypg/forward/executor"
 )
 
 // TestPin runs what a pinned connection must hold: session state that
@@ -18,7 +19,7 @@ import (
 func TestPin(t *testing.T) {
 	e := startEnv(t)
 	ctx := context.Background()
-	x, addr := e.addExecutor(t, forward.ExecutorConfig{DSN: e.cluster.Primary.DSN("") + "&pool_max_conns=2"})
+	x, addr := e.addExecutor(t, executor.Config{DSN: e.cluster.Primary.DSN("") + "&pool_max_conns=2"})
 	_, db := openClient(t, forward.ClientConfig{Target: addr})
 
 	lockHeld := func() bool {
@@ -102,7 +103,7 @@ func TestPin(t *testing.T) {
 func TestPinLost(t *testing.T) {
 	e := startEnv(t)
 	ctx := context.Background()
-	_, addr := e.addExecutor(t, forward.ExecutorConfig{DSN: e.cluster.Primary.DSN("")})
+	_, addr := e.addExecutor(t, executor.Config{DSN: e.cluster.Primary.DSN("")})
 	_, db := openClient(t, forward.ClientConfig{Target: addr})
 	c, err := db.Conn(ctx)
 	if err != nil {

@@ -19,8 +19,10 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/flypg/flypg/forward"
+	"github.com/flypg/flypg/forward/executor"
 	"github.com/flypg/flypg/forward/forwardpb"
 	"github.com/flypg/flypg/forward/internal/auth"
+	"github.com/flypg/flypg/forward/protocol"
 )
 
 // rawClient talks to the executor with the generated stubs, to send what
@@ -50,7 +52,7 @@ func rawConn(t testing.TB, addr, secret string) *grpc.ClientConn {
 }
 
 func protoCtx() context.Context {
-	return auth.WithProtocol(context.Background(), forward.ProtocolVersion)
+	return auth.WithProtocol(context.Background(), protocol.Version)
 }
 
 func id16() []byte {
@@ -178,10 +180,10 @@ func TestAuthRefusals(t *testing.T) {
 }
 
 func TestExecutorRefusesUnauthenticatedOffLoopback(t *testing.T) {
-	if _, err := forward.NewExecutor(context.Background(), forward.ExecutorConfig{}); err == nil || !strings.Contains(err.Error(), "Secret") {
+	if _, err := executor.New(context.Background(), executor.Config{}); err == nil || !strings.Contains(err.Error(), "Secret") {
 		t.Fatalf("executor without a secret: %v", err)
 	}
-	x, err := forward.NewExecutor(context.Background(), forward.ExecutorConfig{AllowUnauthenticated: true})
+	x, err := executor.New(context.Background(), executor.Config{AllowUnauthenticated: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +250,7 @@ func TestHealth(t *testing.T) {
 			once.Do(func() { close(probed) })
 		}
 	}))
-	_, addr := serveExecutor(t, forward.ExecutorConfig{DSN: e.cluster.Replicas[0].DSN(""), AllowUnauthenticated: true, HealthInterval: 50 * time.Millisecond, Logger: logger})
+	_, addr := serveExecutor(t, executor.Config{DSN: e.cluster.Replicas[0].DSN(""), AllowUnauthenticated: true, HealthInterval: 50 * time.Millisecond, Logger: logger})
 	cc2, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -287,7 +289,7 @@ func (c calls) HandleCall(ctx context.Context, name string, payload []byte) ([]b
 }
 
 func TestCall(t *testing.T) {
-	e := startEnv(t, func(x *forward.ExecutorConfig, _ *forward.ClientConfig) { x.Calls = calls{} })
+	e := startEnv(t, func(x *executor.Config, _ *forward.ClientConfig) { x.Calls = calls{} })
 	out, _, err := e.client.Call(context.Background(), "echo", []byte("hi"))
 	if err != nil || string(out) != "echo:hi" {
 		t.Fatalf("echo: %q %v", out, err)
@@ -301,7 +303,7 @@ func TestCall(t *testing.T) {
 }
 
 func TestTransactionIdleTimeout(t *testing.T) {
-	e := startEnv(t, func(x *forward.ExecutorConfig, _ *forward.ClientConfig) { x.TxIdleTimeout = 200 * time.Millisecond })
+	e := startEnv(t, func(x *executor.Config, _ *forward.ClientConfig) { x.TxIdleTimeout = 200 * time.Millisecond })
 	ctx := context.Background()
 	tx, err := e.db.BeginTx(ctx, nil)
 	if err != nil {

@@ -13,27 +13,6 @@ import (
 // print only a short description, since fmt would print such a field
 // without asking its Format method.
 
-type executorConfigView ExecutorConfig
-
-// Format prints the configuration with Secret, OldSecrets and the DSN's
-// password masked, under every verb.
-func (c ExecutorConfig) Format(f fmt.State, verb rune) {
-	v := executorConfigView(c)
-	v.DSN = secret.RedactDSN(v.DSN)
-	v.Secret = secret.Redact(v.Secret)
-	v.OldSecrets = secret.RedactAll(v.OldSecrets)
-	secret.Format(f, verb, v, "forward.ExecutorConfig")
-}
-
-// String is the configuration as %v prints it, secrets masked.
-func (c ExecutorConfig) String() string { return fmt.Sprint(c) }
-
-// GoString is the configuration as %#v prints it, secrets masked.
-func (c ExecutorConfig) GoString() string { return fmt.Sprintf("%#v", c) }
-
-// LogValue logs the configuration with its secrets masked.
-func (c ExecutorConfig) LogValue() slog.Value { return slog.StringValue(c.String()) }
-
 type clientConfigView ClientConfig
 
 // Format prints the configuration with Secret and OldSecrets masked, under
@@ -53,9 +32,6 @@ func (c ClientConfig) GoString() string { return fmt.Sprintf("%#v", c) }
 
 // LogValue logs the configuration with its secrets masked.
 func (c ClientConfig) LogValue() slog.Value { return slog.StringValue(c.String()) }
-
-// Format prints the executor as its instance ID, whatever the verb.
-func (x *Executor) Format(f fmt.State, _ rune) { fmt.Fprintf(f, "forward.Executor(%s)", x.instance) }
 
 // Format prints the client as its target, whatever the verb.
 func (c *Client) Format(f fmt.State, _ rune) { fmt.Fprintf(f, "forward.Client(%s)", c.cfg.Target) }

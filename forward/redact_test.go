@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/flypg/flypg/forward"
+	"github.com/flypg/flypg/forward/executor"
 	isecret "github.com/flypg/flypg/internal/secret"
 )
 
@@ -17,11 +18,11 @@ func TestSecretsNeverFormatted(t *testing.T) {
 		old      = "older-secret-0123456789abcdef"
 		password = "pg-password-hunter2"
 	)
-	xc := forward.ExecutorConfig{
+	xc := executor.Config{
 		DSN:    "postgres://app:" + password + "@127.0.0.1:1/app",
 		Secret: current, OldSecrets: []string{old},
 	}
-	x, err := forward.NewExecutor(context.Background(), xc)
+	x, err := executor.New(context.Background(), xc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +34,7 @@ func TestSecretsNeverFormatted(t *testing.T) {
 	}
 	defer c.Close()
 	type holder struct {
-		x *forward.Executor
+		x *executor.Executor
 		c *forward.Client
 	}
 	for name, v := range map[string]any{

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/flypg/flypg/forward"
+	"github.com/flypg/flypg/forward/executor"
 	"github.com/flypg/flypg/forward/forwardpb"
 )
 
@@ -56,7 +57,7 @@ func (c *countingCalls) HandleCall(context.Context, string, []byte) ([]byte, uin
 
 // serveRegistered serves x on an application's own server, built with or
 // without the executor's ServerOptions, on lis.
-func serveRegistered(t *testing.T, x *forward.Executor, lis net.Listener, withOptions bool) {
+func serveRegistered(t *testing.T, x *executor.Executor, lis net.Listener, withOptions bool) {
 	t.Helper()
 	var opts []grpc.ServerOption
 	if withOptions {
@@ -73,7 +74,7 @@ func serveRegistered(t *testing.T, x *forward.Executor, lis net.Listener, withOp
 // off loopback, call by call, with or without its ServerOptions.
 func TestRegisteredWithoutSecretServesLoopbackOnly(t *testing.T) {
 	calls := &countingCalls{}
-	x, err := forward.NewExecutor(context.Background(), forward.ExecutorConfig{AllowUnauthenticated: true, Calls: calls})
+	x, err := executor.New(context.Background(), executor.Config{AllowUnauthenticated: true, Calls: calls})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +110,7 @@ func TestRegisteredWithoutSecretServesLoopbackOnly(t *testing.T) {
 // a hundred decoded) is refused from its bytes, on a call, on a session
 // (which goes on) and on a transaction, saying that nothing ran.
 func TestArgValuesRefusedBeforeDecoding(t *testing.T) {
-	_, addr := serveExecutor(t, forward.ExecutorConfig{AllowUnauthenticated: true, MaxArgValues: 1000})
+	_, addr := serveExecutor(t, executor.Config{AllowUnauthenticated: true, MaxArgValues: 1000})
 	api := forwardpb.NewExecutorClient(rawConn(t, addr, ""))
 	nulls := func(n int) *forwardpb.Statement {
 		a := &forwardpb.Array{ElemKind: forwardpb.Array_KIND_INT64}
@@ -176,7 +177,7 @@ func TestArgValuesRefusedBeforeDecoding(t *testing.T) {
 // past that gRPC refuses them without receiving them whole.
 func TestReceiveLimit(t *testing.T) {
 	const limit = 64 << 10
-	_, addr := serveExecutor(t, forward.ExecutorConfig{AllowUnauthenticated: true, MaxRequestBytes: limit})
+	_, addr := serveExecutor(t, executor.Config{AllowUnauthenticated: true, MaxRequestBytes: limit})
 	api := forwardpb.NewExecutorClient(rawConn(t, addr, ""))
 	for _, tc := range []struct {
 		size    int
@@ -204,7 +205,7 @@ func TestReceiveLimit(t *testing.T) {
 // prefix, without buffering it; the statement's answer names the limit.
 func TestRowLimit(t *testing.T) {
 	const rowLimit = 1 << 20
-	e := startEnv(t, func(x *forward.ExecutorConfig, _ *forward.ClientConfig) {
+	e := startEnv(t, func(x *executor.Config, _ *forward.ClientConfig) {
 		x.MaxResponseBytes, x.MaxRowBytes = rowLimit/2, rowLimit
 	})
 	api := rawClient(t, e.addr, secret)
@@ -248,7 +249,7 @@ func TestRowLimit(t *testing.T) {
 // other secrets and plaintext get nothing run.
 func TestOwnTLSCertificate(t *testing.T) {
 	calls := &countingCalls{}
-	x, err := forward.NewExecutor(context.Background(), forward.ExecutorConfig{Secret: secret, Calls: calls})
+	x, err := executor.New(context.Background(), executor.Config{Secret: secret, Calls: calls})
 	if err != nil {
 		t.Fatal(err)
 	}

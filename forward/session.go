@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/flypg/flypg/forward/forwardpb"
+	"github.com/flypg/flypg/forward/protocol"
 )
 
 // A session carries lone statements to the executor as messages of one
@@ -197,17 +198,17 @@ func (s *session) exec(ctx context.Context, req *forwardpb.ExecRequest, md *meta
 		if st := r.GetStatus(); st != nil {
 			*md = metadata.MD{}
 			if st.GetOutcome() != "" {
-				md.Set(trailerOutcome, st.GetOutcome())
+				md.Set(protocol.TrailerOutcome, st.GetOutcome())
 			}
 			if st.GetCommitLsn() != 0 {
-				md.Set(trailerLSN, strconv.FormatUint(st.GetCommitLsn(), 10))
+				md.Set(protocol.TrailerLSN, strconv.FormatUint(st.GetCommitLsn(), 10))
 			}
 			if st.GetRefusal() != "" {
-				md.Set(trailerRefusal, st.GetRefusal())
+				md.Set(protocol.TrailerRefusal, st.GetRefusal())
 			}
 			s.dropIfNotServing(codes.Code(st.GetCode()), st.GetOutcome())
 			if st.GetLimit() != "" {
-				md.Set(trailerLimit, st.GetLimit())
+				md.Set(protocol.TrailerLimit, st.GetLimit())
 			}
 			return nil, status.Error(codes.Code(st.GetCode()), st.GetMessage())
 		}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/flypg/flypg/forward"
+	"github.com/flypg/flypg/forward/executor"
 )
 
 // BenchmarkTransport measures what the transport costs a forwarded unit:
@@ -21,7 +22,7 @@ import (
 func BenchmarkTransport(b *testing.B) {
 	for _, mode := range []string{"plaintext", "tls"} {
 		b.Run(mode, func(b *testing.B) {
-			xc := forward.ExecutorConfig{Calls: calls{}, AllowUnauthenticated: true}
+			xc := executor.Config{Calls: calls{}, AllowUnauthenticated: true}
 			cc := forward.ClientConfig{}
 			if mode == "tls" {
 				xc.Secret, cc.Secret = secret, secret
@@ -76,7 +77,7 @@ func reportCPU(b *testing.B) func() {
 func BenchmarkForwardedInsert(b *testing.B) {
 	for _, mode := range []string{"plaintext", "tls"} {
 		b.Run(mode, func(b *testing.B) {
-			e := startEnv(b, func(x *forward.ExecutorConfig, c *forward.ClientConfig) {
+			e := startEnv(b, func(x *executor.Config, c *forward.ClientConfig) {
 				if mode == "plaintext" {
 					x.Secret, c.Secret, x.AllowUnauthenticated = "", "", true
 				}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/flypg/flypg/forward/forwardpb"
 	"github.com/flypg/flypg/forward/internal/wire"
+	"github.com/flypg/flypg/forward/protocol"
 )
 
 // clientTx is a forwarded transaction, opened with its first statement
@@ -235,24 +236,24 @@ func (t *clientTx) parts(ctx context.Context, first *forwardpb.Result, last bool
 // its last statement) left without an answer: from the stream's trailer
 // when the executor said, otherwise by asking about the request ID, as a
 // statement's retries would: until the client's Timeout (if set) after
-// COMMIT left, the caller's deadline, or RetryHorizon, whichever comes
+// COMMIT left, the caller's deadline, or protocol.RetryHorizon, whichever comes
 // first; then it is in doubt. It never reports a commit it cannot know as
 // an abort.
 func (t *clientTx) settle(ctx context.Context, op string, cause error) (*forwardpb.Result, error) {
 	t.close()
 	rcpt := ReceiptFrom(t.ctx)
-	switch first(t.link.trailer(), trailerOutcome) {
-	case outcomeNotRun:
+	switch first(t.link.trailer(), protocol.TrailerOutcome) {
+	case protocol.OutcomeNotRun:
 		t.broken = t.fail(op, ErrTxAborted, cause)
 		return nil, t.broken
-	case outcomeUnknown:
+	case protocol.OutcomeUnknown:
 		t.broken = t.fail(op, ErrInDoubt, cause)
 		return nil, t.broken
 	}
 	c := t.c
-	horizon := RetryHorizon
+	horizon := protocol.RetryHorizon
 	if c.cfg.Timeout > 0 {
-		horizon = min(c.cfg.Timeout, RetryHorizon)
+		horizon = min(c.cfg.Timeout, protocol.RetryHorizon)
 	}
 	out, lsn, res, err := c.learn(ctx, t.id, t.link.conn(), t.commitAt.Add(horizon), rcpt)
 	switch out {
@@ -361,7 +362,7 @@ func (t *clientTx) breakOff(op string, kind, err error) error {
 	t.link.close(true)
 	// The stream is over: its trailer names the executor limit that ended
 	// the transaction, if one did.
-	e.Limit = first(t.link.trailer(), trailerLimit)
+	e.Limit = first(t.link.trailer(), protocol.TrailerLimit)
 	return t.broken
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/flypg/flypg"
 	"github.com/flypg/flypg/forward"
 	"github.com/flypg/flypg/forward/forwardpb"
+	"github.com/flypg/flypg/forward/protocol"
 	"github.com/flypg/flypg/pgtest"
 )
 
@@ -89,7 +90,7 @@ func TestCallRunsOnceAcrossInstances(t *testing.T) {
 	_, addrA := servePrimaryPlugin(t, dsn, xc)
 	_, addrB := servePrimaryPlugin(t, dsn, xc)
 	a, b := protocolClient(t, addrA), protocolClient(t, addrB)
-	ctx := metadata.AppendToOutgoingContext(context.Background(), "flypg-protocol", forward.ProtocolVersion)
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "flypg-protocol", protocol.Version)
 	id := []byte("0123456789abcdef")
 	req := func(attempt uint32, inst string) *forwardpb.CallRequest {
 		return &forwardpb.CallRequest{Unit: &forwardpb.Unit{RequestId: id, Attempt: attempt, Instance: inst}, Name: "note", Payload: []byte(`"once"`)}

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flypg/flypg/forward"
 	"github.com/flypg/flypg/forward/forwardpb"
+	"github.com/flypg/flypg/forward/protocol"
 )
 
 // TestFaultCancelledUnitOutcomeIsKnown cancels forwarded statements (by
@@ -30,7 +30,7 @@ func TestFaultCancelledUnitOutcomeIsKnown(t *testing.T) {
 		t.Helper()
 		for {
 			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			resp, err := raw.api.Resolve(callCtx(rctx, forward.ProtocolVersion),
+			resp, err := raw.api.Resolve(callCtx(rctx, protocol.Version),
 				&forwardpb.ResolveRequest{Unit: &forwardpb.Unit{RequestId: id, Attempt: 2, Instance: instance}})
 			cancel()
 			if err != nil {
@@ -61,7 +61,7 @@ func TestFaultCancelledUnitOutcomeIsKnown(t *testing.T) {
 		st := insertStmt(key)
 		st.Sql = fmt.Sprintf("INSERT INTO fault_writes (key) VALUES ($1) -- %d", i)
 		dctx, cancel := context.WithTimeout(ctx, time.Duration(200+r.IntN(2800))*time.Microsecond)
-		raw.api.Exec(callCtx(dctx, forward.ProtocolVersion), &forwardpb.ExecRequest{Unit: u, Statement: st})
+		raw.api.Exec(callCtx(dctx, protocol.Version), &forwardpb.ExecRequest{Unit: u, Statement: st})
 		cancel()
 		out := resolve(u.RequestId, instance).GetOutcome()
 		tally[out]++

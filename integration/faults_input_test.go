@@ -22,6 +22,7 @@ import (
 	"github.com/flypg/flypg"
 	"github.com/flypg/flypg/forward"
 	"github.com/flypg/flypg/forward/forwardpb"
+	"github.com/flypg/flypg/forward/protocol"
 )
 
 // Limits of the executor of TestFaultBadInput.
@@ -104,7 +105,7 @@ func TestFaultBadInput(t *testing.T) {
 			noErr(t, err)
 			api := forwardpb.NewExecutorClient(cc)
 			for _, header := range []string{"", "flypg-hmac v1 ts=1,nonce=x,mac=y"} {
-				cctx := callCtx(ctx, forward.ProtocolVersion)
+				cctx := callCtx(ctx, protocol.Version)
 				if header != "" {
 					cctx = metadata.AppendToOutgoingContext(cctx, "authorization", header)
 				}
@@ -165,7 +166,7 @@ func TestFaultBadInput(t *testing.T) {
 				payload[j] = byte(r.UintN(256))
 			}
 			var reply []byte
-			err := raw.cc.Invoke(callCtx(ctx, forward.ProtocolVersion), method, &payload, &reply, grpc.ForceCodec(rawBytes{}))
+			err := raw.cc.Invoke(callCtx(ctx, protocol.Version), method, &payload, &reply, grpc.ForceCodec(rawBytes{}))
 			switch status.Code(err) {
 			case codes.Internal, codes.InvalidArgument:
 			default:
@@ -173,7 +174,7 @@ func TestFaultBadInput(t *testing.T) {
 			}
 		}
 		// And on the transaction stream.
-		stream, err := raw.cc.NewStream(callCtx(ctx, forward.ProtocolVersion),
+		stream, err := raw.cc.NewStream(callCtx(ctx, protocol.Version),
 			&forwardpb.Executor_ServiceDesc.Streams[0], forwardpb.Executor_Tx_FullMethodName, grpc.ForceCodec(rawBytes{}))
 		noErr(t, err)
 		junk := []byte{0xff, 0xff, 0xff, 0x01, 0x02}
@@ -189,7 +190,7 @@ func TestFaultBadInput(t *testing.T) {
 		e := e.at(t)
 		exec := func(req *forwardpb.ExecRequest) (*forwardpb.ExecResponse, error) {
 			var md metadata.MD
-			resp, err := raw.api.Exec(callCtx(ctx, forward.ProtocolVersion), req, grpc.Trailer(&md))
+			resp, err := raw.api.Exec(callCtx(ctx, protocol.Version), req, grpc.Trailer(&md))
 			if status.Code(err) == codes.InvalidArgument {
 				if got := md.Get("flypg-outcome"); len(got) > 0 && got[0] != "not-committed" {
 					t.Errorf("a refused request says outcome %v", got)
@@ -245,7 +246,7 @@ func TestFaultBadInput(t *testing.T) {
 			{"BEGIN without a statement", &forwardpb.TxRequest{Op: &forwardpb.TxRequest_Begin{Begin: &forwardpb.TxBegin{Unit: newUnit()}}}},
 			{"unknown isolation", &forwardpb.TxRequest{Op: &forwardpb.TxRequest_Begin{Begin: &forwardpb.TxBegin{Unit: newUnit(), Isolation: "chaotic; DROP TABLE fault_writes", First: insertStmt("malformed-tx2")}}}},
 		} {
-			stream, err := raw.api.Tx(callCtx(ctx, forward.ProtocolVersion))
+			stream, err := raw.api.Tx(callCtx(ctx, protocol.Version))
 			noErr(t, err)
 			noErr(t, stream.Send(tc.first))
 			if _, err := stream.Recv(); status.Code(err) != codes.InvalidArgument {
@@ -260,7 +261,7 @@ func TestFaultBadInput(t *testing.T) {
 	t.Run("oversized request", func(t *testing.T) {
 		e := e.at(t)
 		big := strings.Repeat("x", 2*inputMaxRequest)
-		_, err := raw.api.Exec(callCtx(ctx, forward.ProtocolVersion), &forwardpb.ExecRequest{Unit: newUnit(), Statement: insertStmt(big)})
+		_, err := raw.api.Exec(callCtx(ctx, protocol.Version), &forwardpb.ExecRequest{Unit: newUnit(), Statement: insertStmt(big)})
 		if status.Code(err) != codes.ResourceExhausted {
 			t.Errorf("raw oversized request: %v, want ResourceExhausted", err)
 		}

@@ -24,8 +24,9 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"github.com/flypg/flypg/forward"
+	"github.com/flypg/flypg/forward/executor"
 	"github.com/flypg/flypg/forward/forwardpb"
+	"github.com/flypg/flypg/forward/protocol"
 )
 
 // attackBytes is the size of each unauthenticated request below.
@@ -165,7 +166,7 @@ func TestSecurityUnauthenticatedPeersHoldLittleMemory(t *testing.T) {
 				return
 			}
 			defer cc.Close()
-			cctx := metadata.AppendToOutgoingContext(callCtx(ctx, forward.ProtocolVersion), "authorization", "flypg-hmac v1 ts=1,nonce=AAAAAAAAAAAAAAAAAAAAAA,mac=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+			cctx := metadata.AppendToOutgoingContext(callCtx(ctx, protocol.Version), "authorization", "flypg-hmac v1 ts=1,nonce=AAAAAAAAAAAAAAAAAAAAAA,mac=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
 			cctx, cancel := context.WithTimeout(cctx, 30*time.Second)
 			defer cancel()
 			var reply []byte
@@ -195,7 +196,7 @@ func TestSecurityUnauthenticatedPeersHoldLittleMemory(t *testing.T) {
 			start := time.Now()
 			closed := make(chan struct{})
 			go func() {
-				c.SetReadDeadline(time.Now().Add(forward.DefaultHandshakeTimeout + 30*time.Second))
+				c.SetReadDeadline(time.Now().Add(executor.DefaultHandshakeTimeout + 30*time.Second))
 				io.Copy(io.Discard, c)
 				close(closed)
 			}()
@@ -220,8 +221,8 @@ func TestSecurityUnauthenticatedPeersHoldLittleMemory(t *testing.T) {
 		t.Error(p)
 	}
 	for d := range closedAfter {
-		if d > forward.DefaultHandshakeTimeout+5*time.Second {
-			t.Errorf("a connection dribbling its handshake was held %v (handshake timeout %v)", d.Round(time.Millisecond), forward.DefaultHandshakeTimeout)
+		if d > executor.DefaultHandshakeTimeout+5*time.Second {
+			t.Errorf("a connection dribbling its handshake was held %v (handshake timeout %v)", d.Round(time.Millisecond), executor.DefaultHandshakeTimeout)
 		}
 	}
 	peak := procStatusKB(t, proc.pid(), "VmHWM")
@@ -295,7 +296,7 @@ func TestSecurityIdleConnectionsAreBounded(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			defer c.Close()
-			c.SetReadDeadline(time.Now().Add(forward.DefaultHandshakeTimeout + 30*time.Second))
+			c.SetReadDeadline(time.Now().Add(executor.DefaultHandshakeTimeout + 30*time.Second))
 			_, err := io.Copy(io.Discard, c)
 			mu.Lock()
 			defer mu.Unlock()

@@ -43,8 +43,10 @@ echo "== fuzz (a few seconds per target)"
 # executions, not durations: Go 1.26's fuzzing coordinator can fail a target
 # with "context deadline exceeded" when a duration ends mid-execution (fixed
 # in Go 1.27).
-for target in FuzzAuthenticate:2000 FuzzSessionSequence:200 FuzzTxSequence:300 FuzzArgBinding:1000 FuzzExecRequest:5000; do
-  go test -run '^$' -fuzz "^${target%%:*}\$" -fuzztime "${FUZZTIME:-${target##*:}x}" -fuzzminimizetime 10x -parallel 1 ./forward/
+for target in ./forward/:FuzzAuthenticate:2000 ./forward/:FuzzSessionSequence:200 ./forward/:FuzzTxSequence:300 \
+  ./forward/:FuzzArgBinding:1000 ./forward/executor/:FuzzExecRequest:5000; do
+  IFS=: read -r pkg name runs <<<"$target"
+  go test -run '^$' -fuzz "^${name}\$" -fuzztime "${FUZZTIME:-${runs}x}" -fuzzminimizetime 10x -parallel 1 "$pkg"
 done
 
 echo "== demo self-test"

@@ -11,7 +11,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/flypg/flypg/forward"
+	"github.com/flypg/flypg/forward/executor"
+	"github.com/flypg/flypg/forward/protocol"
 	"github.com/flypg/flypg/internal/pglsn"
 )
 
@@ -54,7 +55,7 @@ type sqlFunctions struct {
 func (f *sqlFunctions) HandleCall(ctx context.Context, name string, payload []byte) ([]byte, uint64, error) {
 	q, ok := f.funcs[name]
 	if !ok {
-		return nil, 0, fmt.Errorf("%w: %q", forward.ErrUnknownFunction, name)
+		return nil, 0, fmt.Errorf("%w: %q", protocol.ErrUnknownFunction, name)
 	}
 	// One connection for the transaction and the LSN after its commit.
 	// (pgxpool's own QueryRow keeps each result referenced from a
@@ -69,7 +70,7 @@ func (f *sqlFunctions) HandleCall(ctx context.Context, name string, payload []by
 		return nil, 0, err
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	err = forward.RecordCall(ctx, func(query string, args ...any) error {
+	err = executor.RecordCall(ctx, func(query string, args ...any) error {
 		_, err := tx.Exec(ctx, query, args...)
 		return err
 	})
@@ -87,7 +88,7 @@ func (f *sqlFunctions) HandleCall(ctx context.Context, name string, payload []by
 		if errors.As(err, &pg) || errors.Is(err, pgx.ErrTxCommitRollback) {
 			return nil, 0, err
 		}
-		return nil, 0, fmt.Errorf("COMMIT was sent and its outcome is unknown: %w", errors.Join(forward.ErrInDoubt, err))
+		return nil, 0, fmt.Errorf("COMMIT was sent and its outcome is unknown: %w", errors.Join(protocol.ErrInDoubt, err))
 	}
 	result := []byte("null")
 	if out != nil {

@@ -37,7 +37,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/flypg/flypg/forward"
+	"github.com/flypg/flypg/forward/executor"
 	"github.com/flypg/flypg/internal/secret"
 )
 
@@ -54,11 +54,11 @@ func run() error {
 		dsnFlag  = flag.String("dsn", "", "connection string of the primary, instead of $FLYPG_PRIMARY_DSN or $DATABASE_URL; visible to every local user, so only for one without a password")
 		stmt     = flag.Duration("statement-timeout", 0, "statement_timeout for forwarded statements (0: the server's)")
 		maxConc  = flag.Int("max-concurrent", 0, "units run at once (0: the pool's size)")
-		maxConns = flag.Int("max-connections", 0, fmt.Sprintf("connections held at once; more are closed (0: %d)", forward.DefaultMaxConnections))
+		maxConns = flag.Int("max-connections", 0, fmt.Sprintf("connections held at once; more are closed (0: %d)", executor.DefaultMaxConnections))
 		insecure = flag.Bool("insecure", false, "serve without a secret (loopback only)")
 		debug    = flag.Bool("debug", false, "log each unit")
 		durable  = flag.Bool("durable-dedup", os.Getenv("FLYPG_DURABLE_DEDUP") == "true", "record committed request IDs on the primary, for exactly-once across restarts and instances (default $FLYPG_DURABLE_DEDUP)")
-		window   = flag.Duration("dedup-window", 0, fmt.Sprintf("how long answers are kept for retries (0: %v; at least %v)", forward.DefaultDedupWindow, forward.MinDedupWindow))
+		window   = flag.Duration("dedup-window", 0, fmt.Sprintf("how long answers are kept for retries (0: %v; at least %v)", executor.DefaultDedupWindow, executor.MinDedupWindow))
 		debugAt  = flag.String("debug-addr", "", "serve Go's profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060")
 		funcs    = functionFlags{}
 	)
@@ -88,9 +88,9 @@ func run() error {
 		}
 		defer stopDebug()
 	}
-	var calls forward.CallHandler
+	var calls executor.CallHandler
 	if len(funcs) > 0 {
-		pc, err := forward.PoolConfig(dsn)
+		pc, err := executor.PoolConfig(dsn)
 		if err != nil {
 			return err
 		}
@@ -101,7 +101,7 @@ func run() error {
 		defer pool.Close()
 		calls = &sqlFunctions{pool: pool, funcs: funcs}
 	}
-	x, err := forward.NewExecutor(ctx, forward.ExecutorConfig{
+	x, err := executor.New(ctx, executor.Config{
 		Calls:                calls,
 		DedupWindow:          *window,
 		DSN:                  dsn,

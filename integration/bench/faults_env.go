@@ -17,7 +17,7 @@ import (
 	"gorm.io/gorm/logger"
 
 	"github.com/flypg/flypg"
-	"github.com/flypg/flypg/forward"
+	"github.com/flypg/flypg/forward/executor"
 	"github.com/flypg/flypg/pgtest"
 )
 
@@ -56,7 +56,7 @@ func (faultParent) TableName() string { return "fault_parents" }
 
 // faultsDedupWindow is the executors' DedupWindow: the shortest allowed,
 // so that the long partition outlasts it.
-const faultsDedupWindow = forward.MinDedupWindow
+const faultsDedupWindow = executor.MinDedupWindow
 
 // faultsEnv is the two-region deployment under test: a primary and a
 // replica whose replication goes through a link, two instances of the

@@ -1,8 +1,8 @@
-package forward
+package sqlscan
 
 import "strings"
 
-// token is a lexical token of PostgreSQL SQL, as far as classifySQL needs
+// token is a lexical token of PostgreSQL SQL, as far as Classify needs
 // one: words (keywords and identifiers, quoted or not), literals (their
 // text dropped) and single punctuation characters.
 type token struct {

@@ -1,15 +1,16 @@
-package forward
+package executor
 
 import (
 	"container/list"
 	"context"
 
+	"github.com/flypg/flypg/forward/internal/sqlscan"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // cachedStmt is a statement prepared on a connection, with what its text
-// says about session state (see classifySQL).
+// says about session state (see sqlscan.Classify).
 type cachedStmt struct {
 	sd     *pgconn.StatementDescription
 	taint  taint
@@ -30,7 +31,7 @@ func describe(ctx context.Context, c *pgx.Conn, sql string) (*cachedStmt, error)
 	if err != nil {
 		return nil, err
 	}
-	cs := &cachedStmt{sd: sd, taint: classifySQL(sql), resets: resetsStatements(sql)}
+	cs := &cachedStmt{sd: sd, taint: sqlscan.Classify(sql), resets: sqlscan.ResetsStatements(sql)}
 	cache.index[sql] = cache.order.PushFront(cs)
 	for cache.order.Len() > stmtCacheSize {
 		old := cache.order.Back()

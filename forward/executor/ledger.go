@@ -1,4 +1,4 @@
-package forward
+package executor
 
 import (
 	"context"
@@ -23,8 +23,8 @@ import (
 //     not know the ID runs it only if that instance is itself (then the
 //     first attempt never arrived); otherwise it answers "unknown" and the
 //     client reports the write as in doubt.
-//   - Clients stop retrying and resolving RetryHorizon after their first
-//     attempt, and NewExecutor refuses a DedupWindow shorter than
+//   - Clients stop retrying and resolving protocol.RetryHorizon after their first
+//     attempt, and New refuses a DedupWindow shorter than
 //     MinDedupWindow, so an entry is never forgotten while a retry for it
 //     may still be answered.
 //   - Expiry runs on the monotonic clock: a step of the wall clock neither

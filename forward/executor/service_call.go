@@ -1,4 +1,4 @@
-package forward
+package executor
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/flypg/flypg/forward/forwardpb"
 	"github.com/flypg/flypg/forward/internal/wire"
+	"github.com/flypg/flypg/forward/protocol"
 )
 
 // CallRecorder is implemented by a CallHandler whose functions'
@@ -99,7 +100,7 @@ func (s *service) Call(ctx context.Context, req *forwardpb.CallRequest) (*forwar
 	if records {
 		if err := x.ensureDurable(ctx); err != nil {
 			x.ledger.forget(e, time.Now())
-			setTrailer(ctx, trailer(outcomeNotRun, 0))
+			setTrailer(ctx, trailer(protocol.OutcomeNotRun, 0))
 			return nil, status.Errorf(codes.Unavailable, "forward: %v", err)
 		}
 		rec = &callRecord{sql: x.durable.insertSQL(), id: req.GetUnit().GetRequestId()}
@@ -114,14 +115,14 @@ func (s *service) Call(ctx context.Context, req *forwardpb.CallRequest) (*forwar
 		return resp, nil
 	case records && x.durable.isConflict(err):
 		return nil, x.callRecordedEarlier(ctx, e, req.GetUnit().GetRequestId())
-	case errors.Is(err, ErrInDoubt) && records:
+	case errors.Is(err, protocol.ErrInDoubt) && records:
 		// The request ID went with the COMMIT: a retry with it, or
 		// Resolve, settles the outcome from the table.
 		x.ledger.finish(e, recorded, 0, answerNone, nil, time.Now())
 		return nil, status.Errorf(codes.Unavailable, "forward: call %s: its COMMIT's outcome is unknown; a retry with its request ID settles it: %v", req.GetName(), err)
-	case errors.Is(err, ErrInDoubt):
+	case errors.Is(err, protocol.ErrInDoubt):
 		x.ledger.finish(e, unknown, 0, answerNone, nil, time.Now())
-		setTrailer(ctx, trailer(outcomeUnknown, 0))
+		setTrailer(ctx, trailer(protocol.OutcomeUnknown, 0))
 		return nil, status.Errorf(codes.Unavailable, "forward: in doubt: call %s: %v", req.GetName(), err)
 	case records && !rec.inserted && req.GetUnit().GetAttempt() > 1:
 		// This attempt failed before its ID was recorded: it learned
@@ -171,18 +172,18 @@ func (x *Executor) callRecordedEarlier(ctx context.Context, e *ledgerEntry, id [
 		return status.Errorf(codes.Unavailable, "forward: the call's request ID is recorded, but reading it failed: %v", err)
 	case !done:
 		x.ledger.finish(e, notCommitted, 0, answerNone, nil, time.Now())
-		setTrailer(ctx, trailer(outcomeNotRun, 0))
+		setTrailer(ctx, trailer(protocol.OutcomeNotRun, 0))
 		return status.Error(codes.Aborted, "forward: this request was declared not committed (Resolve); it will not run")
 	}
 	lsn := x.normalize(ctx, c.Conn(), text)
 	x.ledger.finish(e, committed, lsn, answerNone, nil, time.Now())
-	setTrailer(ctx, trailer(outcomeCommitted, lsn))
+	setTrailer(ctx, trailer(protocol.OutcomeCommitted, lsn))
 	return status.Errorf(codes.AlreadyExists, "forward: an earlier attempt of this call committed (at most LSN %d); its output is not available here", lsn)
 }
 
 func callError(err error) *forwardpb.CallError {
-	ce := &forwardpb.CallError{Message: err.Error(), UnknownFunction: errors.Is(err, ErrUnknownFunction)}
-	var own *CallError
+	ce := &forwardpb.CallError{Message: err.Error(), UnknownFunction: errors.Is(err, protocol.ErrUnknownFunction)}
+	var own *protocol.CallError
 	if errors.As(err, &own) {
 		ce.Code, ce.Message = own.Code, own.Message
 	}

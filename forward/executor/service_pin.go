@@ -1,4 +1,4 @@
-package forward
+package executor
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/flypg/flypg/forward/forwardpb"
+	"github.com/flypg/flypg/forward/protocol"
 )
 
 // Pin runs units one after another on one primary connection, held for as
@@ -46,7 +47,7 @@ func (s *service) Pin(stream forwardpb.Executor_PinServer) error {
 		case errors.Is(err, io.EOF):
 			return nil // the client is done with its connection
 		case errors.Is(err, errIdle):
-			stream.SetTrailer(limited(trailer(outcomeNotRun, 0), "TxIdleTimeout"))
+			stream.SetTrailer(limited(trailer(protocol.OutcomeNotRun, 0), "TxIdleTimeout"))
 			return status.Errorf(codes.DeadlineExceeded, "forward: pinned connection idle for %v (the executor's TxIdleTimeout); closed", x.cfg.TxIdleTimeout)
 		case err != nil:
 			return err
@@ -63,7 +64,7 @@ func (s *service) Pin(stream forwardpb.Executor_PinServer) error {
 			// Units of a pin are never retried: the state they ran in is
 			// gone with the stream. An existing ID is a client bug or a
 			// replay.
-			stream.SetTrailer(trailer(outcomeNotRun, 0))
+			stream.SetTrailer(trailer(protocol.OutcomeNotRun, 0))
 			return status.Error(codes.FailedPrecondition, "forward: duplicate request ID on a pinned connection")
 		}
 		if uc == nil {

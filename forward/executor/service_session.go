@@ -1,4 +1,4 @@
-package forward
+package executor
 
 import (
 	"context"
@@ -9,10 +9,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/flypg/flypg/forward/forwardpb"
+	"github.com/flypg/flypg/forward/protocol"
 )
 
 // maxSessionUnits bounds the statements one session runs at once; the
@@ -143,7 +143,7 @@ func (ss *sessionRun) handle(ctx context.Context, m *forwardpb.SessionRequest) {
 		if dup {
 			msg = "forward: statement number " + strconv.FormatUint(seq, 10) + " already running on this session"
 		}
-		ss.send(&forwardpb.SessionResponse{Seq: seq, Status: &forwardpb.SessionStatus{Code: int32(codes.ResourceExhausted), Message: msg, Outcome: outcomeNotRun, Refusal: refusalBusy}})
+		ss.send(&forwardpb.SessionResponse{Seq: seq, Status: &forwardpb.SessionStatus{Code: int32(codes.ResourceExhausted), Message: msg, Outcome: protocol.OutcomeNotRun, Refusal: protocol.RefusalBusy}})
 		return
 	}
 	reqBytes := proto.Size(m)
@@ -178,11 +178,7 @@ func (ss *sessionRun) run(ctx context.Context, seq uint64, req *forwardpb.ExecRe
 			answer(&forwardpb.SessionResponse{Seq: seq, Exec: a.resp})
 			return
 		}
-		st := status.Convert(a.err)
-		fail := &forwardpb.SessionStatus{Code: int32(st.Code()), Message: st.Message(), Outcome: first(a.md, trailerOutcome), Refusal: first(a.md, trailerRefusal), Limit: first(a.md, trailerLimit)}
-		if v := first(a.md, trailerLSN); v != "" {
-			fail.CommitLsn, _ = strconv.ParseUint(v, 10, 64)
-		}
+		fail := protocol.SessionStatus(a.err, a.md)
 		answer(&forwardpb.SessionResponse{Seq: seq, Status: fail})
 	})
 }

@@ -1,4 +1,4 @@
-package forward
+package executor
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 
 	"github.com/flypg/flypg/forward/forwardpb"
 	"github.com/flypg/flypg/forward/internal/auth"
+	"github.com/flypg/flypg/forward/protocol"
 )
 
 // FuzzExecRequest feeds arbitrary bytes to the executor's request decoding
@@ -28,7 +29,7 @@ func FuzzExecRequest(f *testing.F) {
 	seed(&forwardpb.ExecRequest{Statement: &forwardpb.Statement{Args: []*forwardpb.Value{{Kind: &forwardpb.Value_Array{Array: &forwardpb.Array{ElemKind: forwardpb.Array_KIND_ARRAY}}}}}})
 	f.Add([]byte{0xff, 0x01, 0x02})
 
-	x, err := NewExecutor(context.Background(), ExecutorConfig{AllowUnauthenticated: true, DedupMaxBytes: 64 * (entryOverhead + 16)})
+	x, err := New(context.Background(), Config{AllowUnauthenticated: true, DedupMaxBytes: 64 * (entryOverhead + 16)})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -36,7 +37,7 @@ func FuzzExecRequest(f *testing.F) {
 	svc := &service{x: x}
 	// A loopback caller, which an executor without a secret serves.
 	ctx := peer.NewContext(context.Background(), &peer.Peer{Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}})
-	ctx = metadata.NewIncomingContext(ctx, metadata.Pairs(auth.ProtocolHeader, ProtocolVersion))
+	ctx = metadata.NewIncomingContext(ctx, metadata.Pairs(auth.ProtocolHeader, protocol.Version))
 
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var req forwardpb.ExecRequest

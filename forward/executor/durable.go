@@ -1,4 +1,4 @@
-package forward
+package executor
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// Durable deduplication (ExecutorConfig.DurableDedup) keeps the request ID
+// Durable deduplication (Config.DurableDedup) keeps the request ID
 // of every committed unit in a table on the primary, written in the unit's
 // own transaction. The table's primary key then guarantees exactly-once
 // where the in-memory ledger cannot: across executor restarts and across

@@ -1,4 +1,4 @@
-package forward
+package executor
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/flypg/flypg/forward/forwardpb"
+	"github.com/flypg/flypg/forward/internal/sqlscan"
 	"github.com/flypg/flypg/forward/internal/wire"
 	"github.com/flypg/flypg/internal/pglsn"
 )
@@ -120,7 +121,7 @@ func (x *Executor) pipeline(ctx context.Context, c *pgx.Conn, begin string, st *
 // into the deduplication table first, in the statement's own transaction:
 // if an earlier attempt committed, that insert conflicts and nothing runs.
 //
-// A lone statement that may have left session state (see classifySQL)
+// A lone statement that may have left session state (see sqlscan.Classify)
 // reads the LSN with an unprepared query (the statement may have
 // deallocated the prepared one) which, for a statement that calls
 // functions, also checks the session's state.
@@ -318,7 +319,7 @@ func (x *Executor) simple(ctx context.Context, c *pgx.Conn, begin, sql string, w
 	if begin != "" {
 		q = begin + ";\n" + q
 	}
-	t := classifySQL(sql)
+	t := sqlscan.Classify(sql)
 	markTaint(c, t)
 	results, err := c.PgConn().Exec(ctx, q).ReadAll()
 	if err != nil && ledgerID != nil && x.durable.isConflict(err) {
@@ -341,7 +342,7 @@ func (x *Executor) simple(ctx context.Context, c *pgx.Conn, begin, sql string, w
 		res = &forwardpb.Result{}
 	}
 	if !withLSN {
-		if resetsStatements(sql) {
+		if sqlscan.ResetsStatements(sql) {
 			if err := resetStatements(ctx, c); err != nil {
 				return nil, "", classify(err)
 			}

@@ -1,4 +1,4 @@
-package forward
+package executor
 
 import (
 	"context"
@@ -21,6 +21,7 @@ import (
 
 	"github.com/flypg/flypg/forward/forwardpb"
 	"github.com/flypg/flypg/forward/internal/auth"
+	"github.com/flypg/flypg/forward/protocol"
 )
 
 // This file decides who a caller is before anything it sends is read, and
@@ -34,7 +35,7 @@ import (
 // carry an HMAC of the secret instead, checked from its headers before its
 // body is read. Without a secret, only loopback callers are served.
 
-// Defaults for the connection limits of ExecutorConfig.
+// Defaults for the connection limits of Config.
 const (
 	DefaultMaxConnections    = 1024
 	DefaultMaxStreamsPerConn = 256
@@ -119,7 +120,7 @@ func (x *Executor) authorize(ctx context.Context, method string) error {
 			return err
 		}
 	}
-	return auth.CheckProtocol(ctx, ProtocolVersion)
+	return auth.CheckProtocol(ctx, protocol.Version)
 }
 
 // authenticate decides whether the caller of method may use the executor.

@@ -1,4 +1,4 @@
-package forward
+package executor
 
 import (
 	"context"
@@ -16,46 +16,26 @@ import (
 
 	"github.com/flypg/flypg/forward/forwardpb"
 	"github.com/flypg/flypg/forward/internal/wire"
-)
-
-// Trailer metadata by which the executor tells a client what became of a
-// unit that ended with a gRPC error, so that the client never has to guess
-// from a status code.
-const (
-	trailerOutcome   = "flypg-outcome"
-	outcomeNotRun    = "not-committed" // nothing committed; safe to run again
-	outcomeUnknown   = "unknown"       // may have committed
-	outcomeCommitted = "committed"     // committed; see trailerLSN
-	trailerLSN       = "flypg-commit-lsn"
-
-	// trailerRefusal says why a unit that did not run was refused, where
-	// the status code alone does not tell.
-	trailerRefusal  = "flypg-refusal"
-	refusalBusy     = "busy"              // no slot or no ledger room before the deadline
-	refusalDatabase = "database-mismatch" // the client replicates another database
-
-	// trailerLimit names the executor limit (an ExecutorConfig field) that
-	// refused or ended a unit.
-	trailerLimit = "flypg-limit"
+	"github.com/flypg/flypg/forward/protocol"
 )
 
 // limited adds the name of the limit that refused or ended a unit to md.
 func limited(md metadata.MD, limit string) metadata.MD {
-	md.Set(trailerLimit, limit)
+	md.Set(protocol.TrailerLimit, limit)
 	return md
 }
 
 func trailer(outcome string, lsn uint64) metadata.MD {
-	md := metadata.Pairs(trailerOutcome, outcome)
+	md := metadata.Pairs(protocol.TrailerOutcome, outcome)
 	if lsn != 0 {
-		md.Set(trailerLSN, strconv.FormatUint(lsn, 10))
+		md.Set(protocol.TrailerLSN, strconv.FormatUint(lsn, 10))
 	}
 	return md
 }
 
 // refused is the trailer of a unit refused before it ran, for reason.
 func refused(reason string) metadata.MD {
-	return metadata.Pairs(trailerOutcome, outcomeNotRun, trailerRefusal, reason)
+	return metadata.Pairs(protocol.TrailerOutcome, protocol.OutcomeNotRun, protocol.TrailerRefusal, reason)
 }
 
 // trailerSink receives what a unit would set as gRPC trailers when it runs
@@ -104,14 +84,14 @@ func (x *Executor) admit(ctx context.Context, u *forwardpb.Unit, records bool) (
 		// A retry of a unit this process has never seen, whose first
 		// attempt went to another instance (or to this node before a
 		// restart): running it could apply it twice.
-		setTrailer(ctx, trailer(outcomeUnknown, 0))
+		setTrailer(ctx, trailer(protocol.OutcomeUnknown, 0))
 		return nil, false, status.Errorf(codes.FailedPrecondition,
 			"forward: in doubt: request %x is unknown to executor %s; its first attempt went to executor %q", u.GetRequestId(), x.instance, u.GetInstance())
 	}
 	for {
 		e, fresh, err = x.ledger.begin(id, now)
 		if errors.Is(err, errLedgerFull) {
-			setTrailer(ctx, refused(refusalBusy))
+			setTrailer(ctx, refused(protocol.RefusalBusy))
 			return nil, false, status.Errorf(codes.ResourceExhausted, "forward: executor busy: %v (DedupMaxBytes %d)", err, x.cfg.DedupMaxBytes)
 		}
 		if fresh {
@@ -134,11 +114,11 @@ func (x *Executor) admit(ctx context.Context, u *forwardpb.Unit, records bool) (
 // refused, before anything runs.
 func (x *Executor) checkSize(ctx context.Context, m proto.Message) error {
 	if r := refusal(m); r != "" {
-		setTrailer(ctx, trailer(outcomeNotRun, 0))
+		setTrailer(ctx, trailer(protocol.OutcomeNotRun, 0))
 		return status.Errorf(codes.ResourceExhausted, "forward: request refused: %s; nothing ran", r)
 	}
 	if n := proto.Size(m); n > x.cfg.MaxRequestBytes {
-		setTrailer(ctx, limited(trailer(outcomeNotRun, 0), "MaxRequestBytes"))
+		setTrailer(ctx, limited(trailer(protocol.OutcomeNotRun, 0), "MaxRequestBytes"))
 		return status.Errorf(codes.ResourceExhausted, "forward: request of %d bytes exceeds the executor's MaxRequestBytes (%d); nothing ran", n, x.cfg.MaxRequestBytes)
 	}
 	return nil
@@ -169,15 +149,15 @@ func (x *Executor) admitOrReplay(ctx context.Context, u *forwardpb.Unit, records
 func (x *Executor) replay(ctx context.Context, v view, kind answerKind, into proto.Message) (proto.Message, error) {
 	switch {
 	case v.tomb:
-		setTrailer(ctx, trailer(outcomeNotRun, 0))
+		setTrailer(ctx, trailer(protocol.OutcomeNotRun, 0))
 		return nil, status.Error(codes.Aborted, "forward: this request was declared not committed (Resolve); it will not run")
 	case v.answer != nil && v.kind == kind && proto.Unmarshal(v.answer, into) == nil:
 		return into, nil
 	case v.state == committed:
-		setTrailer(ctx, trailer(outcomeCommitted, v.lsn))
+		setTrailer(ctx, trailer(protocol.OutcomeCommitted, v.lsn))
 		return nil, status.Errorf(codes.AlreadyExists, "forward: committed at LSN %d; the result was too large to keep for a retry", v.lsn)
 	default:
-		setTrailer(ctx, trailer(outcomeUnknown, 0))
+		setTrailer(ctx, trailer(protocol.OutcomeUnknown, 0))
 		return nil, status.Error(codes.FailedPrecondition, "forward: in doubt: the first attempt lost its primary connection during COMMIT")
 	}
 }
@@ -208,7 +188,7 @@ func (x *Executor) startUnit(ctx context.Context, e *ledgerEntry, u *forwardpb.U
 		return nil, err
 	}
 	if x.pool == nil {
-		setTrailer(ctx, trailer(outcomeNotRun, 0))
+		setTrailer(ctx, trailer(protocol.OutcomeNotRun, 0))
 		return refuse(status.Error(codes.FailedPrecondition, "forward: this node does not forward SQL (no primary configured)"))
 	}
 	if err := x.checkIdentity(ctx, u, nil); err != nil {
@@ -220,7 +200,7 @@ func (x *Executor) startUnit(ctx context.Context, e *ledgerEntry, u *forwardpb.U
 	c, err := x.pool.Acquire(ctx)
 	if err != nil {
 		x.releaseSlot(tx)
-		setTrailer(ctx, trailer(outcomeNotRun, 0))
+		setTrailer(ctx, trailer(protocol.OutcomeNotRun, 0))
 		if ctx.Err() != nil {
 			return refuse(status.FromContextError(ctx.Err()).Err())
 		}
@@ -237,7 +217,7 @@ func (x *Executor) startUnit(ctx context.Context, e *ledgerEntry, u *forwardpb.U
 		// the table never depends on the unit committing.
 		if err := x.durable.ensure(ctx, c.Conn()); err != nil {
 			uc.release()
-			setTrailer(ctx, trailer(outcomeNotRun, 0))
+			setTrailer(ctx, trailer(protocol.OutcomeNotRun, 0))
 			return refuse(status.Errorf(codes.Unavailable, "forward: %v", err))
 		}
 	}
@@ -248,10 +228,10 @@ func (x *Executor) startUnit(ctx context.Context, e *ledgerEntry, u *forwardpb.U
 // caller gone. Nothing ran.
 func (x *Executor) slotError(ctx context.Context, err error) error {
 	if errors.Is(err, errBusy) {
-		setTrailer(ctx, refused(refusalBusy))
+		setTrailer(ctx, refused(protocol.RefusalBusy))
 		return status.Errorf(codes.ResourceExhausted, "forward: executor busy: all %d unit slots stayed taken until shortly before the deadline; nothing ran", x.cfg.MaxConcurrent)
 	}
-	setTrailer(ctx, trailer(outcomeNotRun, 0))
+	setTrailer(ctx, trailer(protocol.OutcomeNotRun, 0))
 	return status.FromContextError(err).Err()
 }
 
@@ -320,9 +300,9 @@ func (x *Executor) execOn(ctx context.Context, c *pgx.Conn, e *ledgerEntry, req 
 	if err != nil {
 		switch state {
 		case unknown:
-			setTrailer(ctx, trailer(outcomeUnknown, 0))
+			setTrailer(ctx, trailer(protocol.OutcomeUnknown, 0))
 		case notCommitted:
-			setTrailer(ctx, trailer(outcomeNotRun, 0))
+			setTrailer(ctx, trailer(protocol.OutcomeNotRun, 0))
 		}
 		return nil, err
 	}
@@ -350,13 +330,13 @@ func (x *Executor) runExec(ctx context.Context, c *pgx.Conn, st *forwardpb.State
 		// With the statement's result when its COMMIT failed.
 		return &forwardpb.ExecResponse{Error: wire.PgErrorToProto(serr.pg), Result: serr.res, Instance: x.instance}, notCommitted, 0, nil
 	case kindTooLargeCommitted:
-		setTrailer(ctx, limited(trailer(outcomeCommitted, lsn), "MaxResponseBytes"))
+		setTrailer(ctx, limited(trailer(protocol.OutcomeCommitted, lsn), "MaxResponseBytes"))
 		return nil, committed, lsn, status.Errorf(codes.ResourceExhausted, "forward: the statement committed, but %v", serr.err)
 	case kindCommittedEarlier:
-		setTrailer(ctx, trailer(outcomeCommitted, lsn))
+		setTrailer(ctx, trailer(protocol.OutcomeCommitted, lsn))
 		return nil, committed, lsn, status.Errorf(codes.AlreadyExists, "forward: an earlier attempt of this request committed (at most LSN %d); its result is not available here", lsn)
 	case kindTombstoned:
-		setTrailer(ctx, trailer(outcomeNotRun, 0))
+		setTrailer(ctx, trailer(protocol.OutcomeNotRun, 0))
 		return nil, notCommitted, 0, status.Error(codes.Aborted, "forward: this request was declared not committed (Resolve); it will not run")
 	case kindConnInDoubt:
 		return nil, unknown, 0, status.Errorf(codes.Unavailable, "forward: in doubt: primary connection failed after the statement was sent: %v", serr.err)

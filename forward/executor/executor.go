@@ -1,4 +1,4 @@
-package forward
+package executor
 
 import (
 	"context"
@@ -22,15 +22,12 @@ import (
 
 	"github.com/flypg/flypg/forward/forwardpb"
 	"github.com/flypg/flypg/forward/internal/auth"
+	"github.com/flypg/flypg/forward/protocol"
 )
 
 type ctxwatchHandler = ctxwatch.Handler
 
-// ProtocolVersion is the forwarding protocol's major version, sent by
-// clients in the flypg-protocol header and checked by the executor.
-const ProtocolVersion = "2"
-
-// Defaults for zero fields of ExecutorConfig.
+// Defaults for zero fields of Config.
 const (
 	// DefaultMaxRequestBytes is PostgreSQL's own bound on one message
 	// (1 GiB): a request the primary would take is never refused for its
@@ -57,11 +54,11 @@ const (
 	// max_connections of 100 with a few executor instances.
 	DefaultPoolMaxConns = 20
 
-	// MinDedupWindow is the shortest DedupWindow NewExecutor accepts: a
-	// client retries and resolves a unit for at most RetryHorizon after
+	// MinDedupWindow is the shortest DedupWindow New accepts: a
+	// client retries and resolves a unit for at most protocol.RetryHorizon after
 	// its first attempt, and an answer must not be forgotten while a
 	// retry may still be heard.
-	MinDedupWindow = RetryHorizon + 5*time.Second
+	MinDedupWindow = protocol.RetryHorizon + 5*time.Second
 
 	cancelDeadlineDelay = time.Second
 	commitTimeout       = 30 * time.Second
@@ -74,12 +71,12 @@ type CallHandler interface {
 	// only if the function's transaction committed; commitLSN is the
 	// primary's insert LSN read after the commit (0 if nothing was
 	// written). For an unregistered name it returns an error matching
-	// ErrUnknownFunction.
+	// protocol.ErrUnknownFunction.
 	HandleCall(ctx context.Context, name string, payload []byte) (out []byte, commitLSN uint64, err error)
 }
 
-// ExecutorConfig configures an Executor.
-type ExecutorConfig struct {
+// Config configures an Executor.
+type Config struct {
 	// DSN of the primary. The executor opens and owns a pool with
 	// PoolConfig(DSN). Alternatively set Pool.
 	DSN string
@@ -200,7 +197,7 @@ type ExecutorConfig struct {
 // Executor runs forwarded work on the primary. It implements the
 // flypg.forward.v1.Executor gRPC service and the standard health service.
 type Executor struct {
-	cfg      ExecutorConfig
+	cfg      Config
 	pool     *pgxpool.Pool
 	ownPool  bool
 	keys     *auth.Keyring  // nil without a secret
@@ -217,7 +214,7 @@ type Executor struct {
 	fetches sync.Map // fetch token -> *relay: results whose rest a client fetches
 
 	walSegSize atomic.Uint64
-	ident      atomic.Pointer[Identity] // the database the pool serves, once read
+	ident      atomic.Pointer[protocol.Identity] // the database the pool serves, once read
 	inFlight   atomic.Int64
 	openTx     atomic.Int64
 
@@ -232,10 +229,10 @@ type Executor struct {
 	servers []*grpc.Server
 }
 
-// NewExecutor checks cfg, opens the pool if cfg.DSN is set, and starts the
+// New checks cfg, opens the pool if cfg.DSN is set, and starts the
 // health checker. Close releases everything. Nothing is acquired before the
 // whole configuration is checked.
-func NewExecutor(ctx context.Context, cfg ExecutorConfig) (*Executor, error) {
+func New(ctx context.Context, cfg Config) (*Executor, error) {
 	if cfg.Secret == "" && !cfg.AllowUnauthenticated {
 		return nil, errors.New("forward: executor: no Secret: the executor runs SQL for its callers and must authenticate them (set Secret, or AllowUnauthenticated for local development)")
 	}
@@ -244,7 +241,7 @@ func NewExecutor(ctx context.Context, cfg ExecutorConfig) (*Executor, error) {
 	}
 	setDefaults(&cfg)
 	if cfg.DedupWindow < MinDedupWindow {
-		return nil, fmt.Errorf("forward: executor: DedupWindow %v is shorter than MinDedupWindow (%v): clients retry and resolve units for up to %v, and an answer forgotten before that could let a retry run twice", cfg.DedupWindow, MinDedupWindow, RetryHorizon)
+		return nil, fmt.Errorf("forward: executor: DedupWindow %v is shorter than MinDedupWindow (%v): clients retry and resolve units for up to %v, and an answer forgotten before that could let a retry run twice", cfg.DedupWindow, MinDedupWindow, protocol.RetryHorizon)
 	}
 	var d *durable
 	if cfg.DurableDedup {
@@ -308,7 +305,7 @@ func NewExecutor(ctx context.Context, cfg ExecutorConfig) (*Executor, error) {
 	x.instance = hex.EncodeToString(id[:])
 	x.ledger = newLedger(cfg.DedupWindow, cfg.DedupMaxBytes, cfg.MaxReplayBytes)
 
-	// The first look at the primary happens before NewExecutor returns, so
+	// The first look at the primary happens before New returns, so
 	// that a client connecting right after it finds the status it will
 	// keep, not a NOT_SERVING that only means "not looked yet".
 	first, _ := x.probe()
@@ -323,7 +320,7 @@ func NewExecutor(ctx context.Context, cfg ExecutorConfig) (*Executor, error) {
 	return x, nil
 }
 
-func setDefaults(c *ExecutorConfig) {
+func setDefaults(c *Config) {
 	def := func(v *time.Duration, d time.Duration) {
 		if *v <= 0 {
 			*v = d
@@ -365,7 +362,7 @@ func (x *Executor) Register(s grpc.ServiceRegistrar) {
 // ServerOptions are the gRPC server options Serve uses: transport
 // credentials (TLS keyed from the secret, or plaintext for loopback
 // without one) and a connection cap, authentication of every call from its
-// headers before its messages are read, the limits of ExecutorConfig, and
+// headers before its messages are read, the limits of Config, and
 // keepalive settings that match the client's. An application serving the
 // executor on its own server (RegisterGRPC) should build that server with
 // them; options it adds later take precedence.
@@ -514,13 +511,13 @@ func (x *Executor) probe() (healthpb.HealthCheckResponse_ServingStatus, error) {
 			return err
 		}
 		defer c.Release()
-		return c.Conn().QueryRow(ctx, `SELECT pg_is_in_recovery(), `+identityColumns).Scan(&inRecovery, &sys, &db)
+		return c.Conn().QueryRow(ctx, `SELECT pg_is_in_recovery(), `+protocol.IdentityColumns).Scan(&inRecovery, &sys, &db)
 	}()
 	if err != nil {
 		x.log.Warn("forward: executor: primary unreachable", "err", err)
 		return healthpb.HealthCheckResponse_NOT_SERVING, err
 	}
-	x.ident.Store(&Identity{SystemIdentifier: uint64(sys), Database: db})
+	x.ident.Store(&protocol.Identity{SystemIdentifier: uint64(sys), Database: db})
 	if inRecovery {
 		x.log.Warn("forward: executor: database is in recovery (a replica), not a primary")
 		return healthpb.HealthCheckResponse_NOT_SERVING, nil

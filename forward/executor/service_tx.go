@@ -1,4 +1,4 @@
-package forward
+package executor
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 
 	"github.com/flypg/flypg/forward/forwardpb"
 	"github.com/flypg/flypg/forward/internal/wire"
+	"github.com/flypg/flypg/forward/protocol"
 )
 
 // Tx runs one interactive transaction on one primary connection, for as
@@ -42,7 +43,7 @@ func (s *service) Tx(stream forwardpb.Executor_TxServer) error {
 	if !fresh {
 		// Transactions are never retried as a whole stream; an existing ID
 		// is a client bug or a replay.
-		stream.SetTrailer(trailer(outcomeNotRun, 0))
+		stream.SetTrailer(trailer(protocol.OutcomeNotRun, 0))
 		return status.Error(codes.FailedPrecondition, "forward: duplicate transaction request ID")
 	}
 	uc, err := x.startUnit(ctx, e, b.GetUnit(), true)
@@ -64,11 +65,11 @@ func (s *service) Tx(stream forwardpb.Executor_TxServer) error {
 // stream (its trailer set: nothing ran).
 func (x *Executor) unitBegin(out txOut, m *forwardpb.TxRequest) (*forwardpb.TxBegin, string, error) {
 	if r := refusal(m); r != "" {
-		out.SetTrailer(trailer(outcomeNotRun, 0))
+		out.SetTrailer(trailer(protocol.OutcomeNotRun, 0))
 		return nil, "", status.Errorf(codes.ResourceExhausted, "forward: request refused: %s; nothing ran", r)
 	}
 	if n := proto.Size(m); n > x.cfg.MaxRequestBytes {
-		out.SetTrailer(limited(trailer(outcomeNotRun, 0), "MaxRequestBytes"))
+		out.SetTrailer(limited(trailer(protocol.OutcomeNotRun, 0), "MaxRequestBytes"))
 		return nil, "", status.Errorf(codes.ResourceExhausted, "forward: message of %d bytes exceeds the executor's MaxRequestBytes (%d); nothing ran", n, x.cfg.MaxRequestBytes)
 	}
 	b := m.GetBegin()
@@ -123,12 +124,12 @@ func (t *txRun) end(ctx context.Context, err error, limit ...string) error {
 		t.x.ledger.finish(t.entry, notCommitted, 0, answerNone, nil, time.Now())
 	}
 	if err != nil {
-		md := trailer(outcomeNotRun, 0)
+		md := trailer(protocol.OutcomeNotRun, 0)
 		if len(limit) > 0 {
 			t.limit = limit[0]
 		}
 		if t.limit != "" {
-			md.Set(trailerLimit, t.limit)
+			md.Set(protocol.TrailerLimit, t.limit)
 		}
 		t.out.SetTrailer(md)
 	}
@@ -273,7 +274,7 @@ func (t *txRun) commit(ctx context.Context, res *forwardpb.Result) error {
 		// COMMIT never left (the connection was already closed): the
 		// transaction is gone with its connection.
 		x.ledger.finish(t.entry, notCommitted, 0, answerNone, nil, time.Now())
-		t.out.SetTrailer(trailer(outcomeNotRun, 0))
+		t.out.SetTrailer(trailer(protocol.OutcomeNotRun, 0))
 		return status.Errorf(codes.Unavailable, "forward: primary connection lost before COMMIT; the transaction rolled back: %v", serr.err)
 	case serr != nil && x.durable != nil:
 		// The request ID went with COMMIT: no outcome trailer, so the
@@ -282,7 +283,7 @@ func (t *txRun) commit(ctx context.Context, res *forwardpb.Result) error {
 		return status.Errorf(codes.Unavailable, "forward: primary connection failed during COMMIT; its request ID settles the outcome: %v", serr.err)
 	case serr != nil:
 		x.ledger.finish(t.entry, unknown, 0, answerNone, nil, time.Now())
-		t.out.SetTrailer(trailer(outcomeUnknown, 0))
+		t.out.SetTrailer(trailer(protocol.OutcomeUnknown, 0))
 		return status.Errorf(codes.Unavailable, "forward: in doubt: primary connection failed during COMMIT: %v", serr.err)
 	case cr.rolledBack:
 		x.ledger.finish(t.entry, notCommitted, 0, answerNone, nil, time.Now())
