@@ -59,9 +59,12 @@
 //
 // The pieces live in their own packages: fly (region facts, context
 // markers, Fly Postgres URL rewriting), lsn (WAL positions and the
-// replication tracker), forward (the gRPC executor and the forwarding
-// database/sql driver), callbacks (the routing rules), migration (SQL the
-// optional parts need), flypgprom and flypgotel (observability adapters)
-// and pgtest (a local primary + replica for tests, and cmd/pgtest to run
-// one from a shell).
+// replication tracker), forward (the forwarding client and its
+// database/sql driver), forward/executor (the gRPC executor that runs
+// forwarded work on the primary), forward/protocol (the contract both
+// share), callbacks (the routing rules), migration (SQL the optional parts
+// need), flypgprom and flypgotel (observability adapters) and pgtest (a
+// local primary + replica for tests, and cmd/pgtest to run one from a
+// shell). This package imports both ends of forwarding, since every node
+// forwards and serves; cmd/flypg-executor imports only the executor.
 package flypg

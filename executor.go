@@ -79,9 +79,9 @@ type ExecutorConfig struct {
 	HealthInterval time.Duration
 }
 
-// forward maps the limits onto the forwarding package's configuration;
+// executorConfig maps the limits onto the executor package's configuration;
 // the plugin fills in the rest.
-func (c ExecutorConfig) forward() executor.Config {
+func (c ExecutorConfig) executorConfig() executor.Config {
 	return executor.Config{
 		MaxConcurrent:     c.MaxConcurrent,
 		QueueTimeout:      c.QueueTimeout,

@@ -32,7 +32,7 @@ func TestExecutorConfigMapsEveryLimit(t *testing.T) {
 			t.Fatalf("ExecutorConfig.%s: unexpected kind %s", cv.Type().Field(i).Name, f.Kind())
 		}
 	}
-	fv := reflect.ValueOf(c.forward())
+	fv := reflect.ValueOf(c.executorConfig())
 	mapped := 0
 	for i := range fv.NumField() {
 		name := fv.Type().Field(i).Name

@@ -422,7 +422,7 @@ func (p *Plugin) executorInstance() (*executor.Executor, error) {
 	if p.executor != nil {
 		return p.executor, nil
 	}
-	xc := p.cfg.Executor.forward()
+	xc := p.cfg.Executor.executorConfig()
 	xc.Calls = callHandler{p}
 	s := p.secrets.Open()
 	xc.Secret, xc.OldSecrets = s.secret, s.old

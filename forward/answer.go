@@ -170,7 +170,7 @@ func (f *fetcher) lost(cause error) error {
 	if f.stream != nil && status.Code(cause) != codes.NotFound {
 		// NotFound: the executor no longer holds the result; only the
 		// statement's request ID can tell.
-		if e := c.classify(f.op, f.id, cause, f.stream.Trailer(), 0); e != nil {
+		if e := c.failure(f.op, f.id, cause, f.stream.Trailer(), 0); e != nil {
 			var ce *CommittedError
 			if errors.As(e, &ce) {
 				f.rcpt.commit(ce.LSN)

@@ -90,7 +90,7 @@ type ClientConfig struct {
 	NoSessions bool
 	// SessionHeaders, if set, returns headers to send with a statement that
 	// travels on a session, where a call would carry them as metadata (the
-	// W3C trace context, for one); see ExecutorConfig.SessionUnit.
+	// W3C trace context, for one); see executor.Config.SessionUnit.
 	SessionHeaders func(ctx context.Context) map[string]string
 	// Identity, if set, is the database the client's local replica
 	// replicates (ReadIdentity on the replica). It travels with every unit,
@@ -407,7 +407,7 @@ func (c *Client) do(ctx context.Context, op string, id []byte, rcpt *Receipt, tr
 			}
 			lastErr = err
 			sent := !c.neverSent(before) && !errors.As(err, new(notSent))
-			if e := c.classify(op, id, err, md, reqSize); e != nil {
+			if e := c.failure(op, id, err, md, reqSize); e != nil {
 				return e
 			}
 			if sent {
@@ -441,10 +441,10 @@ func (c *Client) do(ctx context.Context, op string, id []byte, rcpt *Receipt, tr
 	return &Error{Op: op, Target: c.cfg.Target, RequestID: hex.EncodeToString(id), Kind: kind, Err: lastErr}
 }
 
-// classify turns a failed attempt into a final error, or nil when the
+// failure turns a failed attempt into a final error, or nil when the
 // attempt should be repeated (the request may have been sent and the
 // executor may remember it).
-func (c *Client) classify(op string, id []byte, err error, md metadata.MD, reqSize int) error {
+func (c *Client) failure(op string, id []byte, err error, md metadata.MD, reqSize int) error {
 	reqID := hex.EncodeToString(id)
 	fail := func(kind error) error {
 		return &Error{Op: op, Target: c.cfg.Target, RequestID: reqID, Kind: kind, Err: err, Limit: first(md, protocol.TrailerLimit)}

@@ -20,7 +20,7 @@ import (
 )
 
 // Connector returns a driver.Connector whose connections forward every
-// statement to the executor. Open a pool with sql.OpenDB(c.Connector()),
+// newStatement to the executor. Open a pool with sql.OpenDB(c.Connector()),
 // or use OpenDB. The connections are cheap: they share the client's one
 // HTTP/2 connection, and a transaction holds a gRPC stream only while it
 // runs.
@@ -130,7 +130,7 @@ func isolationName(l sql.IsolationLevel) (string, error) {
 // CheckNamedValue encodes each argument for the wire as database/sql hands
 // it over, before its default conversions: like pgx's stdlib, the driver
 // accepts every type pgx can encode. pgx's query options pass unchanged, for
-// statement to apply.
+// newStatement to apply.
 func (cn *conn) CheckNamedValue(nv *driver.NamedValue) error {
 	if isQueryOption(nv.Value) {
 		return nil
@@ -210,10 +210,10 @@ func queryOptions(ctx context.Context, query string, args []driver.NamedValue) (
 	return query, args, nil
 }
 
-// statement builds the protocol form of a statement. SQL or text that is
+// newStatement builds the protocol form of a statement. SQL or text that is
 // not valid UTF-8 fails here, before anything is sent, with PostgreSQL's
 // own error for it (a *pgconn.PgError, SQLSTATE 22021).
-func statement(ctx context.Context, query string, args []driver.NamedValue) (*forwardpb.Statement, error) {
+func newStatement(ctx context.Context, query string, args []driver.NamedValue) (*forwardpb.Statement, error) {
 	query, args, err := queryOptions(ctx, query, args)
 	if err != nil {
 		return nil, err
@@ -262,7 +262,7 @@ func (cn *conn) QueryContext(ctx context.Context, query string, args []driver.Na
 }
 
 func (cn *conn) run(ctx context.Context, op, query string, args []driver.NamedValue, exec bool) (*answer, error) {
-	st, err := statement(ctx, query, args)
+	st, err := newStatement(ctx, query, args)
 	if err != nil {
 		return nil, err
 	}

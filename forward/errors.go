@@ -76,7 +76,7 @@ type Error struct {
 	RequestID string // hex request ID of the unit, when one was assigned
 	Kind      error
 	Err       error
-	// Limit names the executor limit (an ExecutorConfig field such as
+	// Limit names the executor limit (a field of executor.Config such as
 	// "TxIdleTimeout" or "MaxRequestBytes") that refused or ended the
 	// unit, when one did.
 	Limit string

@@ -188,7 +188,7 @@ type Config struct {
 
 	// SessionUnit, if set, wraps every statement that arrives on a session
 	// (where a stats handler sees only the stream): it gets the headers the
-	// client sent with it (ClientConfig.SessionHeaders) and returns the
+	// client sent with it (forward.ClientConfig.SessionHeaders) and returns the
 	// context to run it in and a function called with its outcome — for a
 	// tracing span per statement, say.
 	SessionUnit func(ctx context.Context, headers map[string]string) (context.Context, func(error))

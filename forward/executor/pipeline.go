@@ -55,15 +55,15 @@ func (x *Executor) beginWith(ctx context.Context, c *pgx.Conn, begin string, st 
 		// aborted as on a direct connection; otherwise the statements that
 		// follow would each commit on their own.
 		if _, err := c.PgConn().Exec(ctx, begin).ReadAll(); err != nil {
-			return nil, classify(err)
+			return nil, stmtErrorOf(err)
 		}
 		res, _, serr = x.pipeline(ctx, c, "", st, false, nil, emit)
 	}
 	return res, serr
 }
 
-// statement runs one statement inside the open transaction.
-func (x *Executor) statement(ctx context.Context, c *pgx.Conn, st *forwardpb.Statement, emit partSink) (*forwardpb.Result, *stmtError) {
+// runStatement runs one statement inside the open transaction.
+func (x *Executor) runStatement(ctx context.Context, c *pgx.Conn, st *forwardpb.Statement, emit partSink) (*forwardpb.Result, *stmtError) {
 	res, _, serr := x.pipeline(ctx, c, "", st, false, nil, emit)
 	return res, serr
 }
@@ -107,7 +107,7 @@ func (x *Executor) pipeline(ctx context.Context, c *pgx.Conn, begin string, st *
 	}
 	if begin != "" {
 		if err := x.rollback(ctx, c); err != nil {
-			return nil, "", classify(err)
+			return nil, "", stmtErrorOf(err)
 		}
 	}
 	return x.pipelineOnce(ctx, c, begin, st, withLSN, ledgerID, emit)
@@ -139,7 +139,7 @@ func (x *Executor) pipelineOnce(ctx context.Context, c *pgx.Conn, begin string, 
 			// error fails there the same way.)
 			return x.simple(ctx, c, begin, st.GetSql(), withLSN, ledgerID)
 		}
-		return nil, "", classify(err)
+		return nil, "", stmtErrorOf(err)
 	}
 	sd := cs.sd
 	markTaint(c, cs.taint)
@@ -154,12 +154,12 @@ func (x *Executor) pipelineOnce(ctx context.Context, c *pgx.Conn, begin string, 
 	var lsnCS, ledgerCS *cachedStmt
 	if withLSN && cs.taint == taintNone {
 		if lsnCS, err = describe(ctx, c, lsnSQL); err != nil {
-			return nil, "", classify(err)
+			return nil, "", stmtErrorOf(err)
 		}
 	}
 	if ledgerID != nil {
 		if ledgerCS, err = describe(ctx, c, x.durable.insertSQL()); err != nil {
-			return nil, "", classify(err)
+			return nil, "", stmtErrorOf(err)
 		}
 	}
 
@@ -207,7 +207,7 @@ func (x *Executor) pipelineOnce(ctx context.Context, c *pgx.Conn, begin string, 
 			if x.durable.isConflict(err) {
 				return x.earlier(ctx, c, ledgerID, err)
 			}
-			se := classify(err)
+			se := stmtErrorOf(err)
 			switch se.kind {
 			case kindPg:
 				se.kind = kindLedgerFailed
@@ -231,7 +231,7 @@ func (x *Executor) pipelineOnce(ctx context.Context, c *pgx.Conn, begin string, 
 		lsnErr = err
 	}
 	if stmtErr == nil && syncErr != nil {
-		if se := classify(syncErr); se.kind == kindPg && withLSN {
+		if se := stmtErrorOf(syncErr); se.kind == kindPg && withLSN {
 			// The statement ran; its COMMIT (the Sync) failed, a deferred
 			// constraint say: nothing committed. pgx hands over the
 			// statement's rows before that error: so does the client.
@@ -244,7 +244,7 @@ func (x *Executor) pipelineOnce(ctx context.Context, c *pgx.Conn, begin string, 
 		// Inside a transaction, after DEALLOCATE: its next statements
 		// must not find their prepared forms gone.
 		if err := resetStatements(ctx, c); err != nil {
-			return nil, "", classify(err)
+			return nil, "", stmtErrorOf(err)
 		}
 	}
 	if stmtErr != nil {
@@ -259,7 +259,7 @@ func (x *Executor) pipelineOnce(ctx context.Context, c *pgx.Conn, begin string, 
 				return nil, lsnText, &stmtError{err: stmtErr, kind: kindTooLargeCommitted}
 			}
 		}
-		se := classify(stmtErr)
+		se := stmtErrorOf(stmtErr)
 		if se.kind == kindConn && withLSN {
 			// The statement may have committed before the connection failed.
 			se.kind = kindConnInDoubt
@@ -326,7 +326,7 @@ func (x *Executor) simple(ctx context.Context, c *pgx.Conn, begin, sql string, w
 		return x.earlier(ctx, c, ledgerID, err)
 	}
 	if err != nil {
-		se := classify(err)
+		se := stmtErrorOf(err)
 		if se.kind == kindConn && withLSN {
 			se.kind = kindConnInDoubt
 		}
@@ -344,7 +344,7 @@ func (x *Executor) simple(ctx context.Context, c *pgx.Conn, begin, sql string, w
 	if !withLSN {
 		if sqlscan.ResetsStatements(sql) {
 			if err := resetStatements(ctx, c); err != nil {
-				return nil, "", classify(err)
+				return nil, "", stmtErrorOf(err)
 			}
 		}
 		return res, "", nil

@@ -73,7 +73,7 @@ const (
 	kindTombstoned                             // durable deduplication: declared not committed by a Resolve
 )
 
-func classify(err error) *stmtError {
+func stmtErrorOf(err error) *stmtError {
 	if err == nil {
 		return nil
 	}
@@ -162,11 +162,11 @@ func (x *Executor) commit(ctx context.Context, c *pgx.Conn, id []byte) (commitRe
 			// (a tombstone), or an earlier statement failed (what COMMIT
 			// alone would answer with ROLLBACK): it does not commit.
 			if _, rerr := c.PgConn().Exec(ctx, "ROLLBACK").ReadAll(); rerr != nil {
-				return commitResult{}, classify(rerr)
+				return commitResult{}, stmtErrorOf(rerr)
 			}
 			return commitResult{rolledBack: true}, nil
 		}
-		return commitResult{}, classify(err)
+		return commitResult{}, stmtErrorOf(err)
 	}
 	if len(results) != 2+skip {
 		return commitResult{}, &stmtError{err: fmt.Errorf("commit: %d results, want %d", len(results), 2+skip), kind: kindConn}

@@ -259,9 +259,9 @@ func (s *service) Exec(ctx context.Context, req *forwardpb.ExecRequest) (*forwar
 	return a.resp, a.err
 }
 
-// exec runs one statement unit, for Exec and Session: its result whole,
+// serveExec runs one statement unit, for Exec and Session: its result whole,
 // or, with emit set, in parts to emit but the last.
-func (x *Executor) exec(ctx context.Context, req *forwardpb.ExecRequest, emit partSink) (*forwardpb.ExecResponse, error) {
+func (x *Executor) serveExec(ctx context.Context, req *forwardpb.ExecRequest, emit partSink) (*forwardpb.ExecResponse, error) {
 	if req.GetStatement() == nil {
 		return nil, status.Error(codes.InvalidArgument, "forward: exec without a statement")
 	}

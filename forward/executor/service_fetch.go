@@ -42,7 +42,7 @@ type loneAnswer struct {
 func (x *Executor) execAnswer(ctx context.Context, req *forwardpb.ExecRequest) loneAnswer {
 	if !req.GetStatement().GetParts() {
 		sink := &trailerSink{}
-		resp, err := x.exec(context.WithValue(ctx, trailerSinkKey{}, sink), req, nil)
+		resp, err := x.serveExec(context.WithValue(ctx, trailerSinkKey{}, sink), req, nil)
 		return loneAnswer{resp, err, sink.md}
 	}
 	ch := make(chan loneAnswer, 1)
@@ -77,7 +77,7 @@ func (x *Executor) runLone(ctx context.Context, req *forwardpb.ExecRequest, done
 	if req.GetStatement().GetParts() {
 		emit = r.emit
 	}
-	resp, err := x.exec(sctx, req, emit)
+	resp, err := x.serveExec(sctx, req, emit)
 	if done != nil {
 		done(err)
 	}

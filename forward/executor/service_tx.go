@@ -194,7 +194,7 @@ func (t *txRun) step(ctx context.Context, m *forwardpb.TxRequest) (done bool, er
 	}
 	switch op := m.GetOp().(type) {
 	case *forwardpb.TxRequest_Statement:
-		res, serr := x.statement(ctx, t.conn, op.Statement, t.parts(op.Statement))
+		res, serr := x.runStatement(ctx, t.conn, op.Statement, t.parts(op.Statement))
 		if err := t.answer(ctx, res, serr); err != nil {
 			return true, t.end(ctx, err)
 		}
@@ -203,7 +203,7 @@ func (t *txRun) step(ctx context.Context, m *forwardpb.TxRequest) (done bool, er
 		t.flow = nil
 		return true, t.commit(ctx, nil)
 	case *forwardpb.TxRequest_Last:
-		res, serr := x.statement(ctx, t.conn, op.Last, t.parts(op.Last))
+		res, serr := x.runStatement(ctx, t.conn, op.Last, t.parts(op.Last))
 		return true, t.commitWith(ctx, res, serr)
 	case *forwardpb.TxRequest_Rollback:
 		t.end(ctx, nil)
