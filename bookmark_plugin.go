@@ -12,7 +12,6 @@ import (
 
 	"github.com/flypg/flypg/callbacks"
 	"github.com/flypg/flypg/forward"
-	"github.com/flypg/flypg/internal/pglsn"
 	"github.com/flypg/flypg/lsn"
 )
 
@@ -134,7 +133,7 @@ func (p *Plugin) commitMark(ctx context.Context) callbacks.Mark {
 		return p.bm.sessions.Signer.Sign(callbacks.Mark{System: uint64(sys), LSN: callbacks.UnknownLSN})
 	}
 	p.bm.system.Store(uint64(sys))
-	l = l.Normalize(pglsn.ParseSegmentSize(seg))
+	l = l.Normalize(lsn.ParseSegmentSize(seg))
 	return p.bm.sessions.Signer.Sign(callbacks.Mark{System: uint64(sys), Timeline: uint32(tl), LSN: l})
 }
 

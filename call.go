@@ -15,7 +15,6 @@ import (
 	"github.com/flypg/flypg/fly"
 	"github.com/flypg/flypg/forward"
 	"github.com/flypg/flypg/forward/executor"
-	"github.com/flypg/flypg/internal/pglsn"
 	"github.com/flypg/flypg/lsn"
 )
 
@@ -171,7 +170,7 @@ func (p *Plugin) call(ctx context.Context, region, name string, payload []byte) 
 		end(CallEnd{Duration: time.Since(start), Err: err})
 		return out, err
 	}
-	l := lsn.LSN(commit)
+	l := commit
 	waited, err := router.Wait(ctx, l)
 	ev := WriteEvent{Op: "call", Function: name, LSN: l, Forward: forwarded, Wait: waited, Err: err, NoAwait: fly.IsNoAwait(ctx), RPCs: rcpt.RPCs(), Duration: time.Since(start)}
 	p.tracers.write(ctx, ev)
@@ -239,7 +238,7 @@ func (p *Plugin) clientFor(region string) (*forward.Client, error) {
 // transaction, before the function (see executor.RecordCall). A COMMIT
 // whose outcome the connection's failure hides is reported as in doubt
 // (forward.ErrInDoubt), never as a failure of the function.
-func (p *Plugin) runLocal(ctx context.Context, name string, payload []byte) ([]byte, uint64, error) {
+func (p *Plugin) runLocal(ctx context.Context, name string, payload []byte) ([]byte, lsn.LSN, error) {
 	p.mu.Lock()
 	fn, ok := p.funcs[name]
 	db, primary := p.db, p.primary
@@ -284,7 +283,7 @@ func (p *Plugin) runLocal(ctx context.Context, name string, payload []byte) ([]b
 		p.log.Warn("flypg: call committed but its commit LSN could not be read", "function", name, "err", err)
 		return out, 0, nil
 	}
-	return out, uint64(l), nil
+	return out, l, nil
 }
 
 // commitError classifies the failure of a COMMIT: refused by PostgreSQL
@@ -316,10 +315,10 @@ func (p *Plugin) insertLSN(db *gorm.DB) (lsn.LSN, error) {
 	seg := p.walSegSize.Load()
 	if seg == 0 {
 		var setting string
-		if err := db.Raw(pglsn.SegmentSizeSQL).Scan(&setting).Error; err != nil {
+		if err := db.Raw(lsn.SegmentSizeSQL).Scan(&setting).Error; err != nil {
 			return 0, err
 		}
-		seg = pglsn.ParseSegmentSize(setting)
+		seg = lsn.ParseSegmentSize(setting)
 		p.walSegSize.Store(seg)
 	}
 	return l.Normalize(seg), nil
@@ -328,7 +327,7 @@ func (p *Plugin) insertLSN(db *gorm.DB) (lsn.LSN, error) {
 // callHandler serves Call requests for the node's executor.
 type callHandler struct{ p *Plugin }
 
-func (h callHandler) HandleCall(ctx context.Context, name string, payload []byte) ([]byte, uint64, error) {
+func (h callHandler) HandleCall(ctx context.Context, name string, payload []byte) ([]byte, lsn.LSN, error) {
 	return h.p.runLocal(ctx, name, payload)
 }
 

@@ -98,10 +98,10 @@ type CommittedError = callbacks.CommittedError
 // longer kept. Committed(err) is true; re-read what you need.
 //
 //	type ResultLostError struct {
-//		Op        string // as ForwardError.Op
+//		Op        string  // as ForwardError.Op
 //		RequestID string
-//		LSN       uint64 // the commit LSN
-//		Reason    string // why the result is gone
+//		LSN       lsn.LSN // the commit LSN
+//		Reason    string  // why the result is gone
 //	}
 type ResultLostError = forward.CommittedError
 

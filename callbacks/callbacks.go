@@ -13,7 +13,6 @@ import (
 
 	"github.com/flypg/flypg/fly"
 	"github.com/flypg/flypg/forward"
-	"github.com/flypg/flypg/lsn"
 )
 
 // Route is an explicit routing decision for one statement, given with
@@ -357,7 +356,7 @@ func (r *Router) await(db *gorm.DB) {
 		if st.recorded && st.pending != nil {
 			cause = st.pending // without the failed rollback's own error
 		}
-		db.Error = &CommittedError{LSN: lsn.LSN(st.rcpt.LSN()), Err: cause}
+		db.Error = &CommittedError{LSN: st.rcpt.LSN(), Err: cause}
 	}
 	forwarded := time.Since(st.start)
 	r.Sessions.NoteRoundTrip(forwarded, st.rcpt.RPCs())

@@ -138,7 +138,7 @@ func (e *ReplicationError) Committed() bool { return true }
 
 // wait waits for rcpt's commit LSN unless ctx says fly.NoAwait.
 func (r *Router) wait(ctx context.Context, rcpt *forward.Receipt) (lsn.LSN, time.Duration, error) {
-	l := lsn.LSN(rcpt.LSN())
+	l := rcpt.LSN()
 	waited, err := r.Wait(ctx, l)
 	return l, waited, err
 }

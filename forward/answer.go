@@ -15,6 +15,7 @@ import (
 	"github.com/flypg/flypg/forward/forwardpb"
 	"github.com/flypg/flypg/forward/internal/wire"
 	"github.com/flypg/flypg/forward/protocol"
+	"github.com/flypg/flypg/lsn"
 )
 
 // Results arrive in parts: the executor reads a statement's rows from the
@@ -76,7 +77,7 @@ func (c *Client) lone(ctx context.Context, op string, id []byte, resp *forwardpb
 		f := c.fetch(ctx, op, tok, id, rcpt, end)
 		return &answer{res: resp.GetResult(), next: f.next, discard: f.discard}, nil
 	}
-	rcpt.commit(resp.GetCommitLsn())
+	rcpt.commit(lsn.LSN(resp.GetCommitLsn()))
 	if err := end(nil, false); err != nil {
 		return nil, err
 	}
@@ -138,7 +139,7 @@ func (f *fetcher) next() (*forwardpb.Result, error) {
 		// after the parts before.
 		return f.finish(m.GetResult(), f.end(wire.PgErrorFromProto(pe), m.GetResult() != nil))
 	}
-	f.rcpt.commit(m.GetCommitLsn())
+	f.rcpt.commit(lsn.LSN(m.GetCommitLsn()))
 	return f.finish(m.GetResult(), f.end(nil, false))
 }
 
@@ -170,7 +171,7 @@ func (f *fetcher) lost(cause error) error {
 	if f.stream != nil && status.Code(cause) != codes.NotFound {
 		// NotFound: the executor no longer holds the result; only the
 		// statement's request ID can tell.
-		if e := c.failure(f.op, f.id, cause, f.stream.Trailer(), 0); e != nil {
+		if e := c.failure(f.op, f.id, cause, f.stream.Trailer()); e != nil {
 			var ce *CommittedError
 			if errors.As(e, &ce) {
 				f.rcpt.commit(ce.LSN)
@@ -181,11 +182,11 @@ func (f *fetcher) lost(cause error) error {
 	if f.ctx.Err() != nil {
 		return &Error{Op: f.op, Target: c.cfg.Target, RequestID: reqID, Kind: ErrInDoubt, Err: fmt.Errorf("%w (while its result was read: %v)", f.ctx.Err(), cause)}
 	}
-	out, lsn, _, err := c.learn(f.ctx, f.id, f.conn, time.Now().Add(protocol.RetryHorizon), f.rcpt)
+	out, commitLSN, _, err := c.learn(f.ctx, f.id, f.conn, time.Now().Add(protocol.RetryHorizon), f.rcpt)
 	switch out {
 	case OutcomeCommitted:
-		f.rcpt.commit(lsn)
-		return &CommittedError{Op: f.op, RequestID: reqID, LSN: lsn, Reason: fmt.Sprintf("the rest of its result was lost (%v)", cause)}
+		f.rcpt.commit(commitLSN)
+		return &CommittedError{Op: f.op, RequestID: reqID, LSN: commitLSN, Reason: fmt.Sprintf("the rest of its result was lost (%v)", cause)}
 	case OutcomeNotCommitted:
 		return &Error{Op: f.op, Target: c.cfg.Target, RequestID: reqID, Kind: ErrTxAborted, Err: fmt.Errorf("the statement did not commit; its result was cut off: %v", cause)}
 	}
@@ -198,7 +199,7 @@ func (f *fetcher) lost(cause error) error {
 // learn asks the executor what became of unit id, whose answer was lost
 // on connection conn, until deadline or ctx's end. OutcomeRunning means
 // that no final answer came in time; err is the last failure met.
-func (c *Client) learn(ctx context.Context, id []byte, conn connID, deadline time.Time, rcpt *Receipt) (Outcome, uint64, *forwardpb.Result, error) {
+func (c *Client) learn(ctx context.Context, id []byte, conn connID, deadline time.Time, rcpt *Receipt) (Outcome, lsn.LSN, *forwardpb.Result, error) {
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
@@ -214,11 +215,11 @@ func (c *Client) learn(ctx context.Context, id []byte, conn connID, deadline tim
 		if inst == "" {
 			inst = c.inst.of(conn)
 		}
-		out, lsn, res, err := c.resolve(rctx, id, inst)
+		out, commitLSN, res, err := c.resolve(rctx, id, inst)
 		if err != nil {
 			lastErr = err
 		} else if out != OutcomeRunning {
-			return out, lsn, res, nil
+			return out, commitLSN, res, nil
 		}
 		c.backOff(rctx, backoff)
 		backoff = min(backoff*2, retryBackoffMax)

@@ -9,11 +9,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/flypg/flypg/forward/forwardpb"
 	"github.com/flypg/flypg/forward/internal/wire"
 	"github.com/flypg/flypg/forward/protocol"
+	"github.com/flypg/flypg/lsn"
 )
 
 // CallError is a registered function's failure, reported by the executor;
@@ -25,7 +25,7 @@ type CallError = protocol.CallError
 // function's output and the commit LSN, and records the commit in ctx's
 // Receipt. A function that failed returns a *CallError; an unregistered
 // name an *Error matching ErrUnknownFunction.
-func (c *Client) Call(ctx context.Context, name string, payload []byte) ([]byte, uint64, error) {
+func (c *Client) Call(ctx context.Context, name string, payload []byte) ([]byte, lsn.LSN, error) {
 	ctx, cancel := c.unitContext(ctx)
 	defer cancel()
 	rcpt := ReceiptFrom(ctx)
@@ -34,15 +34,18 @@ func (c *Client) Call(ctx context.Context, name string, payload []byte) ([]byte,
 	if !utf8.ValidString(name) {
 		return nil, 0, &Error{Op: "call", Target: c.cfg.Target, RequestID: hex.EncodeToString(id), Kind: ErrUnknownFunction, Err: errors.New("the function name is not valid UTF-8; nothing was sent")}
 	}
-	err := c.do(ctx, "call", id, rcpt, func(ctx context.Context, u *forwardpb.Unit, md *metadata.MD) (int, connID, error) {
+	err := c.do(ctx, "call", id, rcpt, func(ctx context.Context, u *forwardpb.Unit, md *metadata.MD) (connID, error) {
 		req := &forwardpb.CallRequest{Unit: u, Name: name, Payload: payload}
+		if err := c.checkSend(req); err != nil {
+			return "", err
+		}
 		var err error
 		var p peer.Peer
 		resp, err = c.api.Call(ctx, req, grpc.Trailer(md), grpc.Peer(&p))
 		if err == nil {
 			c.inst.note(connOf(&p), resp.GetInstance())
 		}
-		return proto.Size(req), connOf(&p), err
+		return connOf(&p), err
 	})
 	if err != nil {
 		return nil, 0, err
@@ -57,6 +60,7 @@ func (c *Client) Call(ctx context.Context, name string, payload []byte) ([]byte,
 		}
 		return nil, 0, cerr
 	}
-	rcpt.commit(resp.GetCommitLsn())
-	return resp.GetPayload(), resp.GetCommitLsn(), nil
+	commitLSN := lsn.LSN(resp.GetCommitLsn())
+	rcpt.commit(commitLSN)
+	return resp.GetPayload(), commitLSN, nil
 }

@@ -8,8 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
-	"strings"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,6 +26,7 @@ import (
 	"github.com/flypg/flypg/forward/forwardpb"
 	"github.com/flypg/flypg/forward/internal/auth"
 	"github.com/flypg/flypg/forward/protocol"
+	"github.com/flypg/flypg/lsn"
 )
 
 // Defaults for zero fields of ClientConfig.
@@ -35,9 +35,11 @@ const (
 	DefaultTimeout time.Duration = 0
 	// probeTimeout bounds the client's own small calls (learning an
 	// executor's instance).
-	probeTimeout           = 10 * time.Second
-	DefaultConnectWait     = time.Second
-	DefaultMaxRecvBytes    = 64 << 20
+	probeTimeout        = 10 * time.Second
+	DefaultConnectWait  = time.Second
+	DefaultMaxRecvBytes = 64 << 20
+	// DefaultMaxSendBytes is gRPC's own default bound on a message sent.
+	DefaultMaxSendBytes    = math.MaxInt32
 	retryBackoffMin        = 20 * time.Millisecond
 	retryBackoffMax        = 500 * time.Millisecond
 	defaultKeepaliveTime   = 10 * time.Second
@@ -83,6 +85,11 @@ type ClientConfig struct {
 	// MaxRecvBytes bounds a response message; keep it above the executor's
 	// MaxResponseBytes.
 	MaxRecvBytes int
+	// MaxSendBytes bounds a request message: a larger one fails with
+	// ErrTooLarge before anything is sent. Default DefaultMaxSendBytes.
+	// The client gives the same bound to gRPC, after DialOptions: set it
+	// here, not with a gRPC call option.
+	MaxSendBytes int
 	// DialOptions are appended to the client's own gRPC dial options.
 	DialOptions []grpc.DialOption
 	// NoSessions sends every lone statement as a call of its own instead of
@@ -140,6 +147,9 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if cfg.MaxRecvBytes <= 0 {
 		cfg.MaxRecvBytes = DefaultMaxRecvBytes
 	}
+	if cfg.MaxSendBytes <= 0 {
+		cfg.MaxSendBytes = DefaultMaxSendBytes
+	}
 	if cfg.ConnectWait <= 0 {
 		cfg.ConnectWait = DefaultConnectWait
 	}
@@ -169,6 +179,9 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	}
 	opts = append(opts, topts...)
 	opts = append(opts, cfg.DialOptions...)
+	// The limit checkSend applies, so that a request over it is refused by
+	// the client's own check, which knows that nothing was sent.
+	opts = append(opts, grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(cfg.MaxSendBytes)))
 	cc, err := grpc.NewClient(target, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("forward: client: %s: %w", cfg.Target, err)
@@ -350,9 +363,8 @@ func (c *Client) neverSent(before sendState) bool {
 }
 
 // attempt is one try of a unit: it sends u, fills trailer and returns the
-// size of the request it sent (to recognise the server refusing it) and
-// the connection it went on ("" if none).
-type attempt func(ctx context.Context, u *forwardpb.Unit, trailer *metadata.MD) (reqSize int, on connID, err error)
+// connection it went on ("" if none).
+type attempt func(ctx context.Context, u *forwardpb.Unit, trailer *metadata.MD) (on connID, err error)
 
 // unit returns the Unit of an attempt: its request ID, its number (1 as
 // long as no earlier attempt may have reached an executor), the instance
@@ -400,14 +412,14 @@ func (c *Client) do(ctx context.Context, op string, id []byte, rcpt *Receipt, tr
 			var md metadata.MD
 			c.rpcs.Add(1)
 			rcpt.roundTrip()
-			reqSize, on, err := try(actx, c.unit(id, n, inst), &md)
+			on, err := try(actx, c.unit(id, n, inst), &md)
 			cancel()
 			if err == nil {
 				return nil
 			}
 			lastErr = err
 			sent := !c.neverSent(before) && !errors.As(err, new(notSent))
-			if e := c.failure(op, id, err, md, reqSize); e != nil {
+			if e := c.failure(op, id, err, md); e != nil {
 				return e
 			}
 			if sent {
@@ -439,102 +451,6 @@ func (c *Client) do(ctx context.Context, op string, id []byte, rcpt *Receipt, tr
 		lastErr = fmt.Errorf("%w (last attempt: %v)", ctx.Err(), lastErr)
 	}
 	return &Error{Op: op, Target: c.cfg.Target, RequestID: hex.EncodeToString(id), Kind: kind, Err: lastErr}
-}
-
-// failure turns a failed attempt into a final error, or nil when the
-// attempt should be repeated (the request may have been sent and the
-// executor may remember it).
-func (c *Client) failure(op string, id []byte, err error, md metadata.MD, reqSize int) error {
-	reqID := hex.EncodeToString(id)
-	fail := func(kind error) error {
-		return &Error{Op: op, Target: c.cfg.Target, RequestID: reqID, Kind: kind, Err: err, Limit: first(md, protocol.TrailerLimit)}
-	}
-	st, ok := status.FromError(err)
-	if !ok {
-		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-			return nil
-		}
-		return fail(ErrProtocol)
-	}
-	switch first(md, protocol.TrailerRefusal) {
-	case protocol.RefusalBusy:
-		return fail(ErrBusy)
-	case protocol.RefusalDatabase:
-		return fail(ErrDatabaseMismatch)
-	}
-	switch first(md, protocol.TrailerOutcome) {
-	case protocol.OutcomeNotRun:
-		switch {
-		case st.Code() == codes.ResourceExhausted && strings.Contains(st.Message(), "busy"):
-			return fail(ErrBusy) // an executor that does not send the refusal trailer
-		case st.Code() == codes.ResourceExhausted:
-			return fail(ErrTooLarge)
-		case st.Code() == codes.FailedPrecondition:
-			return fail(ErrNotPrimary)
-		case st.Code() == codes.InvalidArgument:
-			return fail(ErrProtocol)
-		case st.Code() == codes.Unavailable:
-			return fail(ErrUnavailable)
-		default:
-			return fail(ErrTxAborted)
-		}
-	case protocol.OutcomeUnknown:
-		return fail(ErrInDoubt)
-	case protocol.OutcomeCommitted:
-		lsn, _ := strconv.ParseUint(first(md, protocol.TrailerLSN), 10, 64)
-		return &CommittedError{Op: op, RequestID: reqID, LSN: lsn, Reason: st.Message()}
-	}
-	switch st.Code() {
-	case codes.Unauthenticated:
-		return fail(ErrUnauthenticated)
-	case codes.FailedPrecondition, codes.Unimplemented:
-		return fail(ErrProtocol)
-	case codes.InvalidArgument:
-		return fail(ErrProtocol)
-	case codes.ResourceExhausted:
-		switch {
-		case strings.Contains(st.Message(), "busy") || strings.Contains(st.Message(), "replay cache"):
-			return fail(ErrBusy)
-		case strings.Contains(st.Message(), "trying to send message larger than max"):
-			return fail(ErrTooLarge) // refused here, before sending
-		case receivedSize(st.Message()) == reqSize:
-			// The executor's gRPC server refused our request for its size
-			// before running anything.
-			return fail(ErrTooLarge)
-		}
-		// The client's receive limit: the unit may well have committed.
-		return fail(ErrInDoubt)
-	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.Internal, codes.Unknown, codes.Aborted:
-		return nil // may have been sent: repeat with the same ID
-	}
-	return fail(ErrProtocol)
-}
-
-// receivedSize reads A from gRPC's "received message larger than max (A
-// vs. B)", or -1.
-func receivedSize(msg string) int {
-	const marker = "received message larger than max ("
-	i := strings.Index(msg, marker)
-	if i < 0 {
-		return -1
-	}
-	rest := msg[i+len(marker):]
-	j := strings.IndexByte(rest, ' ')
-	if j < 0 {
-		return -1
-	}
-	n, err := strconv.Atoi(rest[:j])
-	if err != nil {
-		return -1
-	}
-	return n
-}
-
-func first(md metadata.MD, key string) string {
-	if v := md.Get(key); len(v) > 0 {
-		return v[0]
-	}
-	return ""
 }
 
 // Ping checks that the executor answers and reports its primary healthy.
@@ -582,19 +498,19 @@ func (o Outcome) String() string {
 // OutcomeUnknown. Under durable deduplication it is exact on any executor
 // within DedupRetention of the unit, and an answer of OutcomeNotCommitted
 // is final: the unit can no longer commit.
-func (c *Client) Resolve(ctx context.Context, requestID string) (Outcome, uint64, error) {
+func (c *Client) Resolve(ctx context.Context, requestID string) (Outcome, lsn.LSN, error) {
 	id, err := hex.DecodeString(requestID)
 	if err != nil || len(id) != 16 {
 		return OutcomeUnknown, 0, fmt.Errorf("forward: resolve: bad request ID %q", requestID)
 	}
-	out, lsn, _, err := c.resolve(ctx, id, "")
-	return out, lsn, err
+	out, commitLSN, _, err := c.resolve(ctx, id, "")
+	return out, commitLSN, err
 }
 
 // resolve asks the executor about unit id; for a transaction that
 // committed with its last statement it also returns that statement's
 // result, when the executor still holds it.
-func (c *Client) resolve(ctx context.Context, id []byte, inst string) (Outcome, uint64, *forwardpb.Result, error) {
+func (c *Client) resolve(ctx context.Context, id []byte, inst string) (Outcome, lsn.LSN, *forwardpb.Result, error) {
 	if err := c.awaitReady(ctx); err != nil {
 		return OutcomeUnknown, 0, nil, err
 	}
@@ -609,7 +525,7 @@ func (c *Client) resolve(ctx context.Context, id []byte, inst string) (Outcome, 
 	case forwardpb.ResolveResponse_OUTCOME_RUNNING:
 		return OutcomeRunning, 0, nil, nil
 	case forwardpb.ResolveResponse_OUTCOME_COMMITTED:
-		return OutcomeCommitted, resp.GetCommitLsn(), resp.GetResult(), nil
+		return OutcomeCommitted, lsn.LSN(resp.GetCommitLsn()), resp.GetResult(), nil
 	case forwardpb.ResolveResponse_OUTCOME_NOT_COMMITTED:
 		return OutcomeNotCommitted, 0, nil, nil
 	}

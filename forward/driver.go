@@ -13,7 +13,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/flypg/flypg/forward/forwardpb"
 	"github.com/flypg/flypg/forward/internal/wire"
@@ -292,12 +291,15 @@ func (c *Client) execUnit(ctx context.Context, op string, st *forwardpb.Statemen
 	ctx, cancel := c.unitContext(ctx)
 	defer cancel()
 	var resp *forwardpb.ExecResponse
-	err := c.do(ctx, op, id, rcpt, func(ctx context.Context, u *forwardpb.Unit, md *metadata.MD) (int, connID, error) {
+	err := c.do(ctx, op, id, rcpt, func(ctx context.Context, u *forwardpb.Unit, md *metadata.MD) (connID, error) {
 		req := &forwardpb.ExecRequest{Unit: u, Statement: st}
+		if err := c.checkSend(req); err != nil {
+			return "", err
+		}
 		if s := c.session(ctx); s != nil {
 			var err error
 			resp, err = s.exec(ctx, req, md)
-			return proto.Size(req), s.conn, err
+			return s.conn, err
 		}
 		var p peer.Peer
 		var err error
@@ -305,7 +307,7 @@ func (c *Client) execUnit(ctx context.Context, op string, st *forwardpb.Statemen
 		if err == nil {
 			c.inst.note(connOf(&p), resp.GetInstance())
 		}
-		return proto.Size(req), connOf(&p), err
+		return connOf(&p), err
 	})
 	var committed *CommittedError
 	if errors.As(err, &committed) {

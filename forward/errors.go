@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/flypg/flypg/forward/protocol"
+	"github.com/flypg/flypg/lsn"
 )
 
 // Sentinel errors for errors.Is. Every error of the forwarding layer is an
@@ -128,7 +129,7 @@ func (e *Error) SafeToRetry() bool {
 type CommittedError struct {
 	Op        string
 	RequestID string
-	LSN       uint64
+	LSN       lsn.LSN
 	Reason    string
 }
 
@@ -136,5 +137,5 @@ type CommittedError struct {
 func (e *CommittedError) Committed() bool { return true }
 
 func (e *CommittedError) Error() string {
-	return fmt.Sprintf("forward: %s (request %s) committed at %X/%X but %s", e.Op, e.RequestID, uint32(e.LSN>>32), uint32(e.LSN), e.Reason)
+	return fmt.Sprintf("forward: %s (request %s) committed at %s but %s", e.Op, e.RequestID, e.LSN, e.Reason)
 }

@@ -19,7 +19,6 @@ import (
 
 	"github.com/flypg/flypg/forward"
 	"github.com/flypg/flypg/forward/executor"
-	"github.com/flypg/flypg/lsn"
 )
 
 func TestExecAutocommitReturnsLSN(t *testing.T) {
@@ -36,7 +35,7 @@ func TestExecAutocommitReturnsLSN(t *testing.T) {
 		t.Fatalf("receipt lsn=%d commits=%d rpcs=%d; want an LSN, 1 commit, 1 round trip", rcpt.LSN(), rcpt.Commits(), rcpt.RPCs())
 	}
 	// The commit LSN is what a replica must replay to show the write.
-	if err := e.tracker.Wait(context.Background(), lsn.LSN(rcpt.LSN())); err != nil {
+	if err := e.tracker.Wait(context.Background(), rcpt.LSN()); err != nil {
 		t.Fatal(err)
 	}
 	var qty int

@@ -235,3 +235,46 @@ func TestInvalidUTF8FailsBeforeSending(t *testing.T) {
 		t.Fatalf("the next statement took %v: its session stalled", d)
 	}
 }
+
+// TestRequestLimitsAreTyped: a request over the executor's receive limit,
+// which its gRPC server refuses before the executor sees it, and one over
+// the client's own send limit, which never leaves, both fail with
+// ErrTooLarge (nothing ran) rather than as in doubt, alone or in a
+// transaction. An executor without a primary would have answered
+// ErrNotPrimary to anything that reached it.
+func TestRequestLimitsAreTyped(t *testing.T) {
+	const limit = 64 << 10
+	_, addr := serveNoPrimary(t, executor.Config{MaxRequestBytes: limit})
+	for _, tc := range []struct {
+		name      string
+		send      int // the client's MaxSendBytes, 0 for the default
+		wantLimit string
+	}{
+		{"executor's receive limit", 0, "MaxRequestBytes"},
+		{"client's send limit", 16 << 10, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := forward.NewClient(forward.ClientConfig{Target: addr, Timeout: 5 * time.Second, MaxSendBytes: tc.send})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			db := c.OpenDB()
+			defer db.Close()
+			big := strings.Repeat("x", 4*limit)
+			_, err = db.Exec(`INSERT INTO t VALUES ($1)`, big)
+			var fe *forward.Error
+			if !errors.As(err, &fe) || fe.Kind != forward.ErrTooLarge || fe.Limit != tc.wantLimit {
+				t.Fatalf("alone: %v, want ErrTooLarge naming limit %q", err, tc.wantLimit)
+			}
+			tx, err := db.Begin()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback()
+			if _, err := tx.Exec(`INSERT INTO t VALUES ($1)`, big); !errors.Is(err, forward.ErrTooLarge) && (tc.send == 0 && !errors.Is(err, forward.ErrTxAborted)) {
+				t.Fatalf("in a transaction: %v, want ErrTooLarge", err)
+			}
+		})
+	}
+}

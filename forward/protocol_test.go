@@ -23,6 +23,7 @@ import (
 	"github.com/flypg/flypg/forward/forwardpb"
 	"github.com/flypg/flypg/forward/internal/auth"
 	"github.com/flypg/flypg/forward/protocol"
+	"github.com/flypg/flypg/lsn"
 )
 
 // rawClient talks to the executor with the generated stubs, to send what
@@ -278,7 +279,7 @@ func (h logHook) WithGroup(string) slog.Handler                 { return h }
 
 type calls struct{}
 
-func (c calls) HandleCall(ctx context.Context, name string, payload []byte) ([]byte, uint64, error) {
+func (c calls) HandleCall(ctx context.Context, name string, payload []byte) ([]byte, lsn.LSN, error) {
 	switch name {
 	case "echo":
 		return append([]byte("echo:"), payload...), 0, nil

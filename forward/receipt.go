@@ -3,6 +3,8 @@ package forward
 import (
 	"context"
 	"sync"
+
+	"github.com/flypg/flypg/lsn"
 )
 
 // A Receipt collects what the forwarding driver learns about the writes
@@ -12,7 +14,7 @@ import (
 // is the one that receives the commit, since driver.Tx.Commit has none.
 type Receipt struct {
 	mu        sync.Mutex
-	lsn       uint64
+	lsn       lsn.LSN
 	committed int
 	rpcs      int
 }
@@ -32,7 +34,7 @@ func ReceiptFrom(ctx context.Context) *Receipt {
 }
 
 // LSN returns the highest commit LSN recorded, 0 if nothing committed.
-func (r *Receipt) LSN() uint64 {
+func (r *Receipt) LSN() lsn.LSN {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.lsn
@@ -61,14 +63,14 @@ func (r *Receipt) Reset() {
 	r.mu.Unlock()
 }
 
-func (r *Receipt) commit(lsn uint64) {
+func (r *Receipt) commit(at lsn.LSN) {
 	if r == nil {
 		return
 	}
 	r.mu.Lock()
 	r.committed++
-	if lsn > r.lsn {
-		r.lsn = lsn
+	if at > r.lsn {
+		r.lsn = at
 	}
 	r.mu.Unlock()
 }

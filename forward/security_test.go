@@ -27,6 +27,8 @@ import (
 	"github.com/flypg/flypg/forward"
 	"github.com/flypg/flypg/forward/executor"
 	"github.com/flypg/flypg/forward/forwardpb"
+	"github.com/flypg/flypg/forward/protocol"
+	"github.com/flypg/flypg/lsn"
 )
 
 // remoteListener reports every accepted connection as coming from a
@@ -50,7 +52,7 @@ func (remoteConn) RemoteAddr() net.Addr {
 // countingCalls counts the calls that reach the handler.
 type countingCalls struct{ n atomic.Int64 }
 
-func (c *countingCalls) HandleCall(context.Context, string, []byte) ([]byte, uint64, error) {
+func (c *countingCalls) HandleCall(context.Context, string, []byte) ([]byte, lsn.LSN, error) {
 	c.n.Add(1)
 	return []byte("ran"), 0, nil
 }
@@ -173,8 +175,9 @@ func TestArgValuesRefusedBeforeDecoding(t *testing.T) {
 }
 
 // TestReceiveLimit: the gRPC server takes requests up to MaxRequestBytes
-// plus a small margin, where the executor says itself that nothing ran;
-// past that gRPC refuses them without receiving them whole.
+// plus a small margin, where the executor says itself that nothing ran,
+// naming the limit; past that gRPC refuses them without receiving them
+// whole, and the trailer says that the executor never read them.
 func TestReceiveLimit(t *testing.T) {
 	const limit = 64 << 10
 	_, addr := serveExecutor(t, executor.Config{AllowUnauthenticated: true, MaxRequestBytes: limit})
@@ -190,13 +193,17 @@ func TestReceiveLimit(t *testing.T) {
 		{limit + 128<<10, true, false},
 	} {
 		req := insertReq(id16(), 1, "", strings.Repeat("x", tc.size))
-		_, err := api.Exec(protoCtx(), req)
-		st := status.Convert(err)
-		switch {
-		case tc.wantRun && st.Code() != codes.FailedPrecondition:
+		var md metadata.MD
+		_, err := api.Exec(protoCtx(), req, grpc.Trailer(&md))
+		want := protocol.Trailer{Outcome: protocol.OutcomeNotRun, Limit: "MaxRequestBytes"}
+		if tc.byGRPC {
+			want = protocol.Trailer{Unread: true}
+		}
+		switch got := protocol.ReadTrailer(md); {
+		case tc.wantRun && status.Code(err) != codes.FailedPrecondition:
 			t.Errorf("%d bytes: %v, want it to reach the executor", proto.Size(req), err)
-		case !tc.wantRun && (st.Code() != codes.ResourceExhausted || strings.Contains(st.Message(), "received message larger than max") != tc.byGRPC):
-			t.Errorf("%d bytes: %v, want a refusal by gRPC: %v", proto.Size(req), err, tc.byGRPC)
+		case !tc.wantRun && (status.Code(err) != codes.ResourceExhausted || got != want):
+			t.Errorf("%d bytes: %v with trailer %+v, want ResourceExhausted with %+v", proto.Size(req), err, got, want)
 		}
 	}
 }

@@ -2,7 +2,6 @@ package forward
 
 import (
 	"context"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -195,22 +194,11 @@ func (s *session) exec(ctx context.Context, req *forwardpb.ExecRequest, md *meta
 		if r == nil {
 			return nil, s.endedErr()
 		}
-		if st := r.GetStatus(); st != nil {
-			*md = metadata.MD{}
-			if st.GetOutcome() != "" {
-				md.Set(protocol.TrailerOutcome, st.GetOutcome())
-			}
-			if st.GetCommitLsn() != 0 {
-				md.Set(protocol.TrailerLSN, strconv.FormatUint(st.GetCommitLsn(), 10))
-			}
-			if st.GetRefusal() != "" {
-				md.Set(protocol.TrailerRefusal, st.GetRefusal())
-			}
-			s.dropIfNotServing(codes.Code(st.GetCode()), st.GetOutcome())
-			if st.GetLimit() != "" {
-				md.Set(protocol.TrailerLimit, st.GetLimit())
-			}
-			return nil, status.Error(codes.Code(st.GetCode()), st.GetMessage())
+		if ss := r.GetStatus(); ss != nil {
+			st, t := protocol.FromSessionStatus(ss)
+			*md = t.MD()
+			s.dropIfNotServing(st.Code(), t.Outcome)
+			return nil, st.Err()
 		}
 		return r.GetExec(), nil
 	case <-ctx.Done():

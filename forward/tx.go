@@ -14,6 +14,7 @@ import (
 	"github.com/flypg/flypg/forward/forwardpb"
 	"github.com/flypg/flypg/forward/internal/wire"
 	"github.com/flypg/flypg/forward/protocol"
+	"github.com/flypg/flypg/lsn"
 )
 
 // clientTx is a forwarded transaction, opened with its first statement
@@ -100,17 +101,20 @@ func (t *clientTx) statement(ctx context.Context, st *forwardpb.Statement) (*ans
 		t.opened = true
 		t.c.units.Add(1)
 		begin := &forwardpb.TxBegin{Unit: t.c.unit(t.id, 1, ""), Isolation: t.isolation, ReadOnly: t.readOnly, First: st, Commit: last}
+		if err := t.c.checkSend(&forwardpb.TxRequest{Op: &forwardpb.TxRequest_Begin{Begin: begin}}); err != nil {
+			return nil, t.breakOff("tx", ErrTooLarge, err)
+		}
 		if kind, err := t.link.open(ctx, t.ctx, begin); err != nil {
 			return nil, t.breakOff("tx", kind, err)
 		}
 	case last:
-		if err := t.link.send(&forwardpb.TxRequest{Op: &forwardpb.TxRequest_Last{Last: st}}); err != nil {
+		if err := t.send(ctx, &forwardpb.TxRequest{Op: &forwardpb.TxRequest_Last{Last: st}}); err != nil {
 			// Not transmitted: no COMMIT reached the executor.
-			return nil, t.breakOff("tx", ErrTxAborted, withCtxErr(t.link.recvError(err), ctx, t.ctx))
+			return nil, err
 		}
 	default:
-		if err := t.link.send(&forwardpb.TxRequest{Op: &forwardpb.TxRequest_Statement{Statement: st}}); err != nil {
-			return nil, t.breakOff("tx", ErrTxAborted, withCtxErr(t.link.recvError(err), ctx, t.ctx))
+		if err := t.send(ctx, &forwardpb.TxRequest{Op: &forwardpb.TxRequest_Statement{Statement: st}}); err != nil {
+			return nil, err
 		}
 	}
 	t.c.rpcs.Add(1)
@@ -144,6 +148,18 @@ func (t *clientTx) statement(ctx context.Context, st *forwardpb.Statement) (*ans
 	return nil, t.breakOff("tx", ErrProtocol, fmt.Errorf("unexpected reply %T to a statement", r.GetOutcome()))
 }
 
+// send sends a statement of the open transaction; on failure it breaks
+// the transaction off (nothing of m reached the executor) and returns why.
+func (t *clientTx) send(ctx context.Context, m *forwardpb.TxRequest) error {
+	if err := t.c.checkSend(m); err != nil {
+		return t.breakOff("tx", ErrTooLarge, err)
+	}
+	if err := t.link.send(m); err != nil {
+		return t.breakOff("tx", ErrTxAborted, withCtxErr(t.link.recvError(err), ctx, t.ctx))
+	}
+	return nil
+}
+
 // lastReply handles the answer to a statement sent with COMMIT.
 func (t *clientTx) lastReply(ctx context.Context, r *forwardpb.TxResponse) (*answer, error) {
 	if res := r.GetResult(); res.GetMore() {
@@ -162,7 +178,7 @@ func (t *clientTx) lastOutcome(r *forwardpb.TxResponse) (*forwardpb.Result, erro
 	t.close()
 	switch o := r.GetOutcome().(type) {
 	case *forwardpb.TxResponse_Committed:
-		ReceiptFrom(t.ctx).commit(o.Committed.GetCommitLsn())
+		ReceiptFrom(t.ctx).commit(lsn.LSN(o.Committed.GetCommitLsn()))
 		t.committed = true
 		return o.Committed.GetResult(), nil
 	case *forwardpb.TxResponse_Error:
@@ -242,7 +258,7 @@ func (t *clientTx) parts(ctx context.Context, first *forwardpb.Result, last bool
 func (t *clientTx) settle(ctx context.Context, op string, cause error) (*forwardpb.Result, error) {
 	t.close()
 	rcpt := ReceiptFrom(t.ctx)
-	switch first(t.link.trailer(), protocol.TrailerOutcome) {
+	switch protocol.ReadTrailer(t.link.trailer()).Outcome {
 	case protocol.OutcomeNotRun:
 		t.broken = t.fail(op, ErrTxAborted, cause)
 		return nil, t.broken
@@ -255,14 +271,14 @@ func (t *clientTx) settle(ctx context.Context, op string, cause error) (*forward
 	if c.cfg.Timeout > 0 {
 		horizon = min(c.cfg.Timeout, protocol.RetryHorizon)
 	}
-	out, lsn, res, err := c.learn(ctx, t.id, t.link.conn(), t.commitAt.Add(horizon), rcpt)
+	out, commitLSN, res, err := c.learn(ctx, t.id, t.link.conn(), t.commitAt.Add(horizon), rcpt)
 	switch out {
 	case OutcomeCommitted:
-		rcpt.commit(lsn)
+		rcpt.commit(commitLSN)
 		t.committed = true
 		if res == nil && op == "tx" {
 			// Committed, but the statement's result is gone.
-			t.broken = &CommittedError{Op: op, RequestID: hex.EncodeToString(t.id), LSN: lsn, Reason: "the reply was lost and the executor no longer holds the result"}
+			t.broken = &CommittedError{Op: op, RequestID: hex.EncodeToString(t.id), LSN: commitLSN, Reason: "the reply was lost and the executor no longer holds the result"}
 			return nil, t.broken
 		}
 		return res, nil
@@ -362,7 +378,7 @@ func (t *clientTx) breakOff(op string, kind, err error) error {
 	t.link.close(true)
 	// The stream is over: its trailer names the executor limit that ended
 	// the transaction, if one did.
-	e.Limit = first(t.link.trailer(), protocol.TrailerLimit)
+	e.Limit = protocol.ReadTrailer(t.link.trailer()).Limit
 	return t.broken
 }
 
@@ -402,7 +418,7 @@ func (t *clientTx) Commit() error {
 	}
 	switch o := r.GetOutcome().(type) {
 	case *forwardpb.TxResponse_CommitLsn:
-		rcpt.commit(o.CommitLsn)
+		rcpt.commit(lsn.LSN(o.CommitLsn))
 		return nil
 	case *forwardpb.TxResponse_RolledBack:
 		return pgx.ErrTxCommitRollback

@@ -4,8 +4,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
-
-	"github.com/flypg/flypg/internal/pglsn"
+	"strconv"
 )
 
 // LSN is a PostgreSQL write-ahead log position, a byte offset into the WAL.
@@ -17,9 +16,27 @@ type LSN uint64
 // compile time (XLOG_BLCKSZ); the segment size is chosen at initdb and is
 // 16 MiB unless the cluster was created with --wal-segsize.
 const (
-	PageSize           = pglsn.PageSize
-	DefaultSegmentSize = pglsn.DefaultSegmentSize
+	PageSize           = 8192
+	DefaultSegmentSize = 16 << 20
+
+	shortPageHeader = 24 // MAXALIGN(SizeOfXLogShortPHD)
+	longPageHeader  = 40 // MAXALIGN(SizeOfXLogLongPHD), first page of a segment
 )
+
+// SegmentSizeSQL reads the cluster's wal_segment_size in bytes (text), for
+// ParseSegmentSize. Read it from the server: every rule that normalizes a
+// commit LSN must use the server's own segment size.
+const SegmentSizeSQL = `SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'`
+
+// ParseSegmentSize parses SegmentSizeSQL's answer; DefaultSegmentSize if
+// it is not a positive number.
+func ParseSegmentSize(setting string) uint64 {
+	n, err := strconv.ParseUint(setting, 10, 64)
+	if err != nil || n == 0 {
+		return DefaultSegmentSize
+	}
+	return n
+}
 
 // ErrSyntax is wrapped by the errors Parse returns for malformed text.
 var ErrSyntax = errors.New("invalid LSN syntax")
@@ -27,11 +44,39 @@ var ErrSyntax = errors.New("invalid LSN syntax")
 // Parse parses the "X/Y" text form PostgreSQL prints for pg_lsn values, with
 // the same rules as the server: each side has 1 to 8 hex digits, nothing else.
 func Parse(s string) (LSN, error) {
-	l, ok := pglsn.Parse(s)
-	if !ok {
-		return 0, fmt.Errorf("lsn: parse %q: %w", s, ErrSyntax)
+	hi, rest, ok := hexComponent(s)
+	if ok && len(rest) > 0 && rest[0] == '/' {
+		var lo uint32
+		if lo, rest, ok = hexComponent(rest[1:]); ok && len(rest) == 0 {
+			return LSN(uint64(hi)<<32 | uint64(lo)), nil
+		}
 	}
-	return LSN(l), nil
+	return 0, fmt.Errorf("lsn: parse %q: %w", s, ErrSyntax)
+}
+
+// hexComponent reads 1 to 8 hex digits from the front of s.
+func hexComponent(s string) (v uint32, rest string, ok bool) {
+	n := 0
+	for n < len(s) {
+		c := s[n]
+		var d byte
+		switch {
+		case '0' <= c && c <= '9':
+			d = c - '0'
+		case 'a' <= c && c <= 'f':
+			d = c - 'a' + 10
+		case 'A' <= c && c <= 'F':
+			d = c - 'A' + 10
+		default:
+			return v, s[n:], n > 0
+		}
+		if n == 8 {
+			return 0, s, false // a ninth digit: too long
+		}
+		v = v<<4 | uint32(d)
+		n++
+	}
+	return v, s[n:], n > 0
 }
 
 // MustParse is Parse for constants in tests and examples; it panics on error.
@@ -58,7 +103,18 @@ func (l LSN) String() string {
 //
 // segmentSize is the cluster's wal_segment_size; 0 means DefaultSegmentSize.
 func (l LSN) Normalize(segmentSize uint64) LSN {
-	return LSN(pglsn.Normalize(uint64(l), segmentSize))
+	if segmentSize == 0 {
+		segmentSize = DefaultSegmentSize
+	}
+	off := uint64(l) % PageSize
+	header := uint64(shortPageHeader)
+	if uint64(l)%segmentSize < PageSize {
+		header = longPageHeader // the first page of a segment
+	}
+	if off != 0 && off <= header {
+		return l - LSN(off)
+	}
+	return l
 }
 
 // MarshalText implements encoding.TextMarshaler with the "X/Y" form.

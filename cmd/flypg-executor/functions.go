@@ -13,7 +13,7 @@ import (
 
 	"github.com/flypg/flypg/forward/executor"
 	"github.com/flypg/flypg/forward/protocol"
-	"github.com/flypg/flypg/internal/pglsn"
+	"github.com/flypg/flypg/lsn"
 )
 
 // functionFlags collects -function name=SQL flags.
@@ -52,7 +52,7 @@ type sqlFunctions struct {
 	seg   atomic.Uint64 // the primary's wal_segment_size, once read
 }
 
-func (f *sqlFunctions) HandleCall(ctx context.Context, name string, payload []byte) ([]byte, uint64, error) {
+func (f *sqlFunctions) HandleCall(ctx context.Context, name string, payload []byte) ([]byte, lsn.LSN, error) {
 	q, ok := f.funcs[name]
 	if !ok {
 		return nil, 0, fmt.Errorf("%w: %q", protocol.ErrUnknownFunction, name)
@@ -104,23 +104,23 @@ func (f *sqlFunctions) RecordsCalls() bool { return true }
 // commitLSN is the primary's insert LSN after a commit, normalized with its
 // WAL segment size; 0 if it cannot be read (the caller then cannot wait for
 // replication, but the call did commit).
-func (f *sqlFunctions) commitLSN(ctx context.Context, c *pgx.Conn) uint64 {
+func (f *sqlFunctions) commitLSN(ctx context.Context, c *pgx.Conn) lsn.LSN {
 	seg := f.seg.Load()
 	if seg == 0 {
 		var s string
-		if err := c.QueryRow(ctx, pglsn.SegmentSizeSQL).Scan(&s); err != nil {
+		if err := c.QueryRow(ctx, lsn.SegmentSizeSQL).Scan(&s); err != nil {
 			return 0
 		}
-		seg = pglsn.ParseSegmentSize(s)
+		seg = lsn.ParseSegmentSize(s)
 		f.seg.Store(seg)
 	}
 	var text string
 	if err := c.QueryRow(ctx, `SELECT pg_current_wal_insert_lsn()::text`).Scan(&text); err != nil {
 		return 0
 	}
-	l, ok := pglsn.Parse(text)
-	if !ok {
+	l, err := lsn.Parse(text)
+	if err != nil {
 		return 0
 	}
-	return pglsn.Normalize(l, seg)
+	return l.Normalize(seg)
 }

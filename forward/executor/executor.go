@@ -23,6 +23,7 @@ import (
 	"github.com/flypg/flypg/forward/forwardpb"
 	"github.com/flypg/flypg/forward/internal/auth"
 	"github.com/flypg/flypg/forward/protocol"
+	"github.com/flypg/flypg/lsn"
 )
 
 type ctxwatchHandler = ctxwatch.Handler
@@ -72,7 +73,7 @@ type CallHandler interface {
 	// primary's insert LSN read after the commit (0 if nothing was
 	// written). For an unregistered name it returns an error matching
 	// protocol.ErrUnknownFunction.
-	HandleCall(ctx context.Context, name string, payload []byte) (out []byte, commitLSN uint64, err error)
+	HandleCall(ctx context.Context, name string, payload []byte) (out []byte, commitLSN lsn.LSN, err error)
 }
 
 // Config configures an Executor.
@@ -355,7 +356,7 @@ func (x *Executor) Instance() string { return x.instance }
 // Register adds the executor's services (forwarding and health) to s, for
 // applications that run their own gRPC server.
 func (x *Executor) Register(s grpc.ServiceRegistrar) {
-	forwardpb.RegisterExecutorServer(s, &service{x: x})
+	s.RegisterService(serviceDesc(), &service{x: x})
 	healthpb.RegisterHealthServer(s, x.health)
 }
 

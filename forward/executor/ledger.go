@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/flypg/flypg/lsn"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -71,7 +72,7 @@ type ledgerEntry struct {
 	was      outcome // the state a re-run started from: a re-run of a recorded entry that learns nothing leaves it recorded
 	kind     answerKind
 	tomb     bool // declared not committed by Resolve: never runs
-	lsn      uint64
+	lsn      lsn.LSN
 	answer   []byte        // the marshaled reply to replay, if kept
 	finished time.Time     // zero while never finished
 	cost     int           // bytes charged against the budget
@@ -139,7 +140,7 @@ func (l *ledger) lookup(id string, now time.Time) *ledgerEntry {
 type view struct {
 	state  outcome
 	tomb   bool
-	lsn    uint64
+	lsn    lsn.LSN
 	kind   answerKind
 	answer []byte
 }
@@ -165,7 +166,7 @@ func keep(kind answerKind, m proto.Message) (answerKind, []byte) {
 
 // finish records the outcome of a running entry and wakes its waiters.
 // A nil answer after notCommitted lets a retry run the unit again.
-func (l *ledger) finish(e *ledgerEntry, state outcome, lsn uint64, kind answerKind, answer []byte, now time.Time) {
+func (l *ledger) finish(e *ledgerEntry, state outcome, at lsn.LSN, kind answerKind, answer []byte, now time.Time) {
 	if len(answer) > l.maxReplay {
 		kind, answer = answerNone, nil
 	}
@@ -185,7 +186,7 @@ func (l *ledger) finish(e *ledgerEntry, state outcome, lsn uint64, kind answerKi
 	}
 	l.used += len(answer)
 	e.cost += len(answer)
-	e.state, e.lsn, e.kind, e.answer, e.finished = state, lsn, kind, answer, now
+	e.state, e.lsn, e.kind, e.answer, e.finished = state, at, kind, answer, now
 	if e.done != nil {
 		close(e.done)
 	}

@@ -11,7 +11,7 @@ import (
 	"github.com/flypg/flypg/forward/forwardpb"
 	"github.com/flypg/flypg/forward/internal/sqlscan"
 	"github.com/flypg/flypg/forward/internal/wire"
-	"github.com/flypg/flypg/internal/pglsn"
+	"github.com/flypg/flypg/lsn"
 )
 
 // runAutocommit runs one statement in its own implicit transaction and reads
@@ -24,7 +24,7 @@ import (
 // committed (a *CommittedError on the client) when the LSN query after it
 // says so, never silently lost. With emit, the result goes to emit in
 // parts as it is read (see partSink), and the size limit bounds a row.
-func (x *Executor) runAutocommit(ctx context.Context, c *pgx.Conn, st *forwardpb.Statement, id []byte, emit partSink) (*forwardpb.Result, uint64, *stmtError) {
+func (x *Executor) runAutocommit(ctx context.Context, c *pgx.Conn, st *forwardpb.Statement, id []byte, emit partSink) (*forwardpb.Result, lsn.LSN, *stmtError) {
 	var ledgerID []byte
 	if x.durable != nil {
 		ledgerID = id
@@ -469,12 +469,14 @@ func syncNext(p *pgconn.Pipeline) error {
 	return nil
 }
 
-func (x *Executor) normalize(ctx context.Context, c *pgx.Conn, text string) uint64 {
-	l, ok := pglsn.Parse(text)
-	if !ok {
+// normalize parses the LSN text the primary returned and normalizes it
+// with the primary's WAL segment size; 0 if the text is not an LSN.
+func (x *Executor) normalize(ctx context.Context, c *pgx.Conn, text string) lsn.LSN {
+	l, err := lsn.Parse(text)
+	if err != nil {
 		return 0
 	}
-	return pglsn.Normalize(l, x.segmentSize(ctx, c))
+	return l.Normalize(x.segmentSize(ctx, c))
 }
 
 // resultRows adapts a pgconn.ResultReader to wire.RowSource.

@@ -12,7 +12,7 @@ import (
 
 	"github.com/flypg/flypg/forward/forwardpb"
 	"github.com/flypg/flypg/forward/internal/wire"
-	"github.com/flypg/flypg/internal/pglsn"
+	"github.com/flypg/flypg/lsn"
 )
 
 // This file runs forwarded work on a primary connection. The shapes are
@@ -132,8 +132,8 @@ func beginSQL(isolation string, readOnly, deferrable bool) (string, error) {
 
 // commitResult is what COMMIT produced.
 type commitResult struct {
-	lsn        uint64 // normalized insert LSN after COMMIT
-	rolledBack bool   // the transaction had failed: COMMIT rolled it back
+	lsn        lsn.LSN // normalized insert LSN after COMMIT
+	rolledBack bool    // the transaction had failed: COMMIT rolled it back
 }
 
 const commitSQL = `COMMIT; SELECT pg_current_wal_insert_lsn()::text`
@@ -181,11 +181,11 @@ func (x *Executor) commit(ctx context.Context, c *pgx.Conn, id []byte) (commitRe
 		noteStateCheck(c, rows[0][1])
 	}
 	if rows := results[1].Rows; len(rows) == 1 && rows[0][0] != nil {
-		l, ok := pglsn.Parse(string(rows[0][0]))
-		if !ok {
+		l, err := lsn.Parse(string(rows[0][0]))
+		if err != nil {
 			return commitResult{}, &stmtError{err: fmt.Errorf("commit: bad LSN %q", rows[0][0]), kind: kindConn}
 		}
-		cr.lsn = pglsn.Normalize(l, x.segmentSize(ctx, c))
+		cr.lsn = l.Normalize(x.segmentSize(ctx, c))
 	}
 	return cr, nil
 }
@@ -201,10 +201,10 @@ func (x *Executor) segmentSize(ctx context.Context, c *pgx.Conn) uint64 {
 		return v
 	}
 	var s string
-	if err := c.QueryRow(ctx, pglsn.SegmentSizeSQL).Scan(&s); err != nil {
-		return pglsn.DefaultSegmentSize
+	if err := c.QueryRow(ctx, lsn.SegmentSizeSQL).Scan(&s); err != nil {
+		return lsn.DefaultSegmentSize
 	}
-	n := pglsn.ParseSegmentSize(s)
+	n := lsn.ParseSegmentSize(s)
 	x.walSegSize.Store(n)
 	return n
 }

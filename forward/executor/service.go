@@ -3,7 +3,7 @@ package executor
 import (
 	"context"
 	"errors"
-	"strconv"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -17,6 +17,7 @@ import (
 	"github.com/flypg/flypg/forward/forwardpb"
 	"github.com/flypg/flypg/forward/internal/wire"
 	"github.com/flypg/flypg/forward/protocol"
+	"github.com/flypg/flypg/lsn"
 )
 
 // limited adds the name of the limit that refused or ended a unit to md.
@@ -25,12 +26,10 @@ func limited(md metadata.MD, limit string) metadata.MD {
 	return md
 }
 
-func trailer(outcome string, lsn uint64) metadata.MD {
-	md := metadata.Pairs(protocol.TrailerOutcome, outcome)
-	if lsn != 0 {
-		md.Set(protocol.TrailerLSN, strconv.FormatUint(lsn, 10))
-	}
-	return md
+// trailer is the trailer of a unit that ended with outcome, committed at
+// commitLSN if it committed.
+func trailer(outcome string, commitLSN lsn.LSN) metadata.MD {
+	return protocol.Trailer{Outcome: outcome, LSN: commitLSN}.MD()
 }
 
 // refused is the trailer of a unit refused before it ran, for reason.
@@ -57,6 +56,31 @@ func setTrailer(ctx context.Context, md metadata.MD) {
 type service struct {
 	forwardpb.UnimplementedExecutorServer
 	x *Executor
+}
+
+// serviceDesc is the generated description of the Executor service, with
+// the reading of each call's request wrapped to say whether it was read
+// (protocol.TrailerRequest): gRPC refuses a request over the server's
+// receive limit while reading it, before the method runs, and writes the
+// call's status itself at once, so the trailer that says nothing ran must
+// be set before reading, and contradicted once the request is read.
+func serviceDesc() *grpc.ServiceDesc {
+	d := forwardpb.Executor_ServiceDesc
+	d.Methods = slices.Clone(d.Methods)
+	for i := range d.Methods {
+		handle := d.Methods[i].Handler
+		d.Methods[i].Handler = func(srv any, ctx context.Context, dec func(any) error, in grpc.UnaryServerInterceptor) (any, error) {
+			return handle(srv, ctx, func(m any) error {
+				grpc.SetTrailer(ctx, metadata.Pairs(protocol.TrailerRequest, protocol.RequestUnread))
+				err := dec(m)
+				if err == nil {
+					grpc.SetTrailer(ctx, metadata.Pairs(protocol.TrailerRequest, protocol.RequestRead))
+				}
+				return err
+			}, in)
+		}
+	}
+	return &d
 }
 
 func unitID(u *forwardpb.Unit) (string, error) {
@@ -155,7 +179,7 @@ func (x *Executor) replay(ctx context.Context, v view, kind answerKind, into pro
 		return into, nil
 	case v.state == committed:
 		setTrailer(ctx, trailer(protocol.OutcomeCommitted, v.lsn))
-		return nil, status.Errorf(codes.AlreadyExists, "forward: committed at LSN %d; the result was too large to keep for a retry", v.lsn)
+		return nil, status.Errorf(codes.AlreadyExists, "forward: committed at LSN %s; the result was too large to keep for a retry", v.lsn)
 	default:
 		setTrailer(ctx, trailer(protocol.OutcomeUnknown, 0))
 		return nil, status.Error(codes.FailedPrecondition, "forward: in doubt: the first attempt lost its primary connection during COMMIT")
@@ -289,14 +313,14 @@ func (x *Executor) execOn(ctx context.Context, c *pgx.Conn, e *ledgerEntry, req 
 		inner := emit
 		emit = func(part *forwardpb.Result) { parted = true; inner(part) }
 	}
-	resp, state, lsn, err := x.runExec(ctx, c, req.GetStatement(), req.GetUnit(), emit)
+	resp, state, commitLSN, err := x.runExec(ctx, c, req.GetStatement(), req.GetUnit(), emit)
 	kind, answer := answerNone, []byte(nil)
 	if resp != nil && !parted && !(state == notCommitted && ctx.Err() != nil) {
 		// Kept unless cancelled mid-way (then a retry should run it) or
 		// sent in parts (the last alone is not the answer).
 		kind, answer = keep(answerExec, resp)
 	}
-	x.ledger.finish(e, state, lsn, kind, answer, time.Now())
+	x.ledger.finish(e, state, commitLSN, kind, answer, time.Now())
 	if err != nil {
 		switch state {
 		case unknown:
@@ -311,10 +335,10 @@ func (x *Executor) execOn(ctx context.Context, c *pgx.Conn, e *ledgerEntry, req 
 
 // runExec runs one statement in its own transaction; its request ID is
 // recorded with it under durable deduplication.
-func (x *Executor) runExec(ctx context.Context, c *pgx.Conn, st *forwardpb.Statement, u *forwardpb.Unit, emit partSink) (*forwardpb.ExecResponse, outcome, uint64, error) {
-	res, lsn, serr := x.runAutocommit(ctx, c, st, u.GetRequestId(), emit)
+func (x *Executor) runExec(ctx context.Context, c *pgx.Conn, st *forwardpb.Statement, u *forwardpb.Unit, emit partSink) (*forwardpb.ExecResponse, outcome, lsn.LSN, error) {
+	res, commitLSN, serr := x.runAutocommit(ctx, c, st, u.GetRequestId(), emit)
 	if serr == nil {
-		return &forwardpb.ExecResponse{Result: res, CommitLsn: lsn, Instance: x.instance}, committed, lsn, nil
+		return &forwardpb.ExecResponse{Result: res, CommitLsn: uint64(commitLSN), Instance: x.instance}, committed, commitLSN, nil
 	}
 	if x.durable != nil && u.GetAttempt() > 1 && (serr.kind == kindConn || serr.kind == kindLedgerFailed) {
 		// This attempt ran nothing, but it did not learn whether an
@@ -330,11 +354,11 @@ func (x *Executor) runExec(ctx context.Context, c *pgx.Conn, st *forwardpb.State
 		// With the statement's result when its COMMIT failed.
 		return &forwardpb.ExecResponse{Error: wire.PgErrorToProto(serr.pg), Result: serr.res, Instance: x.instance}, notCommitted, 0, nil
 	case kindTooLargeCommitted:
-		setTrailer(ctx, limited(trailer(protocol.OutcomeCommitted, lsn), "MaxResponseBytes"))
-		return nil, committed, lsn, status.Errorf(codes.ResourceExhausted, "forward: the statement committed, but %v", serr.err)
+		setTrailer(ctx, limited(trailer(protocol.OutcomeCommitted, commitLSN), "MaxResponseBytes"))
+		return nil, committed, commitLSN, status.Errorf(codes.ResourceExhausted, "forward: the statement committed, but %v", serr.err)
 	case kindCommittedEarlier:
-		setTrailer(ctx, trailer(protocol.OutcomeCommitted, lsn))
-		return nil, committed, lsn, status.Errorf(codes.AlreadyExists, "forward: an earlier attempt of this request committed (at most LSN %d); its result is not available here", lsn)
+		setTrailer(ctx, trailer(protocol.OutcomeCommitted, commitLSN))
+		return nil, committed, commitLSN, status.Errorf(codes.AlreadyExists, "forward: an earlier attempt of this request committed (at most LSN %s); its result is not available here", commitLSN)
 	case kindTombstoned:
 		setTrailer(ctx, trailer(protocol.OutcomeNotRun, 0))
 		return nil, notCommitted, 0, status.Error(codes.Aborted, "forward: this request was declared not committed (Resolve); it will not run")
@@ -397,7 +421,7 @@ func (s *service) Resolve(ctx context.Context, req *forwardpb.ResolveRequest) (*
 	v := x.ledger.view(e)
 	switch v.state {
 	case committed:
-		resp.Outcome, resp.CommitLsn = forwardpb.ResolveResponse_OUTCOME_COMMITTED, v.lsn
+		resp.Outcome, resp.CommitLsn = forwardpb.ResolveResponse_OUTCOME_COMMITTED, uint64(v.lsn)
 		var tr forwardpb.TxResponse
 		if v.kind == answerTx && proto.Unmarshal(v.answer, &tr) == nil {
 			resp.Result = tr.GetCommitted().GetResult()
@@ -441,6 +465,6 @@ func (x *Executor) resolveDurable(ctx context.Context, id []byte, resp *forwardp
 	if err := c.QueryRow(ctx, lsnSQL).Scan(&text); err != nil {
 		return nil, status.Errorf(codes.Unavailable, "forward: read LSN: %v", err)
 	}
-	resp.Outcome, resp.CommitLsn = forwardpb.ResolveResponse_OUTCOME_COMMITTED, x.normalize(ctx, c.Conn(), text)
+	resp.Outcome, resp.CommitLsn = forwardpb.ResolveResponse_OUTCOME_COMMITTED, uint64(x.normalize(ctx, c.Conn(), text))
 	return resp, nil
 }

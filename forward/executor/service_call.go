@@ -106,12 +106,12 @@ func (s *service) Call(ctx context.Context, req *forwardpb.CallRequest) (*forwar
 		rec = &callRecord{sql: x.durable.insertSQL(), id: req.GetUnit().GetRequestId()}
 		hctx = context.WithValue(ctx, callRecordKey{}, rec)
 	}
-	out, lsn, err := x.cfg.Calls.HandleCall(hctx, req.GetName(), req.GetPayload())
+	out, commitLSN, err := x.cfg.Calls.HandleCall(hctx, req.GetName(), req.GetPayload())
 	switch {
 	case err == nil:
-		resp := &forwardpb.CallResponse{Payload: out, CommitLsn: lsn, Instance: x.instance}
+		resp := &forwardpb.CallResponse{Payload: out, CommitLsn: uint64(commitLSN), Instance: x.instance}
 		k, b := keep(answerCall, resp)
-		x.ledger.finish(e, committed, lsn, k, b, time.Now())
+		x.ledger.finish(e, committed, commitLSN, k, b, time.Now())
 		return resp, nil
 	case records && x.durable.isConflict(err):
 		return nil, x.callRecordedEarlier(ctx, e, req.GetUnit().GetRequestId())
@@ -175,10 +175,10 @@ func (x *Executor) callRecordedEarlier(ctx context.Context, e *ledgerEntry, id [
 		setTrailer(ctx, trailer(protocol.OutcomeNotRun, 0))
 		return status.Error(codes.Aborted, "forward: this request was declared not committed (Resolve); it will not run")
 	}
-	lsn := x.normalize(ctx, c.Conn(), text)
-	x.ledger.finish(e, committed, lsn, answerNone, nil, time.Now())
-	setTrailer(ctx, trailer(protocol.OutcomeCommitted, lsn))
-	return status.Errorf(codes.AlreadyExists, "forward: an earlier attempt of this call committed (at most LSN %d); its output is not available here", lsn)
+	commitLSN := x.normalize(ctx, c.Conn(), text)
+	x.ledger.finish(e, committed, commitLSN, answerNone, nil, time.Now())
+	setTrailer(ctx, trailer(protocol.OutcomeCommitted, commitLSN))
+	return status.Errorf(codes.AlreadyExists, "forward: an earlier attempt of this call committed (at most LSN %s); its output is not available here", commitLSN)
 }
 
 func callError(err error) *forwardpb.CallError {

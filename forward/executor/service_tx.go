@@ -290,7 +290,7 @@ func (t *txRun) commit(ctx context.Context, res *forwardpb.Result) error {
 		return t.send(&forwardpb.TxResponse{Outcome: &forwardpb.TxResponse_RolledBack{RolledBack: &forwardpb.TxRollback{}}})
 	}
 	if res != nil {
-		answer := &forwardpb.TxResponse{Outcome: &forwardpb.TxResponse_Committed{Committed: &forwardpb.TxCommitted{Result: t.flow.last(res), CommitLsn: cr.lsn}}}
+		answer := &forwardpb.TxResponse{Outcome: &forwardpb.TxResponse_Committed{Committed: &forwardpb.TxCommitted{Result: t.flow.last(res), CommitLsn: uint64(cr.lsn)}}}
 		// Kept, so that a client whose reply is lost gets the result from
 		// Resolve instead of only learning that it committed (not when
 		// parts of it went before: the last alone is not the result).
@@ -302,5 +302,5 @@ func (t *txRun) commit(ctx context.Context, res *forwardpb.Result) error {
 		return t.send(answer)
 	}
 	x.ledger.finish(t.entry, committed, cr.lsn, answerNone, nil, time.Now())
-	return t.send(&forwardpb.TxResponse{Outcome: &forwardpb.TxResponse_CommitLsn{CommitLsn: cr.lsn}})
+	return t.send(&forwardpb.TxResponse{Outcome: &forwardpb.TxResponse_CommitLsn{CommitLsn: uint64(cr.lsn)}})
 }

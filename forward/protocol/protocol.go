@@ -30,6 +30,20 @@ const (
 	// configuration, such as "TxIdleTimeout" or "MaxRequestBytes") that
 	// refused or ended the unit.
 	TrailerLimit = "flypg-limit"
+	// TrailerRequest says whether the executor read a call's request: it
+	// sets RequestUnread before reading it and adds RequestRead once it
+	// has. gRPC refuses a request over the server's receive limit (the
+	// executor's MaxRequestBytes and a margin) while reading it, before
+	// the executor's code runs; a call that ends so has RequestUnread
+	// alone, and nothing of it ran. Calls only: a stream's messages are
+	// read by the executor's code.
+	TrailerRequest = "flypg-request"
+)
+
+// Values of TrailerRequest.
+const (
+	RequestUnread = "unread"
+	RequestRead   = "read"
 )
 
 // Values of TrailerOutcome.

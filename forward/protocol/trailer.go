@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"slices"
 	"strconv"
 
 	"google.golang.org/grpc/codes"
@@ -19,12 +20,17 @@ type Trailer struct {
 	LSN     lsn.LSN // the commit LSN, with OutcomeCommitted
 	Refusal string  // RefusalBusy, RefusalDatabase
 	Limit   string  // the executor limit that refused or ended the unit
+	// Unread: the call ended before the executor read its request
+	// (TrailerRequest), so nothing of it ran.
+	Unread bool
 }
 
 // ReadTrailer reads the trailer metadata of a call. Where a key was set
 // more than once, the first value counts.
 func ReadTrailer(md metadata.MD) Trailer {
 	t := Trailer{Outcome: first(md, TrailerOutcome), Refusal: first(md, TrailerRefusal), Limit: first(md, TrailerLimit)}
+	req := md.Get(TrailerRequest)
+	t.Unread = slices.Contains(req, RequestUnread) && !slices.Contains(req, RequestRead)
 	if v := first(md, TrailerLSN); v != "" {
 		n, _ := strconv.ParseUint(v, 10, 64)
 		t.LSN = lsn.LSN(n)
@@ -46,6 +52,9 @@ func (t Trailer) MD() metadata.MD {
 	}
 	set(TrailerRefusal, t.Refusal)
 	set(TrailerLimit, t.Limit)
+	if t.Unread {
+		md.Set(TrailerRequest, RequestUnread)
+	}
 	return md
 }
 

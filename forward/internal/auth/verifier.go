@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/flypg/flypg/forward/protocol"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -97,7 +98,8 @@ func NewVerifier(secret string, opts ...VerifierOption) (*Verifier, error) {
 //
 // It returns nil or a gRPC status error: codes.Unauthenticated for a
 // missing, malformed, unsupported-version, out-of-window, wrongly signed or
-// replayed header, and codes.ResourceExhausted if the replay cache is full.
+// replayed header, and codes.ResourceExhausted with the ErrorInfo reason
+// protocol.ReasonBusy if the replay cache is full.
 // A wrong secret and a header signed for another method are
 // indistinguishable (both are a MAC mismatch) because the method is not
 // sent. Messages never contain the secret, and nothing about the server's
@@ -149,7 +151,10 @@ func (v *Verifier) Verify(ctx context.Context, fullMethod string) error {
 	case replayBehindHorizon:
 		return unauthenticated("timestamp is older than nonces already forgotten (server clock moved backwards); retry")
 	default: // replayFull
-		return status.Errorf(codes.ResourceExhausted, "flypg auth: replay cache full (%d unexpired nonces); retry later or raise the cache size", v.replay.max)
+		// Typed, so that a client knows without reading the message that
+		// nothing ran and a retry later is safe.
+		return protocol.Refusal(codes.ResourceExhausted, protocol.ReasonBusy,
+			fmt.Sprintf("flypg auth: replay cache full (%d unexpired nonces); retry later or raise the cache size", v.replay.max))
 	}
 }
 

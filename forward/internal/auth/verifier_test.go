@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flypg/flypg/forward/protocol"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -202,8 +203,10 @@ func TestReplayCacheFull(t *testing.T) {
 		}
 	}
 	err = verify()
-	if st := status.Convert(err); st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "replay cache full") {
-		t.Fatalf("third call: got %v, want ResourceExhausted replay cache full", err)
+	// The refusal is typed: a client tells it from the detail, not the
+	// message (see forward's failure classification).
+	if status.Code(err) != codes.ResourceExhausted || protocol.Reason(err) != protocol.ReasonBusy {
+		t.Fatalf("third call: got %v, want ResourceExhausted with reason %s", err, protocol.ReasonBusy)
 	}
 	// Once the first nonces leave the window they are swept and make room.
 	clock.Set(clock.Now().Add(DefaultWindow + time.Second))
