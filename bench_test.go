@@ -4,9 +4,7 @@ import (
 	"context"
 	"testing"
 
-	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
-	"gorm.io/gorm/logger"
 
 	"github.com/flypg/flypg"
 	"github.com/flypg/flypg/pgtest"
@@ -25,20 +23,8 @@ type benchRow struct {
 //	go test -run XXX -bench PrimaryRegion -count 8 . > old.txt && benchstat -col /with old.txt
 func BenchmarkPrimaryRegion(b *testing.B) {
 	c := pgtest.StartT(b, pgtest.Options{})
-	open := func() *gorm.DB {
-		db, err := gorm.Open(postgres.Open(c.Primary.DSN("")), &gorm.Config{Logger: logger.Discard})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() {
-			if s, err := db.DB(); err == nil {
-				s.Close()
-			}
-		})
-		return db
-	}
-	plain := open()
-	withPlugin := open()
+	plain := openGORM(b, c.Primary.DSN(""))
+	withPlugin := openGORM(b, c.Primary.DSN(""))
 	p := flypg.New(flypg.Config{Region: "iad", PrimaryRegion: "iad"})
 	if err := withPlugin.Use(p); err != nil {
 		b.Fatal(err)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/flypg/flypg"
 	"github.com/flypg/flypg/fly"
+	"github.com/flypg/flypg/internal/testkit"
 	"github.com/flypg/flypg/pgtest"
 )
 
@@ -108,7 +109,7 @@ func twoRegionDBs() (iadDB, sydDB *gorm.DB) {
 		log.Fatal(err)
 	}
 
-	const secret = "example-secret-0123456789abcdef"
+	const secret = testkit.Secret
 	install := func(db *gorm.DB, cfg flypg.Config) *flypg.Plugin {
 		p := flypg.New(cfg)
 		if err := db.Use(p); err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"testing"
 	"time"
 
@@ -15,10 +14,9 @@ import (
 
 	"github.com/flypg/flypg"
 	"github.com/flypg/flypg/fly"
+	"github.com/flypg/flypg/internal/testkit"
 	"github.com/flypg/flypg/pgtest"
 )
-
-const testSecret = "plugin-test-secret-0123456789"
 
 type twoRegions struct {
 	cluster        *pgtest.Cluster
@@ -28,48 +26,38 @@ type twoRegions struct {
 	executorTarget string
 }
 
+// openGORM opens plain GORM on dsn, closed when the test ends.
+func openGORM(tb testing.TB, dsn string) *gorm.DB {
+	tb.Helper()
+	db, err := gorm.Open(postgres.Open(dsn), &gorm.Config{Logger: logger.Discard})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if s, err := db.DB(); err == nil {
+			s.Close()
+		}
+	})
+	return db
+}
+
 func startTwoRegions(t *testing.T, opts ...func(primary, replica *flypg.Config)) *twoRegions {
 	t.Helper()
 	c := pgtest.StartT(t, pgtest.Options{Replicas: 1})
-	open := func(dsn string) *gorm.DB {
-		db, err := gorm.Open(postgres.Open(dsn), &gorm.Config{Logger: logger.Discard})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			if s, err := db.DB(); err == nil {
-				s.Close()
-			}
-		})
-		return db
-	}
 	e := &twoRegions{cluster: c}
-	pcfg := flypg.Config{Region: "iad", PrimaryRegion: "iad", Secret: testSecret}
-	rcfg := flypg.Config{Region: "syd", PrimaryRegion: "iad", Secret: testSecret, AwaitTimeout: 5 * time.Second}
+	pcfg := flypg.Config{Region: "iad", PrimaryRegion: "iad", Secret: testkit.Secret}
+	rcfg := flypg.Config{Region: "syd", PrimaryRegion: "iad", Secret: testkit.Secret, AwaitTimeout: 5 * time.Second}
 	for _, o := range opts {
 		o(&pcfg, &rcfg)
 	}
-	e.primary = open(c.Primary.DSN(""))
+	e.primary = openGORM(t, c.Primary.DSN(""))
 	e.pPlug = flypg.New(pcfg)
 	if err := e.primary.Use(e.pPlug); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { e.pPlug.Close() })
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- e.pPlug.Serve(lis) }()
-	t.Cleanup(func() {
-		e.pPlug.Close()
-		if err := <-served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	e.executorTarget = lis.Addr().String()
+	e.executorTarget = testkit.Serve(t, e.pPlug)
 
-	e.replica = open(c.Replicas[0].DSN(""))
+	e.replica = openGORM(t, c.Replicas[0].DSN(""))
 	rcfg.PrimaryAddr = e.executorTarget
 	e.rPlug = flypg.New(rcfg)
 	if err := e.replica.Use(e.rPlug); err != nil {
@@ -224,10 +212,7 @@ func TestCallErrorCodesAndStart(t *testing.T) {
 	// Start reports a configuration error at once instead of from a
 	// goroutine: a replica-region node serving calls needs nothing more,
 	// but a closed plugin refuses.
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	lis := testkit.Listen(t)
 	if err := e.rPlug.Start(lis); err != nil {
 		t.Fatalf("Start on a replica-region node: %v", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flypg/flypg/internal/testkit"
 	"github.com/flypg/flypg/lsn"
 )
 
@@ -46,9 +47,7 @@ func TestWaitEndsWhenReadsLeave(t *testing.T) {
 		_, err := r.Wait(context.Background(), 5000)
 		done <- err
 	}()
-	for r.Tracker.Stats().Waiting == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	testkit.Eventually(t, 10*time.Second, func() bool { return r.Tracker.Stats().Waiting > 0 }, "the wait to start")
 	up.Store(0)
 	if !r.leave(ReasonUnreachable, errors.New("down")) {
 		t.Fatal("leave: reads were not local")
@@ -68,20 +67,12 @@ func TestWaitEndsWhenReadsLeave(t *testing.T) {
 	// The replica answers but is behind: reads stay on the primary.
 	up.Store(1)
 	probes := r.ReadStats().Probes
-	for r.ReadStats().Probes < probes+3 {
-		time.Sleep(time.Millisecond)
-	}
+	testkit.Eventually(t, 10*time.Second, func() bool { return r.ReadStats().Probes >= probes+3 }, "three probes of the replica")
 	if !r.Mode().Primary {
 		t.Fatal("reads came back before the replica replayed what was owed")
 	}
 	replayed.Store(6000)
-	deadline := time.Now().Add(10 * time.Second)
-	for r.Mode().Primary {
-		if time.Now().After(deadline) {
-			t.Fatal("reads did not come back once the replica replayed what was owed")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testkit.Eventually(t, 10*time.Second, func() bool { return !r.Mode().Primary }, "reads to come back once the replica replayed what was owed")
 }
 
 // TestLookedLeaves: a tracker look that cannot reach the replica moves

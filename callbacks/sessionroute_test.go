@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flypg/flypg/internal/testkit"
 	"github.com/flypg/flypg/lsn"
 )
 
@@ -95,9 +96,7 @@ func TestReadsOnPrimary(t *testing.T) {
 		p, _ := r.sessionOnPrimary(ctx)
 		done <- p
 	}()
-	for s.Stats().Reads == st.Reads {
-		time.Sleep(time.Millisecond) // until the read is waiting
-	}
+	testkit.Eventually(t, 10*time.Second, func() bool { return s.Stats().Reads != st.Reads }, "the read to wait")
 	rep.replayed.Store(2000)
 	if <-done {
 		t.Fatal("a replica that caught up within the bound: read on the primary")

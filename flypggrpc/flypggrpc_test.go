@@ -2,7 +2,6 @@ package flypggrpc_test
 
 import (
 	"context"
-	"net"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -13,6 +12,7 @@ import (
 	"github.com/flypg/flypg"
 	"github.com/flypg/flypg/callbacks"
 	"github.com/flypg/flypg/flypggrpc"
+	"github.com/flypg/flypg/internal/testkit"
 )
 
 // TestInterceptors: the caller's bookmark reaches the server's handler,
@@ -43,19 +43,8 @@ func TestInterceptors(t *testing.T) {
 			}))
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	defer func() {
-		srv.Stop()
-		if err := <-served; err != nil {
-			t.Error(err)
-		}
-	}()
-	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+	addr := testkit.ServeGRPC(t, srv)
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithChainUnaryInterceptor(flypggrpc.UnaryClientInterceptor()),
 		grpc.WithChainStreamInterceptor(flypggrpc.StreamClientInterceptor()))
 	if err != nil {

@@ -24,6 +24,7 @@ import (
 	"github.com/flypg/flypg/forward"
 	"github.com/flypg/flypg/forward/executor"
 	"github.com/flypg/flypg/forward/forwardpb"
+	"github.com/flypg/flypg/internal/testkit"
 	"github.com/flypg/flypg/pgtest"
 )
 
@@ -33,25 +34,8 @@ func (e *env) addExecutor(t *testing.T, cfg executor.Config) (*executor.Executor
 	if cfg.DSN == "" && cfg.Pool == nil {
 		cfg.DSN = e.cluster.Primary.DSN("")
 	}
-	cfg.Secret = secret
+	cfg.Secret = testkit.Secret
 	return serveExecutor(t, cfg)
-}
-
-// openClient opens a forwarding pool on a client of cfg (Target set).
-func openClient(t *testing.T, cfg forward.ClientConfig) (*forward.Client, *sql.DB) {
-	t.Helper()
-	cfg.Secret = secret
-	if cfg.Timeout == 0 {
-		cfg.Timeout = 5 * time.Second
-	}
-	c, err := forward.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	db := c.OpenDB()
-	t.Cleanup(func() { db.Close() })
-	return c, db
 }
 
 // TestNoSessionStateCrossesUnits runs, on an executor with one primary
@@ -72,7 +56,7 @@ func TestNoSessionStateCrossesUnits(t *testing.T) {
 		}
 	}
 	_, addr := e.addExecutor(t, executor.Config{DSN: e.cluster.Primary.DSN("") + "&pool_max_conns=1"})
-	_, db := openClient(t, forward.ClientConfig{Target: addr})
+	_, db := openClient(t, forward.ClientConfig{Secret: testkit.Secret, Target: addr, Timeout: 5 * time.Second})
 	pid := func() int {
 		t.Helper()
 		var p int
@@ -208,7 +192,7 @@ func TestStatementCacheRecoversAfterSchemaChange(t *testing.T) {
 	e := startEnv(t)
 	ctx := context.Background()
 	_, addr := e.addExecutor(t, executor.Config{DSN: e.cluster.Primary.DSN("") + "&pool_max_conns=1"})
-	_, db := openClient(t, forward.ClientConfig{Target: addr})
+	_, db := openClient(t, forward.ClientConfig{Secret: testkit.Secret, Target: addr, Timeout: 5 * time.Second})
 	if _, err := db.ExecContext(ctx, `INSERT INTO items (name) VALUES ('a')`); err != nil {
 		t.Fatal(err)
 	}
@@ -297,7 +281,7 @@ func TestDurableReadOnlyTransaction(t *testing.T) {
 // arrive, is refused, not run.
 func TestResolveLeavesTombstone(t *testing.T) {
 	e := startEnv(t)
-	api := rawClient(t, e.addr, secret)
+	api := rawClient(t, e.addr, testkit.Secret)
 	ctx := protoCtx()
 	id := id16()
 	inst := e.exec.Instance()
@@ -321,12 +305,8 @@ func TestResolveLeavesTombstone(t *testing.T) {
 // it is in doubt, never reported as aborted, and it did commit.
 func TestCommitSettlingIsBounded(t *testing.T) {
 	e := startEnv(t)
-	link, err := pgtest.NewLink("app-executor", e.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { link.Close() })
-	_, db := openClient(t, forward.ClientConfig{Target: link.Addr(), Timeout: time.Second})
+	link := pgtest.NewLinkT(t, "app-executor", e.addr)
+	_, db := openClient(t, forward.ClientConfig{Secret: testkit.Secret, Target: link.Addr(), Timeout: time.Second})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	tx, err := db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead})
@@ -368,19 +348,11 @@ func TestCommitSettlingIsBounded(t *testing.T) {
 func TestRetryNamesTheInstanceOfItsConnection(t *testing.T) {
 	e := startEnv(t)
 	_, addrB := e.addExecutor(t, executor.Config{})
-	linkA, err := pgtest.NewLink("to-a", e.addr) // e.exec is A
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { linkA.Close() })
-	linkB, err := pgtest.NewLink("to-b", addrB)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { linkB.Close() })
+	linkA := pgtest.NewLinkT(t, "to-a", e.addr) // e.exec is A
+	linkB := pgtest.NewLinkT(t, "to-b", addrB)
 	r := manual.NewBuilderWithScheme("flypgtest")
 	r.InitialState(resolver.State{Addresses: []resolver.Address{{Addr: linkB.Addr()}}})
-	_, db := openClient(t, forward.ClientConfig{Target: "flypgtest:///executors", ConnectWait: 20 * time.Second, Timeout: 10 * time.Second,
+	_, db := openClient(t, forward.ClientConfig{Secret: testkit.Secret, Target: "flypgtest:///executors", ConnectWait: 20 * time.Second, Timeout: 10 * time.Second,
 		DialOptions: []grpc.DialOption{grpc.WithResolvers(r)}})
 	ctx := context.Background()
 	if _, err := db.ExecContext(ctx, `INSERT INTO items (name) VALUES ('on-b')`); err != nil {
@@ -409,7 +381,7 @@ func TestRetryNamesTheInstanceOfItsConnection(t *testing.T) {
 		r.UpdateState(resolver.State{Addresses: []resolver.Address{{Addr: linkB.Addr()}}})
 		return nil
 	})
-	_, err = db.ExecContext(ctx, `INSERT INTO items (name) VALUES ('moved')`)
+	_, err := db.ExecContext(ctx, `INSERT INTO items (name) VALUES ('moved')`)
 	if lerr := <-lost; lerr != nil {
 		t.Fatal(lerr)
 	}
@@ -432,7 +404,7 @@ func TestRetryNamesTheInstanceOfItsConnection(t *testing.T) {
 func TestCapacityWaitsLikeAPool(t *testing.T) {
 	e := startEnv(t)
 	_, addr := e.addExecutor(t, executor.Config{DSN: e.cluster.Primary.DSN("") + "&pool_max_conns=4"})
-	_, db := openClient(t, forward.ClientConfig{Target: addr, Timeout: 20 * time.Second})
+	_, db := openClient(t, forward.ClientConfig{Secret: testkit.Secret, Target: addr, Timeout: 20 * time.Second})
 	ctx := context.Background()
 	run := func(n int, unit func(i int) error) []error {
 		var wg sync.WaitGroup
@@ -491,7 +463,7 @@ func TestCapacityWaitsLikeAPool(t *testing.T) {
 func TestResolveTakesASlot(t *testing.T) {
 	e := startEnv(t)
 	_, addr := e.addExecutor(t, executor.Config{DSN: e.cluster.Primary.DSN("") + "&pool_max_conns=2", MaxConcurrent: 1, QueueTimeout: 200 * time.Millisecond, DurableDedup: true})
-	_, db := openClient(t, forward.ClientConfig{Target: addr})
+	_, db := openClient(t, forward.ClientConfig{Secret: testkit.Secret, Target: addr, Timeout: 5 * time.Second})
 	ctx := context.Background()
 	// A transaction holds the only slot.
 	tx, err := db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
@@ -502,7 +474,7 @@ func TestResolveTakesASlot(t *testing.T) {
 	if _, err := tx.ExecContext(ctx, `INSERT INTO items (name) VALUES ('holding')`); err != nil {
 		t.Fatal(err)
 	}
-	api := rawClient(t, addr, secret)
+	api := rawClient(t, addr, testkit.Secret)
 	var md metadata.MD
 	_, err = api.Resolve(protoCtx(), &forwardpb.ResolveRequest{Unit: &forwardpb.Unit{RequestId: id16(), Attempt: 2, Instance: "elsewhere"}}, grpc.Trailer(&md))
 	if status.Code(err) != codes.ResourceExhausted || first1(md, "flypg-refusal") != "busy" {

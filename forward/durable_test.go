@@ -15,6 +15,7 @@ import (
 	"github.com/flypg/flypg/forward"
 	"github.com/flypg/flypg/forward/executor"
 	"github.com/flypg/flypg/forward/forwardpb"
+	"github.com/flypg/flypg/internal/testkit"
 	"github.com/flypg/flypg/pgtest"
 )
 
@@ -23,15 +24,15 @@ import (
 func (e *env) secondExecutor(t *testing.T, cfg executor.Config) (forwardpb.ExecutorClient, string) {
 	t.Helper()
 	_, addr := serveExecutor(t, cfg)
-	return rawClient(t, addr, secret), addr
+	return rawClient(t, addr, testkit.Secret), addr
 }
 
 func TestDurableDedup(t *testing.T) {
 	durable := func(x *executor.Config, _ *forward.ClientConfig) { x.DurableDedup = true }
 	e := startEnv(t, durable)
 	ctx := protoCtx()
-	a := rawClient(t, e.addr, secret)
-	b, _ := e.secondExecutor(t, executor.Config{DSN: e.cluster.Primary.DSN(""), Secret: secret, DurableDedup: true})
+	a := rawClient(t, e.addr, testkit.Secret)
+	b, _ := e.secondExecutor(t, executor.Config{DSN: e.cluster.Primary.DSN(""), Secret: testkit.Secret, DurableDedup: true})
 
 	// A retry that reaches another instance after the first attempt
 	// committed: the executor cannot answer from memory, but the table
@@ -135,49 +136,36 @@ func TestDurableDedupSettlesBrokenPrimaryConnection(t *testing.T) {
 		{true, "committed"},
 	} {
 		t.Run(tc.want, func(t *testing.T) {
-			link, err := pgtest.NewLink("executor-primary", e.cluster.Primary.Addr())
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { link.Close() })
+			link := pgtest.NewLinkT(t, "executor-primary", e.cluster.Primary.Addr())
 			dsn := fmt.Sprintf("postgres://postgres@%s/postgres?sslmode=disable", link.Addr())
-			_, addr := e.secondExecutor(t, executor.Config{DSN: dsn, Secret: secret, DurableDedup: tc.durable})
-			c, err := forward.NewClient(forward.ClientConfig{Target: addr, Secret: secret, Timeout: 5 * time.Second})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { c.Close() })
-			db := c.OpenDB()
-			t.Cleanup(func() { db.Close() })
+			_, addr := e.secondExecutor(t, executor.Config{DSN: dsn, Secret: testkit.Secret, DurableDedup: tc.durable})
+			_, db := openClient(t, forward.ClientConfig{Target: addr, Secret: testkit.Secret, Timeout: 5 * time.Second})
 
 			name := "broken-" + tc.want
 			done := make(chan error, 1)
 			go func() {
 				// Break the link once the statement is running on the primary.
-				deadline := time.Now().Add(5 * time.Second)
-				for {
+				var err error
+				running := testkit.Poll(5*time.Second, func() bool {
 					var n int
-					if err := e.primary.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND query LIKE '%pg_sleep(0.3)%'`).Scan(&n); err != nil {
+					err = e.primary.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND query LIKE '%pg_sleep(0.3)%'`).Scan(&n)
+					return err != nil || n > 0
+				})
+				switch {
+				case err != nil:
+					done <- err
+				case !running:
+					done <- errors.New("the statement never ran")
+				default:
+					if err := link.ResetPeer(); err != nil {
 						done <- err
 						return
 					}
-					if n > 0 {
-						break
-					}
-					if time.Now().After(deadline) {
-						done <- errors.New("the statement never ran")
-						return
-					}
-					time.Sleep(time.Millisecond)
+					done <- link.Clear()
 				}
-				if err := link.ResetPeer(); err != nil {
-					done <- err
-					return
-				}
-				done <- link.Clear()
 			}()
 			ctx, rcpt := forward.WithReceipt(context.Background())
-			_, err = db.ExecContext(ctx, `INSERT INTO items (name) SELECT $1 FROM pg_sleep(0.3)`, name)
+			_, err := db.ExecContext(ctx, `INSERT INTO items (name) SELECT $1 FROM pg_sleep(0.3)`, name)
 			if lerr := <-done; lerr != nil {
 				t.Fatal(lerr)
 			}
@@ -196,20 +184,13 @@ func TestDurableDedupSettlesBrokenPrimaryConnection(t *testing.T) {
 			}
 			// The primary finishes the statement on its own; wait for it
 			// to be gone before counting.
-			deadline := time.Now().Add(5 * time.Second)
-			for {
+			testkit.Eventually(t, 5*time.Second, func() bool {
 				var n int
 				if err := e.primary.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(0.3)%' AND state = 'active' AND pid <> pg_backend_pid()`).Scan(&n); err != nil {
 					t.Fatal(err)
 				}
-				if n == 0 {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatal("the statement is still running")
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
+				return n == 0
+			}, "the statement to end on the primary")
 			if n := e.count(t, "name = $1", name); n > 1 || (tc.durable && n != 1) {
 				t.Fatalf("%d rows, want 1", n)
 			}

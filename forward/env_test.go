@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"net"
 	"testing"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 
 	"github.com/flypg/flypg/forward"
 	"github.com/flypg/flypg/forward/executor"
+	"github.com/flypg/flypg/internal/testkit"
 	"github.com/flypg/flypg/lsn"
 	"github.com/flypg/flypg/pgtest"
 )
@@ -26,8 +26,6 @@ func TestMain(m *testing.M) {
 		goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"),
 	)
 }
-
-const secret = "0123456789abcdef-test-secret"
 
 // env is a primary + replica, an executor on the primary serving on
 // loopback, a client, and pools for checking what happened.
@@ -59,19 +57,14 @@ func startEnv(t testing.TB, opts ...envOption) *env {
 	}
 	t.Cleanup(func() { e.replica.Close() })
 
-	xcfg := executor.Config{DSN: c.Primary.DSN(""), Secret: secret, HealthInterval: 100 * time.Millisecond}
-	ccfg := forward.ClientConfig{Secret: secret, Timeout: 5 * time.Second}
+	xcfg := executor.Config{DSN: c.Primary.DSN(""), Secret: testkit.Secret, HealthInterval: 100 * time.Millisecond}
+	ccfg := forward.ClientConfig{Secret: testkit.Secret, Timeout: 5 * time.Second}
 	for _, o := range opts {
 		o(&xcfg, &ccfg)
 	}
 	e.startExecutor(t, xcfg)
 	ccfg.Target = e.addr
-	if e.client, err = forward.NewClient(ccfg); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.client.Close() })
-	e.db = e.client.OpenDB()
-	t.Cleanup(func() { e.db.Close() })
+	e.client, e.db = openClient(t, ccfg)
 
 	src := lsn.NewReplaySource(e.replica)
 	if e.tracker, err = lsn.NewTracker(lsn.Config{Source: src, Timeout: 5 * time.Second}); err != nil {
@@ -98,20 +91,21 @@ func serveExecutor(t testing.TB, cfg executor.Config) (*executor.Executor, strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	return x, testkit.Serve(t, x)
+}
+
+// openClient opens a forwarding pool on a client of cfg (Target set),
+// both closed when the test ends.
+func openClient(t testing.TB, cfg forward.ClientConfig) (*forward.Client, *sql.DB) {
+	t.Helper()
+	c, err := forward.NewClient(cfg)
 	if err != nil {
-		x.Close()
 		t.Fatal(err)
 	}
-	served := make(chan error, 1)
-	go func() { served <- x.Serve(lis) }()
-	t.Cleanup(func() {
-		x.Close()
-		if err := <-served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return x, lis.Addr().String()
+	t.Cleanup(func() { c.Close() })
+	db := c.OpenDB()
+	t.Cleanup(func() { db.Close() })
+	return c, db
 }
 
 func (e *env) count(t testing.TB, where string, args ...any) int {
@@ -146,23 +140,20 @@ func (e *env) idleInTransaction(t *testing.T) int {
 func (e *env) waitCommitted(name string, then func() error) <-chan error {
 	done := make(chan error, 1)
 	go func() {
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			n, err := e.countErr("name = $1", name)
-			if err != nil {
-				done <- err
-				return
-			}
-			if n > 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				done <- fmt.Errorf("%s never committed", name)
-				return
-			}
-			time.Sleep(time.Millisecond)
+		var err error
+		committed := testkit.Poll(10*time.Second, func() bool {
+			var n int
+			n, err = e.countErr("name = $1", name)
+			return err != nil || n > 0
+		})
+		switch {
+		case err != nil:
+			done <- err
+		case !committed:
+			done <- fmt.Errorf("%s never committed", name)
+		default:
+			done <- then()
 		}
-		done <- then()
 	}()
 	return done
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/flypg/flypg/forward"
 	"github.com/flypg/flypg/forward/executor"
+	"github.com/flypg/flypg/internal/testkit"
 )
 
 func TestExecAutocommitReturnsLSN(t *testing.T) {
@@ -227,20 +228,13 @@ func TestCancellationReachesPrimary(t *testing.T) {
 		t.Fatalf("cancelled call returned after %v", d)
 	}
 	// The query is gone from the primary, not left running for 30 s.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testkit.Eventually(t, 5*time.Second, func() bool {
 		var n int
 		if err := e.primary.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%' AND state = 'active'`).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
-		if n == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("pg_sleep still running on the primary 5 s after the call was cancelled")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return n == 0
+	}, "pg_sleep to end on the primary after the call was cancelled")
 }
 
 // TestBrokenStreamRollsBack: a transaction whose client goes away before
@@ -261,16 +255,8 @@ func TestBrokenStreamRollsBack(t *testing.T) {
 		t.Fatalf("%d connections idle in transaction with the transaction open, want 1", n)
 	}
 	cancel() // the stream breaks
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if e.idleInTransaction(t) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("a connection is still idle in transaction after the stream broke")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.Eventually(t, 5*time.Second, func() bool { return e.idleInTransaction(t) == 0 },
+		"no connection idle in transaction after the stream broke")
 	if e.count(t, "name = 'orphan'") != 0 {
 		t.Fatal("row of a broken transaction committed")
 	}
@@ -312,15 +298,9 @@ func TestStatementsRefusedInTransactionBlock(t *testing.T) {
 }
 
 func TestUnreachableExecutor(t *testing.T) {
-	c, err := forward.NewClient(forward.ClientConfig{Target: "127.0.0.1:1", Secret: secret, Timeout: 500 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	db := c.OpenDB()
-	defer db.Close()
+	_, db := openClient(t, forward.ClientConfig{Target: "127.0.0.1:1", Secret: testkit.Secret, Timeout: 500 * time.Millisecond})
 	start := time.Now()
-	_, err = db.ExecContext(context.Background(), `INSERT INTO items (name) VALUES ('x')`)
+	_, err := db.ExecContext(context.Background(), `INSERT INTO items (name) VALUES ('x')`)
 	elapsed := time.Since(start)
 	if !errors.Is(err, forward.ErrUnavailable) || !errors.Is(err, driver.ErrBadConn) {
 		t.Fatalf("err = %v, want ErrUnavailable (never sent, so also driver.ErrBadConn)", err)

@@ -19,6 +19,7 @@ import (
 	"github.com/flypg/flypg/forward/executor"
 	"github.com/flypg/flypg/forward/forwardpb"
 	"github.com/flypg/flypg/forward/protocol"
+	"github.com/flypg/flypg/internal/testkit"
 )
 
 // These fuzz targets reach past the first refusal: each holds the
@@ -103,7 +104,7 @@ func fuzzEnv(f *testing.F) (*env, forwardpb.ExecutorClient) {
 	if _, err := e.primary.Exec(context.Background(), `CREATE TABLE fuzz_rows (req bytea NOT NULL, note text)`); err != nil {
 		f.Fatal(err)
 	}
-	return e, rawClient(f, e.addr, secret)
+	return e, rawClient(f, e.addr, testkit.Secret)
 }
 
 // fuzzStatement builds one of a few statements from a fuzzed kind: an
@@ -144,12 +145,8 @@ func rowsOf(t *testing.T, e *env, req []byte) int {
 // settles waits until the executor runs nothing and holds no transaction.
 func settles(t *testing.T, x *executor.Executor) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for x.InFlight() != 0 || x.OpenTransactions() != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d units and %d transactions still running after the stream ended", x.InFlight(), x.OpenTransactions())
-		}
-		time.Sleep(5 * time.Millisecond)
+	if !testkit.Poll(10*time.Second, func() bool { return x.InFlight() == 0 && x.OpenTransactions() == 0 }) {
+		t.Fatalf("%d units and %d transactions still running after the stream ended", x.InFlight(), x.OpenTransactions())
 	}
 }
 

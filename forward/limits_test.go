@@ -187,13 +187,7 @@ func TestPoolSizedForConcurrency(t *testing.T) {
 // the next statement travels on is unharmed.
 func TestInvalidUTF8FailsBeforeSending(t *testing.T) {
 	_, addr := serveNoPrimary(t, executor.Config{})
-	c, err := forward.NewClient(forward.ClientConfig{Target: addr, Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	db := c.OpenDB()
-	defer db.Close()
+	c, db := openClient(t, forward.ClientConfig{Target: addr, Timeout: 5 * time.Second})
 	ctx := context.Background()
 	// A first statement opens the session.
 	if _, err := db.ExecContext(ctx, `INSERT INTO t VALUES (1)`); !errors.Is(err, forward.ErrNotPrimary) {
@@ -254,15 +248,9 @@ func TestRequestLimitsAreTyped(t *testing.T) {
 		{"client's send limit", 16 << 10, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := forward.NewClient(forward.ClientConfig{Target: addr, Timeout: 5 * time.Second, MaxSendBytes: tc.send})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			db := c.OpenDB()
-			defer db.Close()
+			_, db := openClient(t, forward.ClientConfig{Target: addr, MaxSendBytes: tc.send, Timeout: 5 * time.Second})
 			big := strings.Repeat("x", 4*limit)
-			_, err = db.Exec(`INSERT INTO t VALUES ($1)`, big)
+			_, err := db.Exec(`INSERT INTO t VALUES ($1)`, big)
 			var fe *forward.Error
 			if !errors.As(err, &fe) || fe.Kind != forward.ErrTooLarge || fe.Limit != tc.wantLimit {
 				t.Fatalf("alone: %v, want ErrTooLarge naming limit %q", err, tc.wantLimit)

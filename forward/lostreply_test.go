@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/flypg/flypg/forward"
+	"github.com/flypg/flypg/internal/testkit"
 	"github.com/flypg/flypg/pgtest"
 )
 
@@ -17,18 +18,8 @@ import (
 // for a last statement, still get its result), never report an abort.
 func TestLostReplyAfterCommit(t *testing.T) {
 	e := startEnv(t)
-	link, err := pgtest.NewLink("app-executor", e.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { link.Close() })
-	c, err := forward.NewClient(forward.ClientConfig{Target: link.Addr(), Secret: secret, Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	db := c.OpenDB()
-	t.Cleanup(func() { db.Close() })
+	link := pgtest.NewLinkT(t, "app-executor", e.addr)
+	_, db := openClient(t, forward.ClientConfig{Target: link.Addr(), Secret: testkit.Secret, Timeout: 5 * time.Second})
 
 	// cutReplyAfter waits until name is committed on the primary, then
 	// resets the link while the reply is still on its way (200 ms RTT),

@@ -10,6 +10,7 @@ import (
 
 	"github.com/flypg/flypg/forward"
 	"github.com/flypg/flypg/forward/executor"
+	"github.com/flypg/flypg/internal/testkit"
 )
 
 // TestPin runs what a pinned connection must hold: session state that
@@ -20,7 +21,7 @@ func TestPin(t *testing.T) {
 	e := startEnv(t)
 	ctx := context.Background()
 	x, addr := e.addExecutor(t, executor.Config{DSN: e.cluster.Primary.DSN("") + "&pool_max_conns=2"})
-	_, db := openClient(t, forward.ClientConfig{Target: addr})
+	_, db := openClient(t, forward.ClientConfig{Secret: testkit.Secret, Target: addr, Timeout: 5 * time.Second})
 
 	lockHeld := func() bool {
 		t.Helper()
@@ -86,8 +87,8 @@ func TestPin(t *testing.T) {
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the pinned connection's lock to be released with it", func() bool { return !lockHeld() })
-	eventually(t, "the executor to release the pin", func() bool { return x.OpenTransactions() == 0 })
+	testkit.Eventually(t, 30*time.Second, func() bool { return !lockHeld() }, "the pinned connection's lock to be released with it")
+	testkit.Eventually(t, 30*time.Second, func() bool { return x.OpenTransactions() == 0 }, "the executor to release the pin")
 	// Every primary connection serves others afterwards without the state.
 	for i := 0; i < 4; i++ {
 		var app string
@@ -104,7 +105,7 @@ func TestPinLost(t *testing.T) {
 	e := startEnv(t)
 	ctx := context.Background()
 	_, addr := e.addExecutor(t, executor.Config{DSN: e.cluster.Primary.DSN("")})
-	_, db := openClient(t, forward.ClientConfig{Target: addr})
+	_, db := openClient(t, forward.ClientConfig{Secret: testkit.Secret, Target: addr, Timeout: 5 * time.Second})
 	c, err := db.Conn(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -134,17 +135,5 @@ func TestPinLost(t *testing.T) {
 	}
 	if r, ok := errors.AsType[*forward.Error](err); ok && r.SafeToRetry() {
 		t.Fatal("ErrPinLost is safe to retry on its own")
-	}
-}
-
-// eventually waits for cond, polling, for at most 30 seconds.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

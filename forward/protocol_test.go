@@ -23,6 +23,7 @@ import (
 	"github.com/flypg/flypg/forward/forwardpb"
 	"github.com/flypg/flypg/forward/internal/auth"
 	"github.com/flypg/flypg/forward/protocol"
+	"github.com/flypg/flypg/internal/testkit"
 	"github.com/flypg/flypg/lsn"
 )
 
@@ -71,7 +72,7 @@ func insertReq(id []byte, attempt uint32, instance, name string) *forwardpb.Exec
 
 func TestDuplicateRequestIDRunsOnce(t *testing.T) {
 	e := startEnv(t)
-	api := rawClient(t, e.addr, secret)
+	api := rawClient(t, e.addr, testkit.Secret)
 	ctx := protoCtx()
 	id := id16()
 	first, err := api.Exec(ctx, insertReq(id, 1, "", "once"))
@@ -110,7 +111,7 @@ func TestDuplicateRequestIDRunsOnce(t *testing.T) {
 
 func TestRetryOfUnknownIDIsInDoubtUnlessSameInstance(t *testing.T) {
 	e := startEnv(t)
-	api := rawClient(t, e.addr, secret)
+	api := rawClient(t, e.addr, testkit.Secret)
 	ctx := protoCtx()
 	// A retry naming another (e.g. restarted) instance: refusing to run it
 	// is the only safe answer.
@@ -149,16 +150,10 @@ func TestAuthRefusals(t *testing.T) {
 			if status.Code(err) != codes.Unavailable {
 				t.Fatalf("err = %v, want Unavailable", err)
 			}
-			if strings.Contains(err.Error(), secret) {
+			if strings.Contains(err.Error(), testkit.Secret) {
 				t.Fatal("the secret appears in the error")
 			}
-			c, err := forward.NewClient(forward.ClientConfig{Target: e.addr, Secret: tt.secret, Timeout: time.Second})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			db := c.OpenDB()
-			defer db.Close()
+			_, db := openClient(t, forward.ClientConfig{Target: e.addr, Secret: tt.secret, Timeout: time.Second})
 			_, err = db.Exec(`INSERT INTO items (name) VALUES ('intruder')`)
 			switch {
 			case tt.secret != "" && !errors.Is(err, forward.ErrUnauthenticated):
@@ -173,7 +168,7 @@ func TestAuthRefusals(t *testing.T) {
 		t.Fatal("an unauthenticated statement ran")
 	}
 	// Another protocol version is named in the refusal.
-	api := rawClient(t, e.addr, secret)
+	api := rawClient(t, e.addr, testkit.Secret)
 	_, err := api.Exec(auth.WithProtocol(context.Background(), "7"), insertReq(id16(), 1, "", "v7"))
 	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), `"7"`) {
 		t.Fatalf("protocol mismatch: %v", err)
@@ -201,19 +196,16 @@ func TestExecutorRefusesUnauthenticatedOffLoopback(t *testing.T) {
 
 func TestHealth(t *testing.T) {
 	e := startEnv(t)
-	h := healthpb.NewHealthClient(rawConn(t, e.addr, secret))
+	h := healthpb.NewHealthClient(rawConn(t, e.addr, testkit.Secret))
 	waitFor := func(want healthpb.HealthCheckResponse_ServingStatus) {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			r, err := h.Check(context.Background(), &healthpb.HealthCheckRequest{Service: "flypg.forward.v1.Executor"})
-			if err == nil && r.GetStatus() == want {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("health never became %v (last %v, %v)", want, r.GetStatus(), err)
-			}
-			time.Sleep(20 * time.Millisecond)
+		var r *healthpb.HealthCheckResponse
+		var err error
+		if !testkit.Poll(10*time.Second, func() bool {
+			r, err = h.Check(context.Background(), &healthpb.HealthCheckRequest{Service: "flypg.forward.v1.Executor"})
+			return err == nil && r.GetStatus() == want
+		}) {
+			t.Fatalf("health never became %v (last %v, %v)", want, r.GetStatus(), err)
 		}
 	}
 	waitFor(healthpb.HealthCheckResponse_SERVING)
@@ -315,19 +307,10 @@ func TestTransactionIdleTimeout(t *testing.T) {
 	}
 	// Wait for the executor to give up on the transaction: its connection
 	// leaves "idle in transaction".
-	deadline := time.Now().Add(5 * time.Second)
 	if n := e.idleInTransaction(t); n != 1 {
 		t.Fatalf("%d connections idle in transaction with the transaction open, want 1", n)
 	}
-	for {
-		if e.idleInTransaction(t) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("idle transaction not ended")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.Eventually(t, 5*time.Second, func() bool { return e.idleInTransaction(t) == 0 }, "the idle transaction to end")
 	_, err = tx.Exec(`INSERT INTO items (name) VALUES ('idle2')`)
 	if !errors.Is(err, forward.ErrTxAborted) {
 		t.Fatalf("statement after the idle limit: %v, want ErrTxAborted", err)

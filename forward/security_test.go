@@ -28,6 +28,7 @@ import (
 	"github.com/flypg/flypg/forward/executor"
 	"github.com/flypg/flypg/forward/forwardpb"
 	"github.com/flypg/flypg/forward/protocol"
+	"github.com/flypg/flypg/internal/testkit"
 	"github.com/flypg/flypg/lsn"
 )
 
@@ -83,10 +84,7 @@ func TestRegisteredWithoutSecretServesLoopbackOnly(t *testing.T) {
 	defer x.Close()
 	for _, withOptions := range []bool{false, true} {
 		for _, remote := range []bool{false, true} {
-			lis, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
+			lis := testkit.Listen(t)
 			addr := lis.Addr().String()
 			if remote {
 				lis = remoteListener{lis}
@@ -215,7 +213,7 @@ func TestRowLimit(t *testing.T) {
 	e := startEnv(t, func(x *executor.Config, _ *forward.ClientConfig) {
 		x.MaxResponseBytes, x.MaxRowBytes = rowLimit/2, rowLimit
 	})
-	api := rawClient(t, e.addr, secret)
+	api := rawClient(t, e.addr, testkit.Secret)
 	const rowBytes = 16 << 20
 	stmt := &forwardpb.Statement{Sql: "SELECT repeat('x', $1)", Args: []*forwardpb.Value{{Kind: &forwardpb.Value_Int64{Int64: rowBytes}}}}
 	var before, after runtime.MemStats
@@ -256,7 +254,7 @@ func TestRowLimit(t *testing.T) {
 // other secrets and plaintext get nothing run.
 func TestOwnTLSCertificate(t *testing.T) {
 	calls := &countingCalls{}
-	x, err := executor.New(context.Background(), executor.Config{Secret: secret, Calls: calls})
+	x, err := executor.New(context.Background(), executor.Config{Secret: testkit.Secret, Calls: calls})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -277,12 +275,7 @@ func TestOwnTLSCertificate(t *testing.T) {
 	own := credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: priv}}})
 	s := grpc.NewServer(append(x.ServerOptions(), grpc.Creds(own))...)
 	x.Register(s)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Serve(lis)
-	defer s.Stop()
+	addr := testkit.ServeGRPC(t, s)
 
 	for _, tc := range []struct {
 		name   string
@@ -290,13 +283,13 @@ func TestOwnTLSCertificate(t *testing.T) {
 		tls    bool
 		want   error
 	}{
-		{"the secret", secret, true, nil},
+		{"the secret", testkit.Secret, true, nil},
 		{"another secret", "another-secret-0123456789abcdef", true, forward.ErrUnauthenticated},
 		{"no secret", "", true, forward.ErrUnauthenticated},
-		{"TLS keyed from the secret", secret, false, forward.ErrUnauthenticated}, // the executor's certificate is not the derived one
+		{"TLS keyed from the secret", testkit.Secret, false, forward.ErrUnauthenticated}, // the executor's certificate is not the derived one
 		{"plaintext", "", false, forward.ErrUnavailable},
 	} {
-		cfg := forward.ClientConfig{Target: lis.Addr().String(), Secret: tc.secret, Timeout: 2 * time.Second}
+		cfg := forward.ClientConfig{Target: addr, Secret: tc.secret, Timeout: 2 * time.Second}
 		if tc.tls {
 			cfg.TLS = &tls.Config{RootCAs: roots}
 		}

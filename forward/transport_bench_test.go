@@ -8,6 +8,7 @@ import (
 
 	"github.com/flypg/flypg/forward"
 	"github.com/flypg/flypg/forward/executor"
+	"github.com/flypg/flypg/internal/testkit"
 )
 
 // BenchmarkTransport measures what the transport costs a forwarded unit:
@@ -25,7 +26,7 @@ func BenchmarkTransport(b *testing.B) {
 			xc := executor.Config{Calls: calls{}, AllowUnauthenticated: true}
 			cc := forward.ClientConfig{}
 			if mode == "tls" {
-				xc.Secret, cc.Secret = secret, secret
+				xc.Secret, cc.Secret = testkit.Secret, testkit.Secret
 			}
 			_, cc.Target = serveExecutor(b, xc)
 			c, err := forward.NewClient(cc)

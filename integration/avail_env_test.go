@@ -12,6 +12,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/flypg/flypg"
+	"github.com/flypg/flypg/internal/testkit"
 )
 
 // Helpers of the availability tests (avail_*_test.go).
@@ -23,7 +24,7 @@ func (e *env) replicaAppWith(t *testing.T, mod func(*flypg.Config)) (*gorm.DB, *
 	db := openGORM(t, e.cluster.Replicas[0].DSN(e.dbname), e.gormOpts)
 	cfg := flypg.Config{
 		Region: replicaRegion, PrimaryRegion: primaryRegion,
-		PrimaryAddr: e.addr, Secret: testSecret, AwaitTimeout: 10 * time.Second,
+		PrimaryAddr: e.addr, Secret: testkit.Secret, AwaitTimeout: 10 * time.Second,
 	}
 	if mod != nil {
 		mod(&cfg)

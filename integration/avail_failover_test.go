@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"github.com/flypg/flypg"
 	"github.com/flypg/flypg/fly"
 	"github.com/flypg/flypg/forward/forwardpb"
+	"github.com/flypg/flypg/internal/testkit"
 	"github.com/flypg/flypg/pgtest"
 )
 
@@ -28,8 +28,7 @@ import (
 // primary exactly once, and no key is there twice.
 func TestAvailFailoverTwoReplicas(t *testing.T) {
 	t.Parallel()
-	requireCluster(t)
-	c := pgtest.StartT(t, pgtest.Options{Replicas: 2})
+	c := ownCluster(t, pgtest.Options{Replicas: 2})
 	dbname := createDatabase(t, c, "f_failover")
 	_, _, addr0 := servePrimary(t, c.Primary.DSN(dbname))
 	_, _, addr1 := servePrimary(t, c.Replicas[0].DSN(dbname))
@@ -43,7 +42,7 @@ func TestAvailFailoverTwoReplicas(t *testing.T) {
 
 	app := openGORM(t, c.Replicas[1].DSN(dbname))
 	plug := flypg.New(flypg.Config{
-		Region: replicaRegion, PrimaryRegion: primaryRegion, Secret: testSecret,
+		Region: replicaRegion, PrimaryRegion: primaryRegion, Secret: testkit.Secret,
 		PrimaryAddr:  strings.Join([]string{addr0, addr1}, ","),
 		AwaitTimeout: 10 * time.Second, RPCTimeout: 3 * time.Second,
 	})
@@ -54,16 +53,16 @@ func TestAvailFailoverTwoReplicas(t *testing.T) {
 
 	w := startWriters(4, func(key string) error { return app.Create(&faultWrite{Key: key}).Error })
 	defer w.Stop()
-	faultEventually(t, 20*time.Second, "writes before the failover", func() bool { return w.count(time.Time{}) >= 20 })
+	testkit.Eventually(t, 20*time.Second, func() bool { return w.count(time.Time{}) >= 20 }, "writes before the failover")
 
 	began := time.Now()
 	noErr(t, c.Failover(ctx, 0))
 	failedOver := time.Now()
-	faultEventually(t, 10*time.Second, "a write acknowledged after the failover", func() bool { return w.count(failedOver) > 0 }, func() string {
-		return fmt.Sprintf("%s; health %s %s", w.lastError(), healthOf(t, addr0), healthOf(t, addr1))
-	})
+	if !testkit.Poll(10*time.Second, func() bool { return w.count(failedOver) > 0 }) {
+		t.Fatalf("no write acknowledged within 10s of the failover: %s; health %s %s", w.lastError(), healthOf(t, addr0), healthOf(t, addr1))
+	}
 	t.Logf("failover took %s; first write acknowledged %s after it", failedOver.Sub(began).Round(time.Millisecond), w.first(failedOver).Sub(failedOver).Round(time.Millisecond))
-	faultEventually(t, 20*time.Second, "more writes on the new primary", func() bool { return w.count(failedOver) >= 20 })
+	testkit.Eventually(t, 20*time.Second, func() bool { return w.count(failedOver) >= 20 }, "more writes on the new primary")
 	w.audit(t, openGORM(t, c.Primary.DSN(dbname)))
 	if plug.WritesLocally() {
 		t.Error("the app writes locally, but its database is still a replica")
@@ -78,7 +77,7 @@ func TestAvailFailoverTwoReplicas(t *testing.T) {
 }
 
 func healthOf(t *testing.T, addr string) string {
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(secretCredentials(t, testSecret)))
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(secretCredentials(t, testkit.Secret)))
 	if err != nil {
 		return err.Error()
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/flypg/flypg"
 	"github.com/flypg/flypg/callbacks"
 	"github.com/flypg/flypg/flypgprom"
+	"github.com/flypg/flypg/internal/testkit"
 	"github.com/flypg/flypg/pgtest"
 )
 
@@ -21,8 +22,7 @@ import (
 // local replica, which then shows every write, and writes wait again.
 func TestAvailReplicaLag(t *testing.T) {
 	t.Parallel()
-	requireCluster(t)
-	c := pgtest.StartT(t, pgtest.Options{Replicas: 1})
+	c := ownCluster(t, pgtest.Options{Replicas: 1})
 	const maxLag = 500 * time.Millisecond
 	reg := prometheus.NewRegistry()
 	e := newFaultEnv(t, faultConfig{cluster: c, awaitTimeout: 10 * time.Second, plugin: func(c *flypg.Config) {
@@ -36,11 +36,11 @@ func TestAvailReplicaLag(t *testing.T) {
 	replica := c.Replicas[0]
 	direct := openGORM(t, replica.DSN(e.dbname))
 	noErr(t, replica.Reconfigure(ctx, map[string]string{"recovery_min_apply_delay": "1h"}))
-	faultEventually(t, 10*time.Second, "the replica to apply the delay", func() bool {
+	testkit.Eventually(t, 10*time.Second, func() bool {
 		var v string
 		ok(t, direct.Raw("SELECT current_setting('recovery_min_apply_delay')").Scan(&v))
 		return v == "1h"
-	})
+	}, "the replica to apply the delay")
 	if g := lagGauge(t, reg); g != 0 {
 		t.Errorf("reads_on_primary{reason=lagging} = %v before the stall", g)
 	}
@@ -72,7 +72,7 @@ func TestAvailReplicaLag(t *testing.T) {
 	}
 
 	noErr(t, replica.Reconfigure(ctx, map[string]string{"recovery_min_apply_delay": ""}))
-	faultEventually(t, 30*time.Second, "reads back on the local replica", func() bool { return !e.rPlug.ReadMode().Primary })
+	testkit.Eventually(t, 30*time.Second, func() bool { return !e.rPlug.ReadMode().Primary }, "reads back on the local replica")
 	if n := countRows(t, direct, "fault_writes", "key LIKE 'stalled-%'"); n != 3 {
 		t.Errorf("reads returned to the local replica while it shows %d of 3 writes", n)
 	}

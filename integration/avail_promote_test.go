@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/flypg/flypg"
+	"github.com/flypg/flypg/internal/testkit"
 	"github.com/flypg/flypg/pgtest"
 )
 
@@ -17,26 +18,27 @@ import (
 // key appears twice.
 func TestAvailLocalPromoted(t *testing.T) {
 	t.Parallel()
-	requireCluster(t)
-	c := pgtest.StartT(t, pgtest.Options{Replicas: 1})
+	c := ownCluster(t, pgtest.Options{Replicas: 1})
 	e := newFaultEnv(t, faultConfig{cluster: c, awaitTimeout: 5 * time.Second, rpcTimeout: 2 * time.Second})
 	e.mustWrite("before")
 	ctx := context.Background()
 
 	w := startWriters(4, func(key string) error { return e.write(ctx, key) })
 	defer w.Stop()
-	faultEventually(t, 20*time.Second, "writes before the failover", func() bool { return w.count(time.Time{}) >= 20 })
+	testkit.Eventually(t, 20*time.Second, func() bool { return w.count(time.Time{}) >= 20 }, "writes before the failover")
 
 	noErr(t, c.Primary.Stop(ctx))
 	e.stopExecutor()
 	promoted := time.Now()
 	noErr(t, c.Replicas[0].Promote(ctx))
-	faultEventually(t, 5*time.Second, "a write acknowledged after the promotion", func() bool { return w.count(promoted) > 0 }, w.lastError)
+	if !testkit.Poll(5*time.Second, func() bool { return w.count(promoted) > 0 }) {
+		t.Fatalf("no write acknowledged within 5s of the promotion: %s", w.lastError())
+	}
 	t.Logf("first write acknowledged %s after the promotion began", w.first(promoted).Sub(promoted).Round(time.Millisecond))
 	if !e.rPlug.WritesLocally() {
 		t.Error("writes succeed, but the app does not say it writes locally")
 	}
-	faultEventually(t, 10*time.Second, "more writes on the new primary", func() bool { return w.count(promoted) >= 20 })
+	testkit.Eventually(t, 10*time.Second, func() bool { return w.count(promoted) >= 20 }, "more writes on the new primary")
 	// The promoted database holds every acknowledged write once.
 	w.audit(t, openGORM(t, c.Replicas[0].DSN(e.dbname)))
 
@@ -54,7 +56,7 @@ func TestAvailLocalPromoted(t *testing.T) {
 	// Told not to follow, it refuses to start instead of forwarding from
 	// a database that is not a replica.
 	refused := openGORM(t, c.Replicas[0].DSN(e.dbname))
-	if err := refused.Use(flypg.New(flypg.Config{Region: replicaRegion, PrimaryRegion: primaryRegion, PrimaryAddr: e.target, Secret: testSecret, DisableFollowPromotion: true})); err == nil {
+	if err := refused.Use(flypg.New(flypg.Config{Region: replicaRegion, PrimaryRegion: primaryRegion, PrimaryAddr: e.target, Secret: testkit.Secret, DisableFollowPromotion: true})); err == nil {
 		t.Error("with DisableFollowPromotion a node on a promoted database started")
 	}
 }

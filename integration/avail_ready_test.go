@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/flypg/flypg"
+	"github.com/flypg/flypg/internal/testkit"
 	"github.com/flypg/flypg/pgtest"
 )
 
@@ -16,8 +17,7 @@ import (
 // role a replica region expects). It answers within its bound.
 func TestAvailReady(t *testing.T) {
 	t.Parallel()
-	requireCluster(t)
-	c := pgtest.StartT(t, pgtest.Options{Replicas: 1})
+	c := ownCluster(t, pgtest.Options{Replicas: 1})
 	e := newFaultEnv(t, faultConfig{cluster: c})
 	ctx := context.Background()
 	noErr(t, e.rPlug.Ready(ctx))
@@ -39,13 +39,13 @@ func TestAvailReady(t *testing.T) {
 	e.stopExecutor()
 	notReady("executor stopped", "executor")
 	e.restartExecutor()
-	faultEventually(t, 20*time.Second, "Ready after the executor restarted", func() bool { return e.rPlug.Ready(ctx) == nil })
+	testkit.Eventually(t, 20*time.Second, func() bool { return e.rPlug.Ready(ctx) == nil }, "Ready after the executor restarted")
 
 	replica := c.Replicas[0]
 	noErr(t, replica.Stop(ctx))
 	notReady("local replica stopped", "local database")
 	noErr(t, replica.Start(ctx))
-	faultEventually(t, 20*time.Second, "Ready after the replica restarted", func() bool { return e.rPlug.Ready(ctx) == nil })
+	testkit.Eventually(t, 20*time.Second, func() bool { return e.rPlug.Ready(ctx) == nil }, "Ready after the replica restarted")
 
 	_, off := e.replicaApp(e.target, func(c *flypg.Config) { c.DisableFollowPromotion = true })
 	noErr(t, replica.Promote(ctx))

@@ -10,6 +10,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/flypg/flypg/callbacks"
+	"github.com/flypg/flypg/internal/testkit"
 	"github.com/flypg/flypg/pgtest"
 )
 
@@ -23,8 +24,7 @@ import (
 // writes wait for it again.
 func TestAvailReplicaDown(t *testing.T) {
 	t.Parallel()
-	requireCluster(t)
-	c := pgtest.StartT(t, pgtest.Options{Replicas: 1})
+	c := ownCluster(t, pgtest.Options{Replicas: 1})
 	e := newFaultEnv(t, faultConfig{cluster: c, awaitTimeout: 5 * time.Second})
 	e.mustWrite("before")
 	ctx := context.Background()
@@ -76,9 +76,9 @@ func TestAvailReplicaDown(t *testing.T) {
 		t.Fatalf("the replica shows %d writes made while it was down, with its replication cut", n)
 	}
 	probes := e.rPlug.Stats().Reads.Probes
-	faultEventually(t, 20*time.Second, "three probes of the running replica", func() bool {
+	testkit.Eventually(t, 20*time.Second, func() bool {
 		return e.rPlug.Stats().Reads.Probes >= probes+3
-	})
+	}, "three probes of the running replica")
 	if !e.rPlug.ReadMode().Primary {
 		t.Fatal("reads returned to a local replica that has not replayed this node's writes")
 	}
@@ -87,9 +87,9 @@ func TestAvailReplicaDown(t *testing.T) {
 	}
 
 	noErr(t, replica.Reconfigure(ctx, map[string]string{"recovery_min_apply_delay": ""}))
-	faultEventually(t, 30*time.Second, "reads back on the local replica", func() bool {
+	testkit.Eventually(t, 30*time.Second, func() bool {
 		return !e.rPlug.ReadMode().Primary
-	})
+	}, "reads back on the local replica")
 	if n := countRows(t, direct, "fault_writes", "key LIKE 'away-%'"); n != away {
 		t.Errorf("reads returned to the local replica while it shows %d of the %d writes made meanwhile", n, away)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/flypg/flypg"
 	"github.com/flypg/flypg/fly"
+	"github.com/flypg/flypg/internal/testkit"
 	"github.com/flypg/flypg/pgtest"
 )
 
@@ -309,16 +310,15 @@ type bmEnv struct {
 // farApplyDelay late.
 func startBookmarkCluster(t *testing.T) *pgtest.Cluster {
 	t.Helper()
-	requireCluster(t)
-	c := pgtest.StartT(t, pgtest.Options{Replicas: 2, ReplicationLinks: true})
+	c := ownCluster(t, pgtest.Options{Replicas: 2, ReplicationLinks: true})
 	far := openGORM(t, c.Replicas[1].DSN("postgres"))
 	ok(t, far.Exec("ALTER SYSTEM SET recovery_min_apply_delay = '"+farApplyDelay.String()+"'"))
 	ok(t, far.Exec("SELECT pg_reload_conf()"))
 	var delay string
-	eventually(t, 10*time.Second, "recovery_min_apply_delay in effect", func() bool {
+	testkit.Eventually(t, 10*time.Second, func() bool {
 		ok(t, far.Raw("SHOW recovery_min_apply_delay").Scan(&delay))
 		return delay != "0"
-	})
+	}, "recovery_min_apply_delay in effect")
 	return c
 }
 
@@ -333,7 +333,7 @@ func newBookmarkEnv(t *testing.T, c *pgtest.Cluster, bookmarkWait time.Duration)
 	replica := func(i int, region string) (*gorm.DB, *flypg.Plugin) {
 		db := openGORM(t, c.Replicas[i].DSN(name))
 		p := flypg.New(flypg.Config{Region: region, PrimaryRegion: primaryRegion, PrimaryAddr: addr,
-			Secret: testSecret, AwaitTimeout: 10 * time.Second, BookmarkWait: bookmarkWait})
+			Secret: testkit.Secret, AwaitTimeout: 10 * time.Second, BookmarkWait: bookmarkWait})
 		noErr(t, db.Use(p))
 		t.Cleanup(func() { p.Close() })
 		return db, p

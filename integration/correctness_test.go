@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +22,7 @@ import (
 	"github.com/flypg/flypg/forward"
 	"github.com/flypg/flypg/forward/forwardpb"
 	"github.com/flypg/flypg/forward/protocol"
+	"github.com/flypg/flypg/internal/testkit"
 	"github.com/flypg/flypg/pgtest"
 )
 
@@ -59,13 +59,7 @@ func servePrimaryPlugin(t *testing.T, dsn string, xc flypg.ExecutorConfig) (*fly
 	if err := p.RegisterGRPC(s); err != nil {
 		t.Fatal(err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Serve(lis)
-	t.Cleanup(s.Stop)
-	return p, lis.Addr().String()
+	return p, testkit.ServeGRPC(t, s)
 }
 
 func protocolClient(t *testing.T, addr string) forwardpb.ExecutorClient {
@@ -122,11 +116,7 @@ func TestCallWhoseCommitReplyIsLostIsInDoubt(t *testing.T) {
 			name := createDatabase(t, c, "calllost")
 			plain := openGORM(t, c.Primary.DSN(name))
 			noErr(t, plain.AutoMigrate(&Ledger{}))
-			link, err := pgtest.NewLink("app-primary", c.Primary.Addr())
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { link.Close() })
+			link := pgtest.NewLinkT(t, "app-primary", c.Primary.Addr())
 			dsn := strings.Replace(c.Primary.DSN(name), c.Primary.Addr(), link.Addr(), 1)
 			p, addr := servePrimaryPlugin(t, dsn, flypg.ExecutorConfig{DurableDedup: durable})
 			_ = p
@@ -141,19 +131,16 @@ func TestCallWhoseCommitReplyIsLostIsInDoubt(t *testing.T) {
 			lost := make(chan error, 1)
 			go func() {
 				lost <- func() error {
-					deadline := time.Now().Add(10 * time.Second)
-					for {
+					var err error
+					if !testkit.Poll(10*time.Second, func() bool {
 						var n int64
-						if err := plain.Table("ledgers").Where("note = ?", "lost").Count(&n).Error; err != nil {
-							return err
-						}
-						if n > 0 {
-							break
-						}
-						if time.Now().After(deadline) {
-							return errors.New("the call never committed")
-						}
-						time.Sleep(time.Millisecond)
+						err = plain.Table("ledgers").Where("note = ?", "lost").Count(&n).Error
+						return err != nil || n > 0
+					}) {
+						return errors.New("the call never committed")
+					}
+					if err != nil {
+						return err
 					}
 					// The COMMIT's answer is on its way back: lose it.
 					if err := link.ResetPeer(); err != nil {
@@ -247,8 +234,7 @@ func TestReplicaRegionOnAPrimaryIsRefusedAtUse(t *testing.T) {
 // replica reaches; the 16 MiB rule would make the caller wait for a
 // position the replica does not report until unrelated WAL arrives.
 func TestCallLSNUsesTheServersSegmentSize(t *testing.T) {
-	requireCluster(t)
-	c := pgtest.StartT(t, pgtest.Options{Replicas: 1, WALSegmentSizeMB: 1})
+	c := ownCluster(t, pgtest.Options{Replicas: 1, WALSegmentSizeMB: 1})
 	primary := openGORM(t, c.Primary.DSN(""))
 	pp := flypg.New(flypg.Config{Region: primaryRegion, PrimaryRegion: primaryRegion, Insecure: true})
 	if err := primary.Use(pp); err != nil {
@@ -261,16 +247,10 @@ func TestCallLSNUsesTheServersSegmentSize(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := pp.Start(lis); err != nil {
-		t.Fatal(err)
-	}
+	addr := testkit.Serve(t, pp)
 	var seen []flypg.WriteEvent
 	app := openGORM(t, c.Replicas[0].DSN(""))
-	rp := flypg.New(flypg.Config{Region: replicaRegion, PrimaryRegion: primaryRegion, PrimaryAddr: lis.Addr().String(), Insecure: true,
+	rp := flypg.New(flypg.Config{Region: replicaRegion, PrimaryRegion: primaryRegion, PrimaryAddr: addr, Insecure: true,
 		AwaitTimeout: time.Second, OnWrite: func(_ context.Context, ev flypg.WriteEvent) { seen = append(seen, ev) }})
 	if err := app.Use(rp); err != nil {
 		t.Fatal(err)

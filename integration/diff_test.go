@@ -13,6 +13,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/flypg/flypg"
+	"github.com/flypg/flypg/internal/testkit"
 	"github.com/flypg/flypg/lsn"
 	"github.com/flypg/flypg/pgtest"
 )
@@ -209,7 +210,7 @@ func (l *lane) pair(t *testing.T, name string) *pair {
 	}
 	plug := flypg.New(flypg.Config{
 		Region: replicaRegion, PrimaryRegion: primaryRegion,
-		PrimaryAddr: l.addr, Secret: testSecret, AwaitTimeout: 20 * time.Second,
+		PrimaryAddr: l.addr, Secret: testkit.Secret, AwaitTimeout: 20 * time.Second,
 	})
 	if err := p.flypg.Use(plug); err != nil {
 		l.t.Fatal(err)
@@ -226,11 +227,7 @@ func (l *lane) pair(t *testing.T, name string) *pair {
 
 func (l *lane) waitReplicated(t testing.TB) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if err := l.cluster.WaitReplicated(ctx); err != nil {
-		t.Fatal(err)
-	}
+	waitReplicated(t, l.cluster)
 }
 
 // run runs one case both ways and compares.

@@ -11,7 +11,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -26,11 +25,11 @@ import (
 
 	"github.com/flypg/flypg"
 	"github.com/flypg/flypg/fly"
+	"github.com/flypg/flypg/internal/testkit"
 	"github.com/flypg/flypg/pgtest"
 )
 
 const (
-	testSecret    = "integration-test-secret-0123456789"
 	primaryRegion = "iad"
 	replicaRegion = "syd"
 )
@@ -140,6 +139,25 @@ func requireCluster(t testing.TB) *pgtest.Cluster {
 	return shared
 }
 
+// ownCluster starts a cluster of the test's own, for a test that breaks
+// replication or the primary; it needs PostgreSQL as requireCluster does.
+func ownCluster(t testing.TB, opts pgtest.Options) *pgtest.Cluster {
+	t.Helper()
+	requireCluster(t)
+	return pgtest.StartT(t, opts)
+}
+
+// waitReplicated waits until c's replicas have replayed everything the
+// primary wrote so far.
+func waitReplicated(t testing.TB, c *pgtest.Cluster) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := c.WaitReplicated(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func gormConfig() *gorm.Config {
 	return &gorm.Config{Logger: logger.Discard, TranslateError: true}
 }
@@ -196,10 +214,7 @@ func newEnv(t *testing.T) *env { return newEnvWith(t, envConfig{}) }
 // in the primary region with fly.Local.
 func newEnvWith(t *testing.T, cfg envConfig) *env {
 	t.Helper()
-	c := cfg.cluster
-	if c == nil {
-		c = requireCluster(t)
-	}
+	c := clusterOr(t, cfg.cluster)
 	if cfg.awaitTimeout == 0 {
 		cfg.awaitTimeout = 10 * time.Second
 	}
@@ -210,7 +225,7 @@ func newEnvWith(t *testing.T, cfg envConfig) *env {
 	e.dbname = createDatabase(t, c, strings.ToLower(safeName(t.Name())))
 
 	rcfg := flypg.Config{
-		Region: replicaRegion, PrimaryRegion: primaryRegion, Secret: testSecret,
+		Region: replicaRegion, PrimaryRegion: primaryRegion, Secret: testkit.Secret,
 		AwaitTimeout: cfg.awaitTimeout,
 	}
 	e.primary, e.pPlug, e.addr = servePrimary(t, c.Primary.DSN(e.dbname), func(pcfg *flypg.Config) {
@@ -237,13 +252,22 @@ func newEnvWith(t *testing.T, cfg envConfig) *env {
 	return e
 }
 
+// clusterOr returns c, or the package's shared cluster when c is nil.
+func clusterOr(t testing.TB, c *pgtest.Cluster) *pgtest.Cluster {
+	t.Helper()
+	if c == nil {
+		return requireCluster(t)
+	}
+	return c
+}
+
 // servePrimary opens the primary-region app on dsn and serves its executor
 // on a loopback listener until the test ends; opts adjust its plugin's
 // configuration.
 func servePrimary(t testing.TB, dsn string, opts ...func(*flypg.Config)) (*gorm.DB, *flypg.Plugin, string) {
 	t.Helper()
 	db := openGORM(t, dsn)
-	cfg := flypg.Config{Region: primaryRegion, PrimaryRegion: primaryRegion, Secret: testSecret}
+	cfg := flypg.Config{Region: primaryRegion, PrimaryRegion: primaryRegion, Secret: testkit.Secret}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -251,28 +275,12 @@ func servePrimary(t testing.TB, dsn string, opts ...func(*flypg.Config)) (*gorm.
 	if err := db.Use(plug); err != nil {
 		t.Fatal(err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- plug.Serve(lis) }()
-	t.Cleanup(func() {
-		plug.Close()
-		if err := <-served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return db, plug, lis.Addr().String()
+	return db, plug, testkit.Serve(t, plug)
 }
 
 func (e *env) waitReplicated() {
 	e.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := e.cluster.WaitReplicated(ctx); err != nil {
-		e.t.Fatal(err)
-	}
+	waitReplicated(e.t, e.cluster)
 }
 
 // newPlainDB returns plain GORM (no plugin) on a fresh, migrated database
@@ -352,19 +360,6 @@ func inRecovery(t testing.TB, db *gorm.DB) bool {
 	var b bool
 	ok(t, db.Raw("SELECT pg_is_in_recovery()").Scan(&b))
 	return b
-}
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		// A short back-off between polls of the condition.
-		<-time.After(20 * time.Millisecond)
-	}
 }
 
 // countRows counts rows of table matching where on db.

@@ -32,6 +32,7 @@ import (
 	"github.com/flypg/flypg/fly"
 	"github.com/flypg/flypg/forward"
 	"github.com/flypg/flypg/forward/forwardpb"
+	"github.com/flypg/flypg/internal/testkit"
 	"github.com/flypg/flypg/pgtest"
 )
 
@@ -108,10 +109,7 @@ func (e *faultEnv) reopenPlain() {
 
 func newFaultEnv(t *testing.T, cfg faultConfig) *faultEnv {
 	t.Helper()
-	c := cfg.cluster
-	if c == nil {
-		c = requireCluster(t)
-	}
+	c := clusterOr(t, cfg.cluster)
 	if cfg.rpcTimeout == 0 {
 		cfg.rpcTimeout = 5 * time.Second
 	}
@@ -125,19 +123,13 @@ func newFaultEnv(t *testing.T, cfg faultConfig) *faultEnv {
 	e.dbname = createDatabase(t, c, "f_"+strings.ToLower(safeName(t.Name())))
 	e.appName = "flypgx_" + e.dbname
 
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	lis := testkit.Listen(t)
 	e.execAddr = lis.Addr().String()
 	e.serveOn(lis)
 	t.Cleanup(e.stopExecutor)
 	e.target = e.execAddr
 	if cfg.link {
-		if e.link, err = pgtest.NewLink("app-executor", e.execAddr); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { e.link.Close() })
+		e.link = pgtest.NewLinkT(t, "app-executor", e.execAddr)
 		e.target = e.link.Addr()
 	}
 
@@ -167,7 +159,7 @@ func (e *faultEnv) serveOn(lis net.Listener) {
 	t := e.t
 	db := openGORM(e.root, e.cluster.Primary.DSN(e.dbname))
 	p := flypg.New(flypg.Config{
-		Region: primaryRegion, PrimaryRegion: primaryRegion, Secret: testSecret,
+		Region: primaryRegion, PrimaryRegion: primaryRegion, Secret: testkit.Secret,
 		PrimaryDSN: e.executorDSN(), Executor: e.cfg.executor,
 	})
 	if err := db.Use(p); err != nil {
@@ -204,10 +196,10 @@ func (e *faultEnv) restartExecutor() {
 	e.stopExecutor()
 	var lis net.Listener
 	var err error
-	faultEventually(e.t, 10*time.Second, "the executor's port to be free again", func() bool {
+	testkit.Eventually(e.t, 10*time.Second, func() bool {
 		lis, err = net.Listen("tcp", e.execAddr)
 		return err == nil
-	})
+	}, "the executor's port to be free again")
 	e.serveOn(lis)
 }
 
@@ -218,7 +210,7 @@ func (e *faultEnv) replicaApp(target string, mods ...func(*flypg.Config)) (*gorm
 	db := openGORM(e.root, e.cluster.Replicas[0].DSN(e.dbname))
 	cfg := flypg.Config{
 		Region: replicaRegion, PrimaryRegion: primaryRegion,
-		PrimaryAddr: target, Secret: testSecret,
+		PrimaryAddr: target, Secret: testkit.Secret,
 		AwaitTimeout: e.cfg.awaitTimeout, RPCTimeout: e.cfg.rpcTimeout,
 	}
 	if e.cfg.plugin != nil {
@@ -237,11 +229,7 @@ func (e *faultEnv) replicaApp(target string, mods ...func(*flypg.Config)) (*gorm
 
 func (e *faultEnv) waitReplicated() {
 	e.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := e.cluster.WaitReplicated(ctx); err != nil {
-		e.t.Fatal(err)
-	}
+	waitReplicated(e.t, e.cluster)
 }
 
 // onPrimary counts the rows with key on the primary.
@@ -316,19 +304,21 @@ func (e *faultEnv) healthy(what string) {
 	e.t.Helper()
 	faultServing(e.t, e.execAddr)
 	key := fmt.Sprintf("healthy-%s-%d", safeName(what), time.Now().UnixNano())
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		err := e.write(context.Background(), key)
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, forward.ErrUnavailable) || time.Now().After(deadline) {
+	var err error
+	// The client's reconnection has no event to wait on: try the write.
+	if !testkit.Poll(10*time.Second, func() bool {
+		err = e.write(context.Background(), key)
+		switch {
+		case err == nil:
+			return true
+		case !errors.Is(err, forward.ErrUnavailable):
 			e.t.Fatalf("write %s: %v", key, err)
-		}
-		if n := e.onPrimary(key); n != 0 {
+		case e.onPrimary(key) != 0:
 			e.t.Fatalf("write %s failed as not sent, yet it is on the primary", key)
 		}
-		time.Sleep(50 * time.Millisecond) // the client's reconnection has no event to wait on
+		return false
+	}) {
+		e.t.Fatalf("write %s: %v", key, err)
 	}
 	if n := countRows(e.t, e.replica, "fault_writes", "key = ?", key); n != 1 {
 		e.t.Fatalf("write %s: the replica shows %d rows right after it, want 1", key, n)
@@ -339,14 +329,14 @@ func (e *faultEnv) healthy(what string) {
 // SERVING for the executor service.
 func faultServing(t testing.TB, addr string) {
 	t.Helper()
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(secretCredentials(t, testSecret)))
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(secretCredentials(t, testkit.Secret)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cc.Close()
 	h := healthpb.NewHealthClient(cc)
 	var last string
-	faultEventually(t, 10*time.Second, "the executor's health to be SERVING", func() bool {
+	if !testkit.Poll(10*time.Second, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		r, err := h.Check(ctx, &healthpb.HealthCheckRequest{Service: forwardpb.Executor_ServiceDesc.ServiceName})
@@ -356,25 +346,8 @@ func faultServing(t testing.TB, addr string) {
 		}
 		last = r.GetStatus().String()
 		return r.GetStatus() == healthpb.HealthCheckResponse_SERVING
-	}, func() string { return "last: " + last })
-}
-
-// faultEventually polls cond every 10ms until it holds, or fails the test
-// after timeout; detail, if given, adds to the failure message.
-func faultEventually(t testing.TB, timeout time.Duration, what string, cond func() bool, detail ...func() string) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			msg := fmt.Sprintf("timed out after %s waiting for %s", timeout, what)
-			for _, d := range detail {
-				msg += "; " + d()
-			}
-			t.Fatal(msg)
-		}
-		<-tick.C
+	}) {
+		t.Fatalf("the executor's health is not SERVING after 10s; last: %s", last)
 	}
 }
 
@@ -427,7 +400,7 @@ func resolveOutcome(t testing.TB, addr string, err error) (forward.Outcome, stri
 	if !errors.As(err, &fe) || fe.RequestID == "" {
 		return forward.OutcomeUnknown, ""
 	}
-	c, cerr := forward.NewClient(forward.ClientConfig{Target: addr, Secret: testSecret, Timeout: 5 * time.Second})
+	c, cerr := forward.NewClient(forward.ClientConfig{Target: addr, Secret: testkit.Secret, Timeout: 5 * time.Second})
 	if cerr != nil {
 		t.Fatal(cerr)
 	}
@@ -524,7 +497,7 @@ var servingAddrRE = regexp.MustCompile(`serving"? addr=(\S+)`)
 // listen ("127.0.0.1:0" for any port), and returns once it serves.
 func startExecutorProcess(t *testing.T, bin, dsn, listen string) *executorProcess {
 	t.Helper()
-	return startExecutorProcessEnv(t, bin, listen, "FLYPG_PRIMARY_DSN="+dsn, "FLYPG_SECRET="+testSecret)
+	return startExecutorProcessEnv(t, bin, listen, "FLYPG_PRIMARY_DSN="+dsn, "FLYPG_SECRET="+testkit.Secret)
 }
 
 // startExecutorProcessEnv runs the executor binary with env added to the

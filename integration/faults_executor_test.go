@@ -14,6 +14,7 @@ import (
 
 	"github.com/flypg/flypg"
 	"github.com/flypg/flypg/forward"
+	"github.com/flypg/flypg/internal/testkit"
 )
 
 // TestFaultExecutorUnreachable cuts the link between the replica-region app
@@ -50,9 +51,9 @@ func TestFaultExecutorUnreachable(t *testing.T) {
 		// A write sent on a connection the app has not yet seen close is
 		// honestly in doubt; "not sent" is promised once the app knows.
 		for _, a := range apps {
-			eventually(t, 5*time.Second, "the app notices it lost the executor", func() bool {
+			testkit.Eventually(t, 5*time.Second, func() bool {
 				return !a.plug.Stats().Forward.Connected
-			})
+			}, "the app notices it lost the executor")
 		}
 		type attempt struct {
 			app   downApp
@@ -176,13 +177,13 @@ func TestFaultExecutorUnreachable(t *testing.T) {
 	t.Run("ConnectWait bounds a unit", func(t *testing.T) {
 		e := e.at(t)
 		const wait = 300 * time.Millisecond
-		c, err := forward.NewClient(forward.ClientConfig{Target: e.link.Addr(), Secret: testSecret, Timeout: rpcTimeout, ConnectWait: wait})
+		c, err := forward.NewClient(forward.ClientConfig{Target: e.link.Addr(), Secret: testkit.Secret, Timeout: rpcTimeout, ConnectWait: wait})
 		noErr(t, err)
 		defer c.Close()
 		noErr(t, c.Ping(context.Background()))
 		noErr(t, e.link.Cut())
 		defer e.link.Restore()
-		eventually(t, 5*time.Second, "the client notices the cut", func() bool { return !c.Stats().Connected })
+		testkit.Eventually(t, 5*time.Second, func() bool { return !c.Stats().Connected }, "the client notices the cut")
 		for i := 0; i < 3; i++ {
 			start := time.Now()
 			_, _, err = c.Call(context.Background(), "nothing", nil)

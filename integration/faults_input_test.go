@@ -23,6 +23,7 @@ import (
 	"github.com/flypg/flypg/forward"
 	"github.com/flypg/flypg/forward/forwardpb"
 	"github.com/flypg/flypg/forward/protocol"
+	"github.com/flypg/flypg/internal/testkit"
 )
 
 // Limits of the executor of TestFaultBadInput.
@@ -91,7 +92,7 @@ func TestFaultBadInput(t *testing.T) {
 				// A plaintext client never gets far enough to be told why.
 				t.Errorf("no secret: %v, want ErrUnavailable", err)
 			}
-			if err != nil && strings.Contains(err.Error(), testSecret) {
+			if err != nil && strings.Contains(err.Error(), testkit.Secret) {
 				t.Error("the secret appears in the error")
 			}
 		}
@@ -135,7 +136,7 @@ func TestFaultBadInput(t *testing.T) {
 			md.Set(protocolHeader, "3")
 			return streamer(metadata.NewOutgoingContext(ctx, md), desc, cc, method, opts...)
 		}
-		c, err := forward.NewClient(forward.ClientConfig{Target: e.execAddr, Secret: testSecret, Timeout: 2 * time.Second,
+		c, err := forward.NewClient(forward.ClientConfig{Target: e.execAddr, Secret: testkit.Secret, Timeout: 2 * time.Second,
 			DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(v3), grpc.WithChainStreamInterceptor(v3Stream)}})
 		noErr(t, err)
 		defer c.Close()
@@ -395,9 +396,9 @@ func TestFaultBadInput(t *testing.T) {
 			cctx, cancel := context.WithCancel(ctx)
 			res := make(chan error, 1)
 			go func() { res <- tc.run(cctx) }()
-			faultEventually(t, 10*time.Second, tc.name+" running on the primary", func() bool {
+			testkit.Eventually(t, 10*time.Second, func() bool {
 				return e.sleepingOnPrimary(tc.query) > 0
-			})
+			}, tc.name+" running on the primary")
 			start := time.Now()
 			cancel()
 			err := <-res
@@ -410,9 +411,9 @@ func TestFaultBadInput(t *testing.T) {
 			if d := time.Since(start); d > 3*time.Second {
 				t.Errorf("cancelled %s returned after %s", tc.name, d)
 			}
-			faultEventually(t, 5*time.Second, "the cancelled query to leave the primary", func() bool {
+			testkit.Eventually(t, 5*time.Second, func() bool {
 				return e.activeOnPrimary("%", tc.query) == 0
-			})
+			}, "the cancelled query to leave the primary")
 		}
 		absent(t, "cancel-stmt")
 		absent(t, "cancel-tx")

@@ -14,6 +14,7 @@ import (
 
 	"github.com/flypg/flypg"
 	"github.com/flypg/flypg/forward"
+	"github.com/flypg/flypg/internal/testkit"
 	"github.com/flypg/flypg/lsn"
 	"github.com/flypg/flypg/pgtest"
 )
@@ -250,17 +251,15 @@ func TestFaultLoadWaiters(t *testing.T) {
 				released.Add(1)
 			}()
 		}
-		faultEventually(t, 2*time.Minute, "every waiter to wait", func() bool {
-			return tracker.Stats().Waiting == waiters
-		}, func() string {
+		if !testkit.Poll(2*time.Minute, func() bool { return tracker.Stats().Waiting == waiters }) {
 			mu.Lock()
 			defer mu.Unlock()
 			msg := fmt.Sprintf("%d waiting, %d failed", tracker.Stats().Waiting, len(failures))
 			if len(failures) > 0 {
 				msg += fmt.Sprintf(" (the first: %v)", failures[0])
 			}
-			return msg
-		})
+			t.Fatalf("not every waiter waits after 2m: %s", msg)
+		}
 		if released.Load() != 0 {
 			t.Fatalf("%d waiters released although replication is cut", released.Load())
 		}

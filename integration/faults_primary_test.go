@@ -13,6 +13,7 @@ import (
 
 	"github.com/flypg/flypg"
 	"github.com/flypg/flypg/forward"
+	"github.com/flypg/flypg/internal/testkit"
 	"github.com/flypg/flypg/pgtest"
 )
 
@@ -27,8 +28,7 @@ import (
 // without restarting anything.
 func TestFaultPrimaryRestart(t *testing.T) {
 	t.Parallel()
-	requireCluster(t)
-	c := pgtest.StartT(t, pgtest.Options{Replicas: 1})
+	c := ownCluster(t, pgtest.Options{Replicas: 1})
 	e := newFaultEnv(t, faultConfig{cluster: c, rpcTimeout: 3 * time.Second})
 	e.mustWrite("before")
 	ctx := context.Background()
@@ -53,9 +53,9 @@ func TestFaultPrimaryRestart(t *testing.T) {
 			commit := e.replica.Begin()
 			noErr(t, commit.Error)
 			ok(t, commit.Create(&faultWrite{Key: p + "-commit-1"}))
-			faultEventually(t, 5*time.Second, "both transactions idle in transaction on the primary", func() bool {
+			testkit.Eventually(t, 5*time.Second, func() bool {
 				return e.activeOnPrimary("idle in transaction%", "") == 2
-			})
+			}, "both transactions idle in transaction on the primary")
 
 			noErr(t, fault.down(ctx))
 			restarted := false
@@ -195,20 +195,19 @@ func TestFaultExecutorProcessKilled(t *testing.T) {
 	go func() {
 		slow <- app.Exec("INSERT INTO fault_writes (key) SELECT 'proc-slow' FROM pg_sleep(1.5)").Error
 	}()
-	faultEventually(t, 10*time.Second, "the transactions and the statement on the primary", func() bool {
+	if !testkit.Poll(10*time.Second, func() bool {
 		return activity("idle in transaction%", "") == open && faultSleeping(t, e.plain, appName, "pg_sleep(1.5)") == 1
-	}, func() string {
+	}) {
 		var rows []map[string]any
 		e.plain.Raw("SELECT application_name, state, query FROM pg_stat_activity WHERE datname = ?", e.dbname).Scan(&rows)
-		return fmt.Sprintf("%d idle in transaction, %d sleeping; %v", activity("idle in transaction%", ""), faultSleeping(t, e.plain, appName, "pg_sleep(1.5)"), rows)
-	})
+		t.Fatalf("the transactions and the statement are not on the primary after 10s: %d idle in transaction, %d sleeping; %v",
+			activity("idle in transaction%", ""), faultSleeping(t, e.plain, appName, "pg_sleep(1.5)"), rows)
+	}
 
 	proc.Kill(t)
-	faultEventually(t, 10*time.Second, "the primary to roll back the killed executor's transactions", func() bool {
-		return activity("idle in transaction%", "") == 0
-	}, func() string {
-		return fmt.Sprintf("%d still idle in transaction", activity("idle in transaction%", ""))
-	})
+	if !testkit.Poll(10*time.Second, func() bool { return activity("idle in transaction%", "") == 0 }) {
+		t.Fatalf("the primary did not roll back the killed executor's transactions within 10s: %d still idle in transaction", activity("idle in transaction%", ""))
+	}
 	if n := e.onPrimaryLike("proc-tx-%"); n != 0 {
 		t.Fatalf("%d rows of the killed executor's open transactions committed", n)
 	}
@@ -242,9 +241,9 @@ func TestFaultExecutorProcessKilled(t *testing.T) {
 	if !errors.Is(err, forward.ErrInDoubt) || flypg.SafeToRetry(err) {
 		t.Errorf("statement running when its executor was killed: %v, want ErrInDoubt", err)
 	}
-	faultEventually(t, 10*time.Second, "the orphaned statement to finish on the primary", func() bool {
+	testkit.Eventually(t, 10*time.Second, func() bool {
 		return activity("%", "pg_sleep(1.5)") == 0
-	})
+	}, "the orphaned statement to finish on the primary")
 	if n := e.onPrimary("proc-slow"); n != 1 {
 		t.Errorf("the statement sent whole before the kill: %d rows, want 1 (PostgreSQL commits it; the client said in doubt)\n%s", n, e.cluster.Primary.LogTail(30))
 	}
@@ -254,9 +253,11 @@ func TestFaultExecutorProcessKilled(t *testing.T) {
 
 	// A new process on the same address: the app carries on.
 	proc2 := startExecutorProcess(t, bin, dsn, proc.addr)
-	faultEventually(t, 10*time.Second, "writes through the new executor process", func() bool {
+	if !testkit.Poll(10*time.Second, func() bool {
 		return app.Create(&faultWrite{Key: fmt.Sprintf("proc-again-%d", time.Now().UnixNano())}).Error == nil
-	}, func() string { return proc2.Log() })
+	}) {
+		t.Fatalf("no write through the new executor process within 10s; its log: %s", proc2.Log())
+	}
 	ok(t, app.Create(&faultWrite{Key: "proc-last"}))
 
 	// The transactions' streams had broken before COMMIT was sent (its

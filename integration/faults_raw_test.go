@@ -10,6 +10,7 @@ import (
 
 	"github.com/flypg/flypg/forward"
 	"github.com/flypg/flypg/forward/forwardpb"
+	"github.com/flypg/flypg/internal/testkit"
 )
 
 // protocolHeader is the metadata key naming the forwarding protocol
@@ -27,7 +28,7 @@ type rawExecutor struct {
 
 func newRawExecutor(t *testing.T, addr string) *rawExecutor {
 	t.Helper()
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(secretCredentials(t, testSecret)))
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(secretCredentials(t, testkit.Secret)))
 	if err != nil {
 		t.Fatal(err)
 	}

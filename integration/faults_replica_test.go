@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/flypg/flypg"
+	"github.com/flypg/flypg/internal/testkit"
 	"github.com/flypg/flypg/lsn"
 	"github.com/flypg/flypg/pgtest"
 )
@@ -43,8 +44,7 @@ func concurrentWrites(e *faultEnv, prefix string, n int) ([]error, []time.Durati
 // succeeds, read back locally.
 func TestFaultReplicationStalled(t *testing.T) {
 	t.Parallel()
-	requireCluster(t)
-	c := pgtest.StartT(t, pgtest.Options{Replicas: 1, ReplicationLinks: true})
+	c := ownCluster(t, pgtest.Options{Replicas: 1, ReplicationLinks: true})
 	const await = 500 * time.Millisecond
 	e := newFaultEnv(t, faultConfig{cluster: c, awaitTimeout: await})
 	e.mustWrite("before")
@@ -87,9 +87,9 @@ func TestFaultReplicationStalled(t *testing.T) {
 
 			noErr(t, fault.heal())
 			healed = true
-			faultEventually(t, 30*time.Second, "the replica to catch up", func() bool {
+			testkit.Eventually(t, 30*time.Second, func() bool {
 				return countRows(t, e.replica, "fault_writes", "key LIKE ?", fault.name+"-%") == writers
-			})
+			}, "the replica to catch up")
 			// The tracker recovered: the next write waits once and succeeds.
 			before := e.rPlug.Stats().Tracker
 			start := time.Now()
@@ -116,8 +116,7 @@ func TestFaultReplicationStalled(t *testing.T) {
 // restarting the app. It is not parallel: it counts the process's
 // goroutines.
 func TestFaultLocalReplicaRestart(t *testing.T) {
-	requireCluster(t)
-	c := pgtest.StartT(t, pgtest.Options{Replicas: 1})
+	c := ownCluster(t, pgtest.Options{Replicas: 1})
 	const await = time.Second
 	e := newFaultEnv(t, faultConfig{cluster: c, awaitTimeout: await, plugin: func(c *flypg.Config) { c.DisableReplicaFallback = true }})
 	e.mustWrite("before")
@@ -189,16 +188,16 @@ func TestFaultLocalReplicaRestart(t *testing.T) {
 
 	noErr(t, replica.Start(ctx))
 	restarted = true
-	faultEventually(t, 20*time.Second, "writes to wait and succeed again", func() bool {
+	testkit.Eventually(t, 20*time.Second, func() bool {
 		return e.write(ctx, fmt.Sprintf("recover-%d", time.Now().UnixNano())) == nil
-	})
+	}, "writes to wait and succeed again")
 	e.mustWrite("after")
 	if n := countRows(t, e.replica, "fault_writes", "key LIKE 'down-%'"); n != int64(len(outcomes)) {
 		t.Errorf("the replica shows %d of the %d writes made while it was down", n, len(outcomes))
 	}
-	faultEventually(t, 10*time.Second, "goroutines to settle", func() bool {
-		return runtime.NumGoroutine() <= baseline+20
-	}, func() string { return fmt.Sprintf("%d goroutines, baseline %d", runtime.NumGoroutine(), baseline) })
+	if !testkit.Poll(10*time.Second, func() bool { return runtime.NumGoroutine() <= baseline+20 }) {
+		t.Fatalf("goroutines did not settle within 10s: %d, baseline %d", runtime.NumGoroutine(), baseline)
+	}
 }
 
 // TestFaultReplicaPromoted promotes the replica-region app's local replica,
@@ -210,8 +209,7 @@ func TestFaultLocalReplicaRestart(t *testing.T) {
 // committed on the primary. Later writes fail the same way, immediately.
 func TestFaultReplicaPromoted(t *testing.T) {
 	t.Parallel()
-	requireCluster(t)
-	c := pgtest.StartT(t, pgtest.Options{Replicas: 1, ReplicationLinks: true})
+	c := ownCluster(t, pgtest.Options{Replicas: 1, ReplicationLinks: true})
 	const await = 30 * time.Second
 	e := newFaultEnv(t, faultConfig{cluster: c, awaitTimeout: await, plugin: func(c *flypg.Config) {
 		c.MaxReplicaLag, c.DisableFollowPromotion = -1, true
@@ -233,9 +231,9 @@ func TestFaultReplicaPromoted(t *testing.T) {
 			results <- result{err, time.Since(start)}
 		}()
 	}
-	faultEventually(t, 10*time.Second, "the writers to wait for replication", func() bool {
+	testkit.Eventually(t, 10*time.Second, func() bool {
 		return e.rPlug.Stats().Tracker.Waiting == writers
-	})
+	}, "the writers to wait for replication")
 	promoted := time.Now()
 	noErr(t, c.Replicas[0].Promote(ctx))
 	check := func(what string, err error) {

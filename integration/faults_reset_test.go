@@ -15,6 +15,7 @@ import (
 
 	"github.com/flypg/flypg"
 	"github.com/flypg/flypg/forward"
+	"github.com/flypg/flypg/internal/testkit"
 )
 
 // TestFaultConnectionReset resets the connection between the replica-region
@@ -51,7 +52,7 @@ func TestFaultConnectionReset(t *testing.T) {
 		noErr(t, e.link.SetRTT(800*time.Millisecond))
 		res := make(chan error, 1)
 		go func() { res <- write() }()
-		faultEventually(t, 10*time.Second, what+" on the primary", ready)
+		testkit.Eventually(t, 10*time.Second, ready, what+" on the primary")
 		noErr(t, e.link.ResetPeer())
 		noErr(t, e.link.Clear())
 		select {
@@ -118,9 +119,9 @@ func TestFaultConnectionReset(t *testing.T) {
 		const stmt = "INSERT INTO fault_writes (key) SELECT ? FROM pg_sleep(0.6)"
 		res := make(chan error, 1)
 		go func() { res <- e.replica.Exec(stmt, "mid-statement").Error }()
-		faultEventually(t, 10*time.Second, "the statement to run on the primary", func() bool {
+		testkit.Eventually(t, 10*time.Second, func() bool {
 			return e.sleepingOnPrimary("pg_sleep(0.6)") > 0
-		})
+		}, "the statement to run on the primary")
 		noErr(t, e.link.ResetPeer())
 		noErr(t, e.link.Clear())
 		if err := <-res; err != nil {
@@ -162,9 +163,9 @@ func TestFaultConnectionReset(t *testing.T) {
 		}
 		noErr(t, e.link.Clear())
 		cleared = true
-		faultEventually(t, 10*time.Second, "writes to resume", func() bool {
+		testkit.Eventually(t, 10*time.Second, func() bool {
 			return e.write(ctx, fmt.Sprintf("after-reset-%d", time.Now().UnixNano())) == nil
-		})
+		}, "writes to resume")
 	})
 
 	t.Run("reply lost, executor restarted", func(t *testing.T) {
@@ -172,7 +173,7 @@ func TestFaultConnectionReset(t *testing.T) {
 		noErr(t, e.link.SetRTT(800*time.Millisecond))
 		res := make(chan error, 1)
 		go func() { res <- e.write(ctx, "orphan-reply") }()
-		faultEventually(t, 10*time.Second, "the row on the primary", func() bool { return e.onPrimary("orphan-reply") > 0 })
+		testkit.Eventually(t, 10*time.Second, func() bool { return e.onPrimary("orphan-reply") > 0 }, "the row on the primary")
 		noErr(t, e.link.Cut()) // the reply is lost
 		e.restartExecutor()    // and the executor that knew the outcome is gone
 		noErr(t, e.link.Clear())

@@ -14,6 +14,7 @@ import (
 
 	"github.com/flypg/flypg"
 	"github.com/flypg/flypg/fly"
+	"github.com/flypg/flypg/internal/testkit"
 )
 
 // Gadget is written by an application callback's audit row and checked by
@@ -305,7 +306,7 @@ func TestConnectionBlocks(t *testing.T) {
 		}
 		return nil
 	}))
-	eventually(t, 30*time.Second, "the block's lock to be released with its connection", func() bool { return !held(4711) })
+	testkit.Eventually(t, 30*time.Second, func() bool { return !held(4711) }, "the block's lock to be released with its connection")
 	if n := countRows(t, e.plain, "widgets", "name IN ('in-block', 'tx-in-block')"); n != 2 {
 		t.Errorf("%d of the block's 2 widgets on the primary", n)
 	}
@@ -518,11 +519,11 @@ func TestPluginDB(t *testing.T) {
 	if _, err := db.ExecContext(ctx, "SELECT pg_advisory_lock(1)"); err != nil {
 		t.Errorf("session lock outside a transaction: %v", err)
 	}
-	eventually(t, 30*time.Second, "the session lock to be released with its connection", func() bool {
+	testkit.Eventually(t, 30*time.Second, func() bool {
 		var n int64
 		ok(t, e.plain.Raw("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 1").Scan(&n))
 		return n == 0
-	})
+	}, "the session lock to be released with its connection")
 	var next int64
 	noErr(t, db.QueryRowContext(ctx, "SELECT count(*) FROM widgets WHERE name = ANY($1)", []string{"sqldb", "returning"}).Scan(&next))
 	if next != 2 {

@@ -15,6 +15,7 @@ import (
 	"github.com/flypg/flypg"
 	"github.com/flypg/flypg/fly"
 	"github.com/flypg/flypg/forward"
+	"github.com/flypg/flypg/internal/testkit"
 )
 
 // TestRoundTrips: GORM's default transaction around one Create, Update or
@@ -92,9 +93,9 @@ func TestNoAwait(t *testing.T) {
 	if n := countRows(t, e.plain, "widgets", "id = ?", w.ID); n != 1 {
 		t.Fatal("NoAwait write is not on the primary")
 	}
-	eventually(t, 10*time.Second, "the NoAwait write to replicate", func() bool {
+	testkit.Eventually(t, 10*time.Second, func() bool {
 		return countRows(t, e.replica, "widgets", "id = ?", w.ID) == 1
-	})
+	}, "the NoAwait write to replicate")
 
 	// Transactions, Exec and Call honour it too.
 	_, waits = e.counted(func() {
@@ -213,7 +214,7 @@ func TestContextCancellation(t *testing.T) {
 			t.Errorf("%s with a 300ms deadline returned after %s", tc.name, took)
 		}
 		// The executor cancels the statement on the primary.
-		eventually(t, 10*time.Second, tc.name+": pg_sleep cancelled on the primary", func() bool { return sleeping() == 0 })
+		testkit.Eventually(t, 10*time.Second, func() bool { return sleeping() == 0 }, tc.name+": pg_sleep cancelled on the primary")
 		if n := countRows(t, e.plain, "widgets", "name = ?", "slow"); n != 0 {
 			t.Errorf("%s: the timed-out write committed", tc.name)
 		}

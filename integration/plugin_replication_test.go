@@ -10,6 +10,7 @@ import (
 
 	"github.com/flypg/flypg"
 	"github.com/flypg/flypg/fly"
+	"github.com/flypg/flypg/internal/testkit"
 	"github.com/flypg/flypg/pgtest"
 )
 
@@ -23,8 +24,7 @@ import (
 // waits normally.
 func TestReplicationTimeout(t *testing.T) {
 	t.Parallel()
-	requireCluster(t)
-	c := pgtest.StartT(t, pgtest.Options{Replicas: 1, ReplicationLinks: true})
+	c := ownCluster(t, pgtest.Options{Replicas: 1, ReplicationLinks: true})
 	const await = 300 * time.Millisecond
 	e := newEnvWith(t, envConfig{cluster: c, awaitTimeout: await})
 	link := c.ReplicationLink(0)
@@ -149,9 +149,9 @@ func TestReplicationTimeout(t *testing.T) {
 
 			noErr(t, fault.heal())
 			healed = true
-			eventually(t, 30*time.Second, "the replica to catch up", func() bool {
+			testkit.Eventually(t, 30*time.Second, func() bool {
 				return countRows(t, e.replica, "widgets", "name LIKE ?", fault.name+"-%") == 4
-			})
+			}, "the replica to catch up")
 			wantBalances(t, e.replica, &alice, &bob, 100-fault.transferred, fault.transferred)
 
 			// The tracker recovered: the next write waits and succeeds.

@@ -27,6 +27,7 @@ import (
 	"github.com/flypg/flypg/forward/executor"
 	"github.com/flypg/flypg/forward/forwardpb"
 	"github.com/flypg/flypg/forward/protocol"
+	"github.com/flypg/flypg/internal/testkit"
 )
 
 // attackBytes is the size of each unauthenticated request below.
@@ -51,14 +52,10 @@ func nullArrayRequest(size int) []byte {
 }
 
 // serverNameOnTheWire returns the server name a client holding
-// testSecret sends in the clear, as an observer of its traffic sees it.
+// testkit.Secret sends in the clear, as an observer of its traffic sees it.
 func serverNameOnTheWire(t *testing.T) string {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lis.Close()
+	lis := testkit.Listen(t)
 	seen := make(chan string, 1)
 	go func() {
 		c, err := lis.Accept()
@@ -77,7 +74,7 @@ func serverNameOnTheWire(t *testing.T) string {
 		t.Fatal(err)
 	}
 	defer raw.Close()
-	secretCredentials(t, testSecret).ClientHandshake(context.Background(), "x", raw)
+	secretCredentials(t, testkit.Secret).ClientHandshake(context.Background(), "x", raw)
 	return <-seen
 }
 
@@ -113,7 +110,7 @@ func TestSecurityUnauthenticatedPeersHoldLittleMemory(t *testing.T) {
 	if log := proc.Log(); !strings.Contains(log, "from=$FLYPG_PRIMARY_DSN") {
 		t.Errorf("the executor does not say where its DSN came from:\n%s", log)
 	}
-	db := forwarder(t, proc.addr, testSecret)
+	db := forwarder(t, proc.addr, testkit.Secret)
 	ctx := context.Background()
 	noErr(t, insert(ctx, db, "warm-up"))
 	base := procStatusKB(t, proc.pid(), "VmHWM")
@@ -254,7 +251,7 @@ func TestSecurityIdleConnectionsAreBounded(t *testing.T) {
 	}
 	d := newSecDB(t)
 	proc := startExecutorProcess(t, buildExecutor(t), d.dsn, "127.0.0.1:0")
-	db := forwarder(t, proc.addr, testSecret)
+	db := forwarder(t, proc.addr, testkit.Secret)
 	ctx := context.Background()
 	noErr(t, insert(ctx, db, "warm-up"))
 
@@ -321,7 +318,7 @@ func TestSecurityIdleConnectionsAreBounded(t *testing.T) {
 		t.Fatalf("legitimate write after the idle connections: %v", err)
 	}
 	// And a new client connects.
-	if err := insert(ctx, forwarder(t, proc.addr, testSecret), "new-client"); err != nil {
+	if err := insert(ctx, forwarder(t, proc.addr, testkit.Secret), "new-client"); err != nil {
 		t.Fatalf("new client after the idle connections: %v", err)
 	}
 }

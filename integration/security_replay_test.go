@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/flypg/flypg/internal/testkit"
 )
 
 // recorder is a TCP proxy that records what each client connection sends,
@@ -23,10 +25,7 @@ type recorder struct {
 
 func newRecorder(t *testing.T, target string) *recorder {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	lis := testkit.Listen(t)
 	r := &recorder{lis: lis, target: target}
 	r.wg.Add(1)
 	go r.serve()
@@ -149,7 +148,7 @@ func TestSecurityRecordedTrafficRunsNothing(t *testing.T) {
 	ctx := context.Background()
 	for i := 0; i < 2; i++ {
 		func() {
-			db := forwarder(t, rec.addr(), testSecret)
+			db := forwarder(t, rec.addr(), testkit.Secret)
 			noErr(t, insert(ctx, db, fmt.Sprintf("rec-%d-a", i)))
 			noErr(t, insert(ctx, db, fmt.Sprintf("rec-%d-b", i)))
 			tx, err := db.BeginTx(ctx, nil)
@@ -217,7 +216,7 @@ func TestSecurityRecordedTrafficRunsNothing(t *testing.T) {
 
 	// Each instance still serves its clients.
 	for _, p := range []*executorProcess{a2, b} {
-		if err := insert(ctx, forwarder(t, p.addr, testSecret), "after-replay"); err != nil {
+		if err := insert(ctx, forwarder(t, p.addr, testkit.Secret), "after-replay"); err != nil {
 			t.Fatalf("legitimate write after the replays: %v", err)
 		}
 	}

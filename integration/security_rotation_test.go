@@ -3,13 +3,13 @@ package integration
 import (
 	"errors"
 	"fmt"
-	"net"
 	"sync"
 	"testing"
 
 	"gorm.io/gorm"
 
 	"github.com/flypg/flypg"
+	"github.com/flypg/flypg/internal/testkit"
 )
 
 // rotationNode starts a primary-region app serving the executor with the
@@ -21,17 +21,7 @@ func rotationNode(t *testing.T, d *secDB, secret string, old ...string) (string,
 	if err := db.Use(p); err != nil {
 		t.Fatal(err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Start(lis); err != nil {
-		t.Fatal(err)
-	}
-	var once sync.Once
-	stop := func() { once.Do(func() { p.Close() }) }
-	t.Cleanup(stop)
-	return lis.Addr().String(), stop
+	return testkit.Serve(t, p), func() { p.Close() }
 }
 
 // rotationApp starts a replica-region app forwarding to target with the
@@ -54,7 +44,7 @@ func rotationApp(t *testing.T, d *secDB, target, secret string, old ...string) *
 // client and executor, and every write succeeds exactly once.
 func TestSecuritySecretRotationLosesNoWrite(t *testing.T) {
 	t.Parallel()
-	const oldSecret, newSecret = testSecret, "the-rotated-secret-0123456789abcdef"
+	const oldSecret, newSecret = testkit.Secret, "the-rotated-secret-0123456789abcdef"
 	d := newSecDB(t)
 
 	var mu sync.Mutex

@@ -71,18 +71,3 @@ func queryBool(t *testing.T, ctx context.Context, conn *pgx.Conn, sql string, ar
 	}
 	return v
 }
-
-// eventually polls cond every few milliseconds until it holds or timeout
-// passes.
-func eventually(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(2 * time.Millisecond) // polling interval, not synchronisation
-	}
-}

@@ -8,16 +8,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/flypg/flypg/internal/testkit"
 )
 
 // echoServer echoes every connection until the client closes it. It stops,
 // closing its connections, at the end of the test.
 func echoServer(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := testkit.Listen(t)
 	var (
 		wg    sync.WaitGroup
 		mu    sync.Mutex

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flypg/flypg/internal/testkit"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -88,7 +89,7 @@ func TestReplicationLinks(t *testing.T) {
 			t.Fatal(err)
 		}
 		// Absence of progress can only be observed over a window.
-		if eventually(300*time.Millisecond, func() bool {
+		if testkit.Poll(300*time.Millisecond, func() bool {
 			return queryBool(t, ctx, replica, "SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn", lsn)
 		}) {
 			t.Fatal("replica replayed WAL while its link was cut")

@@ -40,3 +40,15 @@ func StartT(tb testing.TB, opts Options) *Cluster {
 	})
 	return c
 }
+
+// NewLinkT starts a link for a test (see NewLink) and closes it in
+// tb.Cleanup; an error fails the test.
+func NewLinkT(tb testing.TB, name, upstream string) *Link {
+	tb.Helper()
+	l, err := NewLink(name, upstream)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { l.Close() })
+	return l
+}

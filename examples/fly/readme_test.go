@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flypg/flypg/internal/testkit"
 	"github.com/flypg/flypg/pgtest"
 )
 
@@ -46,7 +46,7 @@ func TestREADMETwoRegions(t *testing.T) {
 	}
 	replace := []string{"/tmp/flypg-regions.env", filepath.Join(t.TempDir(), "regions.env")}
 	for _, port := range []string{"5480", "5481", "8080", "8081"} {
-		replace = append(replace, port, strconv.Itoa(freePort(t)))
+		replace = append(replace, port, strconv.Itoa(testkit.FreePort(t)))
 	}
 	r := strings.NewReplacer(replace...)
 	for i := range blocks {
@@ -196,15 +196,4 @@ func runBlock(ctx context.Context, block string) (string, error) {
 		err = fmt.Errorf("%w (%v)", err, ctx.Err())
 	}
 	return string(out), err
-}
-
-// freePort returns a TCP port free on this machine right now.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flypg/flypg/internal/testkit"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -17,7 +18,7 @@ import (
 )
 
 const (
-	testSecret  = "correct-horse-battery-staple-0123"
+	testSecret  = testkit.Secret
 	otherSecret = "another-secret-that-is-long-enough"
 	testProto   = "1"
 )

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flypg/flypg/internal/testkit"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 )
@@ -43,11 +44,7 @@ type handshakeResult struct {
 // verifies the client certificate last) reaches the client.
 func handshake(t *testing.T, client, server *tls.Config) handshakeResult {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lis.Close()
+	lis := testkit.Listen(t)
 	deadline := time.Now().Add(10 * time.Second)
 	var r handshakeResult
 	done := make(chan struct{})
