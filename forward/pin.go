@@ -5,9 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"time"
-
-	"google.golang.org/grpc/metadata"
 
 	"github.com/flypg/flypg/forward/forwardpb"
 	"github.com/flypg/flypg/forward/internal/sqlscan"
@@ -50,13 +47,9 @@ func Pin(c *sql.Conn) error {
 // pinLink is the Pin stream of a pinned connection: a txLink for each
 // unit that runs on it, one after another.
 type pinLink struct {
-	c      *Client
-	stream forwardpb.Executor_PinClient
-	cancel context.CancelFunc
-	resps  chan txReply
-	reader chan struct{} // closed when the reading goroutine has ended
-	on     connID
-	lost   error // set when the stream broke: later units fail with ErrPinLost
+	c *Client
+	bidi
+	lost error // set when the stream broke: later units fail with ErrPinLost
 }
 
 var _ txLink = (*pinLink)(nil)
@@ -73,44 +66,11 @@ func (l *pinLink) start(ctx context.Context) error {
 		return err
 	}
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	octx, ocancel := l.c.unitContext(ctx)
-	defer ocancel()
-	type opened struct {
-		s   forwardpb.Executor_PinClient
-		err error
+	b, err := l.c.openBidi(ctx, sctx, cancel, func(sctx context.Context) (forwardpb.Executor_TxClient, error) { return l.c.api.Pin(sctx) })
+	if err != nil {
+		return err
 	}
-	ch := make(chan opened, 1)
-	go func() {
-		s, err := l.c.api.Pin(sctx)
-		ch <- opened{s, err}
-	}()
-	var o opened
-	select {
-	case o = <-ch:
-	case <-octx.Done():
-		cancel()
-		if o = <-ch; o.err == nil {
-			o.err = octx.Err()
-		}
-	}
-	if o.err != nil {
-		cancel()
-		return o.err
-	}
-	l.stream, l.cancel = o.s, cancel
-	l.on = connOfStream(o.s.Context())
-	l.resps = make(chan txReply, 1)
-	l.reader = make(chan struct{})
-	go func() {
-		defer close(l.reader)
-		for {
-			r, err := l.stream.Recv()
-			l.resps <- txReply{r, err}
-			if err != nil {
-				return
-			}
-		}
-	}()
+	l.bidi = b
 	return nil
 }
 
@@ -133,32 +93,6 @@ func (l *pinLink) open(ctx, _ context.Context, begin *forwardpb.TxBegin) (error,
 	return nil, nil
 }
 
-func (l *pinLink) send(m *forwardpb.TxRequest) error { return l.stream.Send(m) }
-
-func (l *pinLink) replies() <-chan txReply { return l.resps }
-
-// recvError returns the stream's own error after Send failed (gRPC keeps
-// the status for Recv).
-func (l *pinLink) recvError(sendErr error) error {
-	select {
-	case r := <-l.resps:
-		if r.err != nil {
-			return r.err
-		}
-	case <-time.After(time.Second):
-	}
-	return sendErr
-}
-
-func (l *pinLink) trailer() metadata.MD {
-	if l.stream == nil {
-		return nil
-	}
-	return l.stream.Trailer()
-}
-
-func (l *pinLink) conn() connID { return l.on }
-
 // lone is not used: a pinned connection's autocommit statement is a
 // unit of the pin (TxBegin with commit), never a unit of its own, which
 // would run on another primary connection.
@@ -176,29 +110,13 @@ func (l *pinLink) close(broken bool) {
 }
 
 // lose ends the pin after a failure: later units fail with ErrPinLost.
+// Ending the stream makes the executor roll back what is open and release
+// the connection (closing it if session state may remain on it).
 func (l *pinLink) lose(cause error) {
 	if l.lost == nil {
 		l.lost = cause
 	}
 	l.end()
-}
-
-// end cancels the stream, which makes the executor roll back what is open
-// and release the connection (closing it if session state may remain on
-// it), and waits for the reading goroutine.
-func (l *pinLink) end() {
-	if l.cancel == nil {
-		return
-	}
-	l.cancel()
-	l.cancel = nil
-	for {
-		select {
-		case <-l.reader:
-			return
-		case <-l.resps: // drop, so that the reader can finish
-		}
-	}
 }
 
 // run runs one statement outside a transaction on the pin: a unit of its

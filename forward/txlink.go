@@ -37,7 +37,13 @@ type txLink interface {
 
 // txStream is a transaction's own Tx stream.
 type txStream struct {
-	c      *Client
+	c *Client
+	bidi
+}
+
+// bidi is an open Tx or Pin stream (both carry TxRequest and TxResponse)
+// with the goroutine that reads its replies.
+type bidi struct {
 	stream forwardpb.Executor_TxClient
 	cancel context.CancelFunc
 	resps  chan txReply
@@ -45,13 +51,10 @@ type txStream struct {
 	on     connID
 }
 
-func (l *txStream) open(ctx, txCtx context.Context, begin *forwardpb.TxBegin) (error, error) {
-	c := l.c
-	if err := c.awaitReady(ctx); err != nil {
-		return ErrUnavailable, err
-	}
-	sctx, cancel := context.WithCancel(txCtx)
-	// Opening the stream is bounded by the statement's time.
+// openBidi opens a stream with open under sctx (cancel ends it), the
+// opening bounded by the statement's time (ctx and the client's timeout),
+// and starts reading its replies. Opening sends nothing that could run.
+func (c *Client) openBidi(ctx, sctx context.Context, cancel context.CancelFunc, open func(context.Context) (forwardpb.Executor_TxClient, error)) (bidi, error) {
 	octx, ocancel := c.unitContext(ctx)
 	defer ocancel()
 	type opened struct {
@@ -60,7 +63,7 @@ func (l *txStream) open(ctx, txCtx context.Context, begin *forwardpb.TxBegin) (e
 	}
 	ch := make(chan opened, 1)
 	go func() {
-		s, err := c.api.Tx(sctx)
+		s, err := open(sctx)
 		ch <- opened{s, err}
 	}()
 	var o opened
@@ -68,21 +71,30 @@ func (l *txStream) open(ctx, txCtx context.Context, begin *forwardpb.TxBegin) (e
 	case o = <-ch:
 	case <-octx.Done():
 		cancel()
-		o = <-ch
-		if o.err == nil {
+		if o = <-ch; o.err == nil {
 			o.err = octx.Err()
 		}
 	}
 	if o.err != nil {
 		cancel()
-		// Opening a stream sends nothing that could run: safe.
-		return ErrUnavailable, o.err
+		return bidi{}, o.err
 	}
-	l.stream, l.cancel = o.s, cancel
-	l.on = connOfStream(o.s.Context())
-	l.resps = make(chan txReply, 1)
-	l.reader = make(chan struct{})
-	go l.read()
+	b := bidi{stream: o.s, cancel: cancel, on: connOfStream(o.s.Context()), resps: make(chan txReply, 1), reader: make(chan struct{})}
+	go b.read()
+	return b, nil
+}
+
+func (l *txStream) open(ctx, txCtx context.Context, begin *forwardpb.TxBegin) (error, error) {
+	c := l.c
+	if err := c.awaitReady(ctx); err != nil {
+		return ErrUnavailable, err
+	}
+	sctx, cancel := context.WithCancel(txCtx)
+	b, err := c.openBidi(ctx, sctx, cancel, func(sctx context.Context) (forwardpb.Executor_TxClient, error) { return c.api.Tx(sctx) })
+	if err != nil {
+		return ErrUnavailable, err
+	}
+	l.bidi = b
 	// A failed Send transmitted nothing: the executor never saw a COMMIT
 	// and rolls back whatever it began when the stream ends.
 	if err := l.stream.Send(&forwardpb.TxRequest{Op: &forwardpb.TxRequest_Begin{Begin: begin}}); err != nil {
@@ -93,7 +105,7 @@ func (l *txStream) open(ctx, txCtx context.Context, begin *forwardpb.TxBegin) (e
 
 // read receives the stream's replies until it ends; the client reads each
 // before it sends the next message, or the next part of a result.
-func (l *txStream) read() {
+func (l *bidi) read() {
 	defer close(l.reader)
 	for {
 		r, err := l.stream.Recv()
@@ -104,13 +116,13 @@ func (l *txStream) read() {
 	}
 }
 
-func (l *txStream) send(m *forwardpb.TxRequest) error { return l.stream.Send(m) }
+func (l *bidi) send(m *forwardpb.TxRequest) error { return l.stream.Send(m) }
 
-func (l *txStream) replies() <-chan txReply { return l.resps }
+func (l *bidi) replies() <-chan txReply { return l.resps }
 
 // recvError returns the stream's real error after Send failed: gRPC
 // reports only io.EOF from Send and keeps the status for Recv.
-func (l *txStream) recvError(sendErr error) error {
+func (l *bidi) recvError(sendErr error) error {
 	select {
 	case r := <-l.resps:
 		if r.err != nil {
@@ -121,22 +133,17 @@ func (l *txStream) recvError(sendErr error) error {
 	return sendErr
 }
 
-func (l *txStream) trailer() metadata.MD {
+func (l *bidi) trailer() metadata.MD {
 	if l.stream == nil {
 		return nil
 	}
 	return l.stream.Trailer()
 }
 
-func (l *txStream) conn() connID { return l.on }
+func (l *bidi) conn() connID { return l.on }
 
-func (l *txStream) lone(ctx context.Context, st *forwardpb.Statement, id []byte, rcpt *Receipt, end func(error, bool) error) (*answer, error) {
-	resp, err := l.c.execUnit(ctx, "tx", st, id, rcpt)
-	return l.c.lone(ctx, "tx", id, resp, err, rcpt, end)
-}
-
-// close cancels the stream and waits for the reading goroutine.
-func (l *txStream) close(bool) {
+// end cancels the stream and waits for the reading goroutine.
+func (l *bidi) end() {
 	if l.cancel == nil {
 		return
 	}
@@ -150,3 +157,11 @@ func (l *txStream) close(bool) {
 		}
 	}
 }
+
+func (l *txStream) lone(ctx context.Context, st *forwardpb.Statement, id []byte, rcpt *Receipt, end func(error, bool) error) (*answer, error) {
+	resp, err := l.c.execUnit(ctx, "tx", st, id, rcpt)
+	return l.c.lone(ctx, "tx", id, resp, err, rcpt, end)
+}
+
+// close ends the stream: a transaction's own stream ends with it.
+func (l *txStream) close(bool) { l.end() }
