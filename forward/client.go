@@ -269,10 +269,15 @@ func newID() []byte {
 }
 
 // unitContext bounds a unit by the configured timeout unless ctx ends
-// sooner.
+// sooner. Without a timeout (the default) it is ctx itself: a context per
+// statement would cost an allocation and a registration with ctx's parent
+// for nothing.
 func (c *Client) unitContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	if d, ok := ctx.Deadline(); c.cfg.Timeout == 0 || ok && time.Until(d) <= c.cfg.Timeout {
-		return context.WithCancel(ctx)
+	if c.cfg.Timeout == 0 {
+		return ctx, func() {}
+	}
+	if d, ok := ctx.Deadline(); ok && time.Until(d) <= c.cfg.Timeout {
+		return ctx, func() {}
 	}
 	return context.WithTimeout(ctx, c.cfg.Timeout)
 }

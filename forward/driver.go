@@ -293,16 +293,18 @@ func (c *Client) execUnit(ctx context.Context, op string, st *forwardpb.Statemen
 	var resp *forwardpb.ExecResponse
 	err := c.do(ctx, op, id, rcpt, func(ctx context.Context, u *forwardpb.Unit, md *metadata.MD) (connID, error) {
 		req := &forwardpb.ExecRequest{Unit: u, Statement: st}
-		if err := c.checkSend(req); err != nil {
+		size, err := c.sendSize(req)
+		if err != nil {
 			return "", err
 		}
-		if s := c.session(ctx); s != nil {
-			var err error
+		if s := c.session(ctx); s != nil && size <= maxSessionMessage {
 			resp, err = s.exec(ctx, req, md)
 			return s.conn, err
 		}
+		// Without a session, or for a statement too large for one (a
+		// message over the executor's receive limit would end the whole
+		// session; a call that size is refused alone, saying nothing ran).
 		var p peer.Peer
-		var err error
 		resp, err = c.api.Exec(ctx, req, grpc.Trailer(md), grpc.Peer(&p))
 		if err == nil {
 			c.inst.note(connOf(&p), resp.GetInstance())

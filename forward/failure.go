@@ -96,8 +96,15 @@ func (e *sendLimitError) Error() string {
 // so only in its message; checked here, the client knows that nothing was
 // sent.
 func (c *Client) checkSend(m proto.Message) error {
-	if n := proto.Size(m); n > c.cfg.MaxSendBytes {
-		return notSent{&sendLimitError{size: n, limit: c.cfg.MaxSendBytes}}
+	_, err := c.sendSize(m)
+	return err
+}
+
+// sendSize is checkSend that also returns m's size.
+func (c *Client) sendSize(m proto.Message) (int, error) {
+	n := proto.Size(m)
+	if n > c.cfg.MaxSendBytes {
+		return n, notSent{&sendLimitError{size: n, limit: c.cfg.MaxSendBytes}}
 	}
-	return nil
+	return n, nil
 }

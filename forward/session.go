@@ -6,12 +6,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-
-	"google.golang.org/protobuf/proto"
 
 	"github.com/flypg/flypg/forward/forwardpb"
 	"github.com/flypg/flypg/forward/protocol"
@@ -139,12 +136,9 @@ func (s *session) fail(err error) {
 // before ctx ends was not sent; one whose send blocks past ctx (the
 // executor holds the stream back, or the network stalls) ends the session,
 // whose other statements are then asked again elsewhere.
+//
+// req must be at most maxSessionMessage bytes.
 func (s *session) exec(ctx context.Context, req *forwardpb.ExecRequest, md *metadata.MD) (*forwardpb.ExecResponse, error) {
-	if proto.Size(req) > maxSessionMessage {
-		// A message over the executor's receive limit would end the whole
-		// session; a call that size is refused alone, saying nothing ran.
-		return s.c.api.Exec(ctx, req, grpc.Trailer(md))
-	}
 	m := &forwardpb.SessionRequest{Exec: req}
 	if h := s.c.cfg.SessionHeaders; h != nil {
 		m.Headers = h(ctx)
@@ -176,7 +170,12 @@ func (s *session) exec(ctx context.Context, req *forwardpb.ExecRequest, md *meta
 	if d, ok := ctx.Deadline(); ok {
 		m.TimeoutMicros = max(1, time.Until(d).Microseconds())
 	}
-	stop := context.AfterFunc(ctx, func() { s.fail(status.FromContextError(ctx.Err()).Err()) })
+	// A send that ctx's end interrupts ends the session (gRPC may have
+	// sent part of the message). A ctx that cannot end needs no watch.
+	stop := func() bool { return true }
+	if ctx.Done() != nil {
+		stop = context.AfterFunc(ctx, func() { s.fail(status.FromContextError(ctx.Err()).Err()) })
+	}
 	err := s.stream.Send(m)
 	stopped := stop()
 	<-s.sendTurn

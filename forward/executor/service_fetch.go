@@ -62,6 +62,16 @@ func (x *Executor) execAnswer(ctx context.Context, req *forwardpb.ExecRequest) l
 // statement's final error.
 func (x *Executor) runLone(ctx context.Context, req *forwardpb.ExecRequest, done func(error), answer func(loneAnswer)) {
 	sink := &trailerSink{}
+	if !req.GetStatement().GetParts() {
+		// A result that comes whole (an Exec's, whose rows are dropped):
+		// the statement ends with its answer, under ctx alone.
+		resp, err := x.serveExec(context.WithValue(ctx, trailerSinkKey{}, sink), req, nil)
+		if done != nil {
+			done(err)
+		}
+		answer(loneAnswer{resp, err, sink.md})
+		return
+	}
 	sctx := context.WithValue(context.WithoutCancel(ctx), trailerSinkKey{}, sink)
 	var cancel context.CancelFunc
 	if d, ok := ctx.Deadline(); ok {
@@ -73,11 +83,7 @@ func (x *Executor) runLone(ctx context.Context, req *forwardpb.ExecRequest, done
 	r := &relay{x: x, ctx: sctx, cancel: cancel, answer: answer, attached: make(chan struct{})}
 	r.stopCaller = context.AfterFunc(ctx, cancel)
 	defer r.stopCaller()
-	var emit partSink
-	if req.GetStatement().GetParts() {
-		emit = r.emit
-	}
-	resp, err := x.serveExec(sctx, req, emit)
+	resp, err := x.serveExec(sctx, req, r.emit)
 	if done != nil {
 		done(err)
 	}
