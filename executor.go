@@ -44,8 +44,9 @@ type ExecutorConfig struct {
 	HandshakeTimeout, IdleConnTimeout                 time.Duration
 
 	// TxIdleTimeout rolls back a forwarded transaction that waits this long
-	// for its next statement (default 30s); TxMaxDuration one open this
-	// long (default 5m).
+	// for its next statement, and closes a pinned connection (db.Connection)
+	// idle this long between statements (default 5m); TxMaxDuration rolls
+	// back a transaction open this long (default 1h).
 	TxIdleTimeout, TxMaxDuration time.Duration
 
 	// StatementTimeout, if set, is the primary's statement_timeout for
