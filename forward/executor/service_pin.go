@@ -52,20 +52,9 @@ func (s *service) Pin(stream forwardpb.Executor_PinServer) error {
 		case err != nil:
 			return err
 		}
-		b, begin, err := x.unitBegin(stream, m)
+		b, begin, e, err := x.admitBegin(ctx, stream, m)
 		if err != nil {
 			return err
-		}
-		e, fresh, err := x.admit(ctx, b.GetUnit(), x.recordsSQL())
-		if err != nil {
-			return err
-		}
-		if !fresh {
-			// Units of a pin are never retried: the state they ran in is
-			// gone with the stream. An existing ID is a client bug or a
-			// replay.
-			stream.SetTrailer(trailer(protocol.OutcomeNotRun, 0))
-			return status.Error(codes.FailedPrecondition, "forward: duplicate request ID on a pinned connection")
 		}
 		if uc == nil {
 			if uc, err = x.startUnit(ctx, e, b.GetUnit(), true); err != nil {

@@ -32,19 +32,9 @@ func (s *service) Tx(stream forwardpb.Executor_TxServer) error {
 	if err != nil {
 		return err
 	}
-	b, begin, err := x.unitBegin(stream, first)
+	b, begin, e, err := x.admitBegin(ctx, stream, first)
 	if err != nil {
 		return err
-	}
-	e, fresh, err := x.admit(ctx, b.GetUnit(), x.recordsSQL())
-	if err != nil {
-		return err
-	}
-	if !fresh {
-		// Transactions are never retried as a whole stream; an existing ID
-		// is a client bug or a replay.
-		stream.SetTrailer(trailer(protocol.OutcomeNotRun, 0))
-		return status.Error(codes.FailedPrecondition, "forward: duplicate transaction request ID")
 	}
 	uc, err := x.startUnit(ctx, e, b.GetUnit(), true)
 	if err != nil {
@@ -81,6 +71,27 @@ func (x *Executor) unitBegin(out txOut, m *forwardpb.TxRequest) (*forwardpb.TxBe
 		return nil, "", status.Errorf(codes.InvalidArgument, "forward: %v", err)
 	}
 	return b, begin, nil
+}
+
+// admitBegin checks the message that starts a unit on a Tx or Pin stream
+// (unitBegin) and takes the unit's ledger entry. Such units are never
+// retried (a transaction's stream, or a pin's session state, is gone with
+// its stream): an ID the ledger holds is a client bug or a replay, and
+// ends the stream with nothing run.
+func (x *Executor) admitBegin(ctx context.Context, out txOut, m *forwardpb.TxRequest) (*forwardpb.TxBegin, string, *ledgerEntry, error) {
+	b, begin, err := x.unitBegin(out, m)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	e, fresh, err := x.admit(ctx, b.GetUnit(), x.recordsSQL())
+	if err != nil {
+		return nil, "", nil, err
+	}
+	if !fresh {
+		out.SetTrailer(trailer(protocol.OutcomeNotRun, 0))
+		return nil, "", nil, status.Error(codes.FailedPrecondition, "forward: duplicate request ID of a transaction or pinned unit")
+	}
+	return b, begin, e, nil
 }
 
 // txOut is where a transaction's answers go: its Tx stream, or the pin
